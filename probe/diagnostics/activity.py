@@ -1,0 +1,138 @@
+"""Unit activity: dead, near-dead and dormant units, and output magnitude per side.
+
+Definitions (hidden layer with pre-activation ``z`` and negative slope ``a``;
+the activation is ``h = z`` where ``z > 0`` and ``h = a * z`` elsewhere):
+
+* A unit is *active* on a sample when ``z > 0``. The negative region is
+  ``z <= 0`` (PyTorch's convention at exactly 0).
+* ``dead``: active on no sample of the evaluation set.
+* ``near_dead``: active on fewer than ``near_dead_threshold`` (default 1%) of
+  the samples; dead units are included, so ``near_dead_units >= dead_units``.
+* ``dormant`` (ReDo, Sokar et al. 2023): the unit's mean ``|h|`` divided by the
+  layer's mean over units of that quantity is at most ``tau`` (0.025). When the
+  whole layer outputs zeros every unit is dormant.
+* Output magnitude: mean ``|h|`` over negative-region entries against mean
+  ``|h|`` over positive-region entries (entries = sample x unit pairs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+HIST_BINS = 10
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return None if den == 0 else num / den
+
+
+@dataclass(frozen=True)
+class ActivityResult:
+    """Activity diagnostics of one hidden layer of one network."""
+
+    units: int
+    samples: int
+    dead_units: int
+    dead_rate: float
+    near_dead_units: int
+    near_dead_threshold: float
+    dormant_units: int
+    dormant_tau: float
+    active_fraction_mean: float
+    active_fraction_quantiles: dict[str, float]
+    active_fraction_histogram: list[int]
+    act_neg_mean_abs: float | None
+    act_pos_mean_abs: float | None
+    act_ratio: float | None
+    neg_region_fraction: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ActivityStats:
+    """Streams per-unit counts and sums; memory is O(members x units).
+
+    Args:
+        near_dead_threshold: Active fraction below which a unit is near-dead.
+        dormant_tau: ReDo threshold on the normalised mean ``|h|``.
+    """
+
+    def __init__(self, near_dead_threshold: float = 0.01, dormant_tau: float = 0.025) -> None:
+        self.near_dead_threshold = near_dead_threshold
+        self.dormant_tau = dormant_tau
+        self.samples = 0
+        self.active: torch.Tensor | None = None  # [M, U] count of z > 0
+        self.abs_h: torch.Tensor | None = None  # [M, U] sum of |h|
+        self.neg_abs = self.neg_count = self.pos_abs = self.pos_count = None  # [M]
+
+    def update(self, z: torch.Tensor, slope: torch.Tensor) -> None:
+        """Feed one batch.
+
+        Args:
+            z: Pre-activations, ``[members, batch, units]``.
+            slope: Negative slope broadcastable to ``z`` (``[members, 1, 1]`` or
+                ``[members, 1, units]``).
+        """
+        z = z.detach()
+        pos = z > 0
+        h_abs = torch.where(pos, z, z * slope).abs().double()
+        pos_abs = (h_abs * pos).sum(dim=(1, 2))
+        all_abs = h_abs.sum(dim=1)
+        n_pos = pos.sum(dim=(1, 2))
+        n_all = z.shape[1] * z.shape[2]
+        if self.active is None:
+            m, u = z.shape[0], z.shape[2]
+            self.active = torch.zeros(m, u, dtype=torch.long, device=z.device)
+            self.abs_h = torch.zeros(m, u, dtype=torch.float64, device=z.device)
+            self.pos_abs = torch.zeros(m, dtype=torch.float64, device=z.device)
+            self.neg_abs = torch.zeros_like(self.pos_abs)
+            self.pos_count = torch.zeros(m, dtype=torch.long, device=z.device)
+            self.neg_count = torch.zeros_like(self.pos_count)
+        self.active += pos.sum(dim=1)
+        self.abs_h += all_abs
+        self.pos_abs += pos_abs
+        self.neg_abs += all_abs.sum(dim=1) - pos_abs
+        self.pos_count += n_pos
+        self.neg_count += n_all - n_pos
+        self.samples += z.shape[1]
+
+    def result(self, member: int = 0) -> ActivityResult:
+        """The diagnostics of one member over everything fed so far."""
+        if self.active is None:
+            raise ValueError("ActivityStats.result() called before any update()")
+        n = self.samples
+        active = self.active[member].double()
+        frac = active / n
+        units = active.numel()
+        dead = int((active == 0).sum())
+        near = int((frac < self.near_dead_threshold).sum())
+        mean_abs = self.abs_h[member] / n
+        layer_mean = float(mean_abs.mean())
+        if layer_mean == 0.0:
+            dormant = units
+        else:
+            dormant = int((mean_abs / layer_mean <= self.dormant_tau).sum())
+        hist = torch.histc(frac.float(), bins=HIST_BINS, min=0.0, max=1.0)
+        qs = torch.quantile(frac, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=frac.dtype))
+        neg_mean = _ratio(float(self.neg_abs[member]), int(self.neg_count[member]))
+        pos_mean = _ratio(float(self.pos_abs[member]), int(self.pos_count[member]))
+        return ActivityResult(
+            units=units,
+            samples=n,
+            dead_units=dead,
+            dead_rate=dead / units,
+            near_dead_units=near,
+            near_dead_threshold=self.near_dead_threshold,
+            dormant_units=dormant,
+            dormant_tau=self.dormant_tau,
+            active_fraction_mean=float(frac.mean()),
+            active_fraction_quantiles=dict(zip(("min", "p10", "median", "p90", "max"), map(float, qs))),
+            active_fraction_histogram=[int(v) for v in hist],
+            act_neg_mean_abs=neg_mean,
+            act_pos_mean_abs=pos_mean,
+            act_ratio=None if neg_mean is None or pos_mean is None else _ratio(neg_mean, pos_mean),
+            neg_region_fraction=int(self.neg_count[member]) / (n * units),
+        )

@@ -1,0 +1,92 @@
+"""One collector per network (or ensemble) that feeds every accumulator.
+
+Both sources of tensors feed this class: :class:`probe.hooks.HookSession` on a
+trained ``nn.Module`` (one member) and the ensemble trainer (many members,
+leading member dimension). Every tensor argument is ``[members, batch, ...]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from probe.diagnostics.activity import ActivityStats
+from probe.diagnostics.gradients import GradientStats
+from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
+from probe.diagnostics.sign import SignRoutes
+
+
+@dataclass
+class PendingBackward:
+    """What the backward pass of one layer needs from its forward pass (one batch)."""
+
+    layer: int
+    neg: torch.Tensor
+    x: torch.Tensor | None
+
+
+def activation(z: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """The leaky family: ``z`` where ``z > 0``, ``slope * z`` elsewhere (ReLU at slope 0)."""
+    return torch.where(z > 0, z, z * slope)
+
+
+class Collector:
+    """Accumulates activity, gradient and sign diagnostics for every hidden layer.
+
+    Args:
+        n_layers: Number of hidden layers.
+        final_weight: Final Linear weight ``[members, outputs, units]``, or None to
+            skip the sign diagnostics.
+        final_bias: Final Linear bias ``[members, outputs]``.
+        gradients: Collect gradient diagnostics (needs a backward pass).
+        weight_grads: Also split the weight gradient (``neg_grad_share``).
+        near_dead_threshold: See :class:`ActivityStats`.
+        dormant_tau: See :class:`ActivityStats`.
+    """
+
+    def __init__(self, n_layers: int, final_weight: torch.Tensor | None = None,
+                 final_bias: torch.Tensor | None = None, *, gradients: bool = True,
+                 weight_grads: bool = True, near_dead_threshold: float = 0.01,
+                 dormant_tau: float = 0.025) -> None:
+        self.activity = [ActivityStats(near_dead_threshold, dormant_tau) for _ in range(n_layers)]
+        self.gradients = [GradientStats(weight_grads) for _ in range(n_layers)] if gradients else None
+        self.weight_grads = weight_grads
+        self.sign = None
+        if final_weight is not None:
+            if final_bias is None:
+                final_bias = torch.zeros(final_weight.shape[:2], device=final_weight.device)
+            self.sign = SignRoutes(final_weight, final_bias)
+        self.slopes: list[torch.Tensor | None] = [None] * n_layers
+
+    def forward(self, layer: int, x: torch.Tensor, z: torch.Tensor,
+                slope: torch.Tensor) -> PendingBackward:
+        """Feed one layer's forward tensors; returns what its backward needs.
+
+        ``z`` must be read here, before an in-place activation overwrites it.
+        The returned state owns copies, never views of tensors that may change.
+        """
+        z = z.detach()
+        self.slopes[layer] = slope.detach()
+        self.activity[layer].update(z, slope)
+        if self.sign is not None and layer == len(self.activity) - 1:
+            self.sign.update(activation(z, slope))
+        keep_x = x.detach().clone() if self.gradients is not None and self.weight_grads else None
+        return PendingBackward(layer, z <= 0, keep_x)
+
+    def backward(self, pending: PendingBackward, g: torch.Tensor) -> None:
+        """Feed ``g = dL/dz`` for the batch whose forward produced ``pending``."""
+        if self.gradients is not None:
+            self.gradients[pending.layer].update(pending.neg, g, pending.x)
+
+    def result(self, member: int = 0) -> NetworkDiagnostics:
+        """Frozen diagnostics of one member."""
+        layers = []
+        for i, act in enumerate(self.activity):
+            slope = self.slopes[i]
+            # 6 significant digits: a float32 slope of 0.01 should read 0.01, not 0.0099999998
+            nominal = 0.0 if slope is None else float(f"{float(slope[member].mean()):.6g}")
+            grad = self.gradients[i].result(member, nominal) if self.gradients is not None else None
+            layers.append(LayerDiagnostics(i, nominal, act.result(member), grad))
+        sign = tuple(self.sign.result(member)) if self.sign is not None else ()
+        return NetworkDiagnostics(tuple(layers), sign)

@@ -1,0 +1,56 @@
+"""Frozen result objects shared by analyze, compare and the reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from probe.diagnostics.activity import ActivityResult
+from probe.diagnostics.gradients import GradientResult
+from probe.diagnostics.sign import SignResult
+
+
+@dataclass(frozen=True)
+class LayerDiagnostics:
+    """Every diagnostic of one hidden layer (index 0 is the first hidden layer)."""
+
+    index: int
+    negative_slope: float
+    activity: ActivityResult
+    gradient: GradientResult | None
+
+    @property
+    def units(self) -> int:
+        return self.activity.units
+
+    def to_dict(self) -> dict:
+        """Flat JSON keys: ``layer``, ``units``, ``negative_slope``, ``dead_units``, ..."""
+        d = {"layer": self.index, "negative_slope": self.negative_slope}
+        d.update(self.activity.to_dict())
+        if self.gradient is not None:
+            d.update(self.gradient.to_dict())
+        return d
+
+
+@dataclass(frozen=True)
+class NetworkDiagnostics:
+    """The diagnostics of one network: hidden layers in forward order, sign per output."""
+
+    layers: tuple[LayerDiagnostics, ...]
+    sign: tuple[SignResult, ...]
+
+    @property
+    def collapsed(self) -> bool:
+        """True when some hidden layer has every unit dead (``z <= 0`` on every sample).
+
+        For a ReLU network the output is then constant over the data (Lu et al.
+        2019: "born dead" when it holds at initialisation). For a leaky network the
+        layer is merely linear with the negative slope.
+        """
+        return any(layer.activity.dead_units == layer.units for layer in self.layers)
+
+    def to_dict(self) -> dict:
+        return {
+            "collapsed": self.collapsed,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "sign": [s.to_dict() for s in self.sign],
+        }

@@ -1,0 +1,130 @@
+"""How the final Linear layer builds the sign of each output.
+
+For output ``k`` with weights ``W[k, :]`` and last hidden activation ``h``,
+each contribution ``c_ij = W[k, j] * h[i, j]`` falls into one of four masses,
+summed over samples ``i`` and units ``j`` as absolute values:
+
+* ``pos_pos``: ``W > 0, h > 0`` (pushes the output up)
+* ``neg_pos``: ``W < 0, h > 0`` (pushes down through a negative *weight*: the
+  only route a ReLU network has)
+* ``pos_neg``: ``W > 0, h < 0`` (pushes down through a negative *activation*:
+  only leaky variants have it)
+* ``neg_neg``: ``W < 0, h < 0`` (pushes up)
+
+``activation_route_share = pos_neg / (neg_pos + pos_neg)``: the share of the
+downward mass that arrives through negative activations. ``cancellation`` =
+``sum_i sum_j |c_ij| / sum_i |sum_j c_ij|``: 1 when no contribution to a
+sample's output fights another, larger when positive and negative masses
+cancel. The same quantities are reported over the samples whose prediction of
+output ``k`` is negative (``negative_predictions``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class RouteMasses:
+    """The four contribution masses of one output over a set of samples."""
+
+    samples: int
+    pos_pos: float
+    neg_pos: float
+    pos_neg: float
+    neg_neg: float
+    activation_route_share: float | None
+    cancellation: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SignResult:
+    """Sign construction of one output over all samples and over negative predictions."""
+
+    output: int
+    all_samples: RouteMasses
+    negative_predictions: RouteMasses
+
+    def to_dict(self) -> dict:
+        """Flat keys for the whole set, the negative-prediction subset nested."""
+        d = {"output": self.output, **self.all_samples.to_dict()}
+        d["negative_predictions"] = self.negative_predictions.to_dict()
+        return d
+
+
+def _masses(w: torch.Tensor, h_pos: torch.Tensor, h_neg: torch.Tensor, net_abs: torch.Tensor,
+            samples: torch.Tensor) -> list[RouteMasses]:
+    """Masses per output from per-unit sums; ``h_pos``/``h_neg`` are ``[K, U]`` or ``[U]``."""
+    w_pos, w_neg = w.clamp(min=0), (-w).clamp(min=0)
+    if h_pos.dim() == 1:
+        h_pos, h_neg = h_pos.expand_as(w), h_neg.expand_as(w)
+    pp = (w_pos * h_pos).sum(1)
+    np_ = (w_neg * h_pos).sum(1)
+    pn = (w_pos * h_neg).sum(1)
+    nn_ = (w_neg * h_neg).sum(1)
+    out = []
+    for k in range(w.shape[0]):
+        down = float(np_[k] + pn[k])
+        total = float(pp[k] + np_[k] + pn[k] + nn_[k])
+        net = float(net_abs[k])
+        out.append(RouteMasses(
+            samples=int(samples[k]),
+            pos_pos=float(pp[k]), neg_pos=float(np_[k]), pos_neg=float(pn[k]), neg_neg=float(nn_[k]),
+            activation_route_share=float(pn[k]) / down if down > 0 else None,
+            cancellation=total / net if net > 0 else None,
+        ))
+    return out
+
+
+class SignRoutes:
+    """Streams per-unit sums of the last hidden activation; memory O(members x outputs x units).
+
+    Args:
+        weight: Final Linear weights ``[members, outputs, units]``.
+        bias: Final Linear bias ``[members, outputs]`` (zeros if the layer has none).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        self.weight = weight.detach().double()
+        self.bias = bias.detach().double()
+        m, k, u = self.weight.shape
+        dev = self.weight.device
+        self.h_pos = torch.zeros(m, u, dtype=torch.float64, device=dev)
+        self.h_neg = torch.zeros_like(self.h_pos)
+        self.net_abs = torch.zeros(m, k, dtype=torch.float64, device=dev)
+        self.neg_h_pos = torch.zeros(m, k, u, dtype=torch.float64, device=dev)
+        self.neg_h_neg = torch.zeros_like(self.neg_h_pos)
+        self.neg_net_abs = torch.zeros(m, k, dtype=torch.float64, device=dev)
+        self.neg_samples = torch.zeros(m, k, dtype=torch.long, device=dev)
+        self.samples = 0
+
+    def update(self, h: torch.Tensor) -> None:
+        """Feed the last hidden activation of one batch, ``[members, batch, units]``."""
+        h = h.detach().double()
+        hp, hn = h.clamp(min=0), (-h).clamp(min=0)
+        net = torch.bmm(h, self.weight.transpose(1, 2))  # [M, B, K], output minus bias
+        neg_pred = ((net + self.bias[:, None, :]) < 0).double()  # [M, B, K]
+        self.h_pos += hp.sum(1)
+        self.h_neg += hn.sum(1)
+        self.net_abs += net.abs().sum(1)
+        mask_t = neg_pred.transpose(1, 2)
+        self.neg_h_pos += torch.bmm(mask_t, hp)
+        self.neg_h_neg += torch.bmm(mask_t, hn)
+        self.neg_net_abs += (net.abs() * neg_pred).sum(1)
+        self.neg_samples += neg_pred.sum(1).long()
+        self.samples += h.shape[1]
+
+    def result(self, member: int = 0) -> list[SignResult]:
+        """One :class:`SignResult` per output for one member."""
+        w = self.weight[member]
+        k = w.shape[0]
+        n_all = torch.full((k,), self.samples)
+        whole = _masses(w, self.h_pos[member], self.h_neg[member], self.net_abs[member], n_all)
+        neg = _masses(w, self.neg_h_pos[member], self.neg_h_neg[member],
+                      self.neg_net_abs[member], self.neg_samples[member])
+        return [SignResult(i, a, b) for i, (a, b) in enumerate(zip(whole, neg))]

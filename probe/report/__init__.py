@@ -1,0 +1,1 @@
+"""Showing results: terminal tables, verdicts, markdown and plots. Nothing here computes diagnostics."""
