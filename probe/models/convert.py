@@ -190,16 +190,18 @@ def module_to_mlp(module: nn.Module) -> MLP:
     return mlp
 
 
-def _script_slope(code: str) -> float | None:
-    """A functional activation's slope read from TorchScript code, if any."""
-    match = re.search(r"leaky_relu_?\([^,()]+,\s*([0-9.eE+-]+)", code)
-    if match:
-        return float(match.group(1))
+def _script_slopes(code: str) -> list[float]:
+    """Candidate slopes of a functional activation in TorchScript code, most likely first.
+
+    TorchScript aliases functions (``_0 = ...leaky_relu`` then ``_0(x, 0.2, False)``),
+    so every float literal in (0, 1) is a candidate; the output check picks the right one.
+    """
     if "leaky_relu" in code:
-        return 0.01
-    if re.search(r"\brelu_?\(", code):
-        return 0.0
-    return None
+        literals = [float(v) for v in re.findall(r"(?<![\w.])(0?\.\d+(?:[eE][+-]?\d+)?|\d\.?\d*[eE]-\d+)", code)]
+        return list(dict.fromkeys([v for v in literals if 0 < v < 1] + [0.01]))
+    if re.search(r"\brelu_?\b", code):
+        return [0.0]
+    return []
 
 
 def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None) -> MLP:
@@ -233,14 +235,23 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None) -> ML
     if variant is not None:
         acts = [variant.make_module() for _ in range(len(linears) - 1)]
     elif not acts:
-        slope = _script_slope(str(script.code) + "".join(str(m.code) for _, m in script.named_children()
-                                                        if hasattr(m, "code")))
-        if slope is None:
+        code = str(script.code) + "".join(str(m.code) for _, m in script.named_modules() if hasattr(m, "code"))
+        candidates = _script_slopes(code)
+        if not candidates:
             raise ModelLoadError(
                 "Could not tell which activation this TorchScript model uses",
                 expected="activation modules, or a functional relu/leaky_relu in forward()",
                 found="neither", fix="pass --activation relu, leaky:SLOPE or prelu")
-        acts = [(nn.ReLU() if slope == 0 else nn.LeakyReLU(slope)) for _ in range(len(linears) - 1)]
+        for slope in candidates:
+            acts = [(nn.ReLU() if slope == 0 else nn.LeakyReLU(slope)) for _ in range(len(linears) - 1)]
+            mlp = assemble(linears, acts)
+            try:
+                verify_same_function(script, mlp)
+                return mlp
+            except ModelLoadError:
+                continue
+        raise not_mlp("a TorchScript model that no ReLU/leaky chain of its Linear layers reproduces",
+                      fix="pass the right --activation (e.g. leaky:0.2)")
     mlp = assemble(linears, acts)
     verify_same_function(script, mlp, hint="pass the right --activation (e.g. leaky:0.2)")
     return mlp

@@ -113,7 +113,9 @@ def _torch_load(path: Path, trust: bool) -> object:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
         except Exception:
             unsafe = []
-        unsafe = [g for g in unsafe if not g.startswith("torch.nn.modules.")] or ["a custom class"]
+        unsafe = [g for g in unsafe if not g.startswith("torch.nn.modules.")]
+        if not unsafe:  # not a loadable pickle at all: a corrupt file, not a trust question
+            raise _corrupt(path, exc) from None
         raise ModelLoadError(
             f"Refusing to unpickle {path}: it needs code outside torch.nn to load",
             expected="a probe checkpoint, a state_dict, TorchScript, or a model of torch.nn classes",

@@ -1,0 +1,66 @@
+"""File-level workflows behind the CLI, callable from a notebook as well."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from probe.analysis import AnalysisResult, analyze
+from probe.data import Dataset, load_data
+from probe.errors import DataError
+from probe.models import LoadedModel, load_mlp
+
+
+def scenario_eval_data(scenario: str | Path) -> Dataset:
+    """The evaluation split of a scenario (shipped name or TOML path)."""
+    from probe.scenarios import load_scenario
+
+    return load_scenario(scenario).make_data().eval
+
+
+def resolve_data(loaded: LoadedModel, data: str | Path | None, scenario: str | None,
+                 target: str | None) -> Dataset:
+    """``--data``, else ``--scenario``, else the scenario recorded in a probe checkpoint."""
+    if data is not None:
+        return load_data(data, target)
+    if scenario is None:
+        scenario = loaded.meta.get("scenario_path") or loaded.meta.get("scenario")
+    if scenario is None:
+        raise DataError(
+            "No evaluation data was given",
+            expected="--data FILE, or --scenario NAME, or a probe checkpoint saved by probe compare",
+            found=f"a {loaded.format} without a recorded scenario",
+            fix="pass --data eval.npz (arrays X and y) or --scenario signed_regression")
+    return scenario_eval_data(scenario)
+
+
+def analyze_file(model: str | Path, *, data: str | Path | None = None, scenario: str | None = None,
+                 target: str | None = None, activation: str | None = None, trust: bool = False,
+                 circuit_output: int | None = None,
+                 progress: Callable[[int, int], None] | None = None, **kwargs) -> AnalysisResult:
+    """Load a model file and its data, then :func:`probe.analyze` it.
+
+    Args:
+        model: Model file in any supported format.
+        data: Data file; default: the scenario's evaluation data.
+        scenario: Scenario whose evaluation data to use.
+        target: CSV target column.
+        activation: Variant spec (needed for a bare state_dict).
+        trust: Allow unpickling arbitrary code.
+        circuit_output: Also trace the sign circuit of this output (under ``circuit``).
+        progress: Called with ``(samples_done, samples_total)``.
+        **kwargs: Passed to :func:`probe.analysis.diagnose`.
+    """
+    loaded = load_mlp(model, activation, trust=trust)
+    dataset = resolve_data(loaded, data, scenario, target)
+    total = dataset.X.shape[0]
+    cb = None if progress is None else (lambda done: progress(done, total))
+    result = analyze(loaded, dataset, progress=cb, **kwargs)
+    if circuit_output is not None:
+        from dataclasses import replace
+
+        from probe.circuit import circuit
+
+        traced = circuit(loaded.mlp, dataset, output=circuit_output)
+        result = replace(result, extra={**result.extra, "circuit": traced.to_dict()})
+    return result

@@ -1,0 +1,68 @@
+"""Rich rendering of ``probe analyze`` results. Consumes results; computes nothing."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from probe.analysis import AnalysisResult
+from probe.diagnostics import NetworkDiagnostics
+from probe.report.verdict import verdict
+
+
+def fmt(value: float | None, spec: str = ".3g", none: str = "—") -> str:
+    """Format a number that may be missing (``None`` when undefined, e.g. 0/0)."""
+    return none if value is None else format(value, spec)
+
+
+def pct(value: float | None) -> str:
+    return fmt(None if value is None else 100 * value, ".1f") + ("" if value is None else "%")
+
+
+def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Table:
+    """One row per hidden layer: activity, gradients through each side, output magnitude."""
+    table = Table(title=title, title_justify="left", caption_justify="left",
+                  caption="grad_ratio: mean |dL/dz| where z<=0 over where z>0. neg share: share of "
+                          "the weight gradient through z<=0. |h| n/p: mean |activation| ratio.")
+    for col in ("layer", "units", "slope", "dead", "near-dead", "dormant", "active",
+                "grad_ratio", "neg share", "|h| n/p"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for lay in diag.layers:
+        a, g = lay.activity, lay.gradient
+        table.add_row(
+            str(lay.index + 1), str(a.units), fmt(lay.negative_slope),
+            f"{a.dead_units}/{a.units}", str(a.near_dead_units), str(a.dormant_units),
+            pct(a.active_fraction_quantiles["median"]),
+            fmt(g.grad_ratio if g else None), pct(g.neg_grad_share if g else None), fmt(a.act_ratio),
+        )
+    return table
+
+
+def sign_table(diag: NetworkDiagnostics) -> Table:
+    """One row per output: the four contribution masses and the activation route's share."""
+    table = Table(title="Sign construction at the output layer (|W·h| masses)", title_justify="left",
+                  caption_justify="left",
+                  caption="pos_neg: W>0, h<0 (negative activations, leaky only); neg_pos: W<0, h>0 "
+                          "(negative weights). act.route: pos_neg / (pos_neg + neg_pos); "
+                          "'neg' columns: samples predicted negative.")
+    for col in ("output", "pos_pos", "neg_pos", "pos_neg", "neg_neg", "act.route",
+                "cancel", "neg n", "neg act.route"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for s in diag.sign:
+        m, n = s.all_samples, s.negative_predictions
+        table.add_row(str(s.output), fmt(m.pos_pos), fmt(m.neg_pos), fmt(m.pos_neg), fmt(m.neg_neg),
+                      pct(m.activation_route_share), fmt(m.cancellation), str(n.samples),
+                      pct(n.activation_route_share))
+    return table
+
+
+def render_analysis(result: AnalysisResult, console: Console) -> None:
+    """Print the model summary, the layer table, the sign table and the verdict."""
+    model, data = result.model, result.data
+    console.print(f"[bold]{model.get('path') or 'model'}[/bold]  {model['architecture']}  "
+                  f"({model['format']})")
+    console.print(f"data: {data['source']} — {data['samples']} samples × {data['features']} features; "
+                  f"loss: {result.loss}")
+    console.print(layers_table(result.diagnostics))
+    console.print(sign_table(result.diagnostics))
+    console.print(f"[bold]Verdict:[/bold] {verdict(result.diagnostics)}")

@@ -1,0 +1,61 @@
+"""``probe analyze`` through typer's CliRunner: JSON contract, terminal output, clean errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from probe import save_checkpoint
+from probe.cli import app
+from probe.models import MLP
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def files(tmp_path, random_mlp: MLP):
+    model = save_checkpoint(random_mlp, tmp_path / "m.pt")
+    X = torch.randn(300, 5).numpy()
+    np.savez(tmp_path / "d.npz", X=X, y=np.random.default_rng(0).normal(size=(300, 2)))
+    np.savez(tmp_path / "wide.npz", X=np.ones((10, 7)))
+    return tmp_path
+
+
+def test_analyze_json_contract(files) -> None:
+    res = runner.invoke(app, ["analyze", str(files / "m.pt"), "--data", str(files / "d.npz"), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [lay["layer"] for lay in doc["layers"]] == [0, 1]
+    for key in ("units", "negative_slope", "dead_units", "dead_rate", "grad_ratio", "neg_grad_share"):
+        assert key in doc["layers"][0]
+    assert len(doc["sign"]) == 2
+    for key in ("pos_pos", "neg_pos", "pos_neg", "neg_neg", "activation_route_share"):
+        assert key in doc["sign"][0]
+    assert doc["loss"]["name"] == "mse"
+    assert doc["model"]["format"] == "probe-checkpoint"
+    assert doc["data"]["samples"] == 300
+
+
+def test_analyze_terminal_output(files) -> None:
+    res = runner.invoke(app, ["analyze", str(files / "m.pt"), "--data", str(files / "d.npz")])
+    assert res.exit_code == 0, res.output
+    assert "grad_ratio" in res.stdout and "Verdict" in res.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["analyze", "missing.pt", "--data", "d.npz"], "does not exist"),
+    (["analyze", "m.pt", "--data", "wide.npz"], "wrong width"),
+    (["analyze", "m.pt"], "No evaluation data"),
+    (["analyze", "m.pt", "--data", "d.npz", "--activation", "tanh"], "Unknown activation"),
+])
+def test_analyze_errors_exit_2_without_traceback(files, monkeypatch, args, needle) -> None:
+    monkeypatch.chdir(files)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2
+    assert needle in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert res.stdout == ""
