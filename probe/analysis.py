@@ -48,11 +48,17 @@ def diagnose(mlp: MLP, data: Dataset, *, loss: str | None = None, batch_size: in
     check_data(data, mlp.widths[0], mlp.widths[-1])
     final = mlp.linears[-1]
     bias = final.bias if final.bias is not None else torch.zeros(final.out_features)
+    # The positive-region weight gradient is the full one (autograd's weight.grad) minus G_neg.
     collector = Collector(len(mlp.hidden_linears), final.weight[None], bias[None],
-                          near_dead_threshold=near_dead_threshold, dormant_tau=dormant_tau)
+                          pos_from_total=True, near_dead_threshold=near_dead_threshold,
+                          dormant_tau=dormant_tau)
     n = data.X.shape[0]
-    saved_grads = [p.grad for p in mlp.parameters()]
+    params = list(mlp.parameters())
+    saved = [(p.grad, p.requires_grad) for p in params]
     try:
+        for p in params:
+            p.grad = None  # autograd accumulates in place: never into the caller's tensors
+            p.requires_grad_(True)
         with hook_session(mlp, collector):
             for start in range(0, n, batch_size):
                 xb = data.X[start:start + batch_size]
@@ -61,9 +67,11 @@ def diagnose(mlp: MLP, data: Dataset, *, loss: str | None = None, batch_size: in
                 _loss(loss, out, yb, n).backward()
                 if progress is not None:
                     progress(min(start + batch_size, n))
+        collector.set_weight_grads([lin.weight.grad.T[None] for lin in mlp.hidden_linears])
     finally:
-        for p, g in zip(mlp.parameters(), saved_grads):
+        for p, (g, req) in zip(params, saved):
             p.grad = g
+            p.requires_grad_(req)
     return collector.result(0)
 
 

@@ -83,7 +83,7 @@ def analyze(
                               dormant_tau=dormant_tau, circuit_output=circuit_output,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
     if report is not None:
-        from probe.report.markdown import write_analysis_report
+        from probe.report.analysis_report import write_analysis_report
         write_analysis_report(result, report, command=" ".join(["probe", *sys.argv[1:]]))
     if as_json:
         emit_json(result.to_dict())

@@ -57,3 +57,15 @@ def test_hooks_do_not_change_outputs_or_gradients(random_mlp: MLP) -> None:
     assert torch.equal(got, want)
     for p, g in zip(random_mlp.parameters(), want_grads):
         assert torch.equal(p.grad, g)
+
+
+def test_callers_gradients_and_frozen_flags_are_restored(random_mlp: MLP) -> None:
+    x = torch.randn(8, 5)
+    random_mlp(x).sum().backward()
+    before = [p.grad.clone() for p in random_mlp.parameters()]
+    random_mlp[0].weight.requires_grad_(False)
+    diag = diagnose(random_mlp, Dataset(torch.randn(30, 5), None, "t"), batch_size=4)
+    assert diag.layers[0].gradient.neg_grad_share is not None
+    assert not random_mlp[0].weight.requires_grad
+    for p, b in zip(random_mlp.parameters(), before):
+        assert torch.equal(p.grad, b)

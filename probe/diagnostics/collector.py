@@ -41,16 +41,18 @@ class Collector:
         final_bias: Final Linear bias ``[members, outputs]``.
         gradients: Collect gradient diagnostics (needs a backward pass).
         weight_grads: Also split the weight gradient (``neg_grad_share``).
+        pos_from_total: See :class:`GradientStats`; then call :meth:`set_weight_grads`.
         near_dead_threshold: See :class:`ActivityStats`.
         dormant_tau: See :class:`ActivityStats`.
     """
 
     def __init__(self, n_layers: int, final_weight: torch.Tensor | None = None,
                  final_bias: torch.Tensor | None = None, *, gradients: bool = True,
-                 weight_grads: bool = True, near_dead_threshold: float = 0.01,
-                 dormant_tau: float = 0.025) -> None:
+                 weight_grads: bool = True, pos_from_total: bool = False,
+                 near_dead_threshold: float = 0.01, dormant_tau: float = 0.025) -> None:
         self.activity = [ActivityStats(near_dead_threshold, dormant_tau) for _ in range(n_layers)]
-        self.gradients = [GradientStats(weight_grads) for _ in range(n_layers)] if gradients else None
+        self.gradients = ([GradientStats(weight_grads, pos_from_total) for _ in range(n_layers)]
+                          if gradients else None)
         self.weight_grads = weight_grads
         self.sign = None
         if final_weight is not None:
@@ -78,6 +80,12 @@ class Collector:
         """Feed ``g = dL/dz`` for the batch whose forward produced ``pending``."""
         if self.gradients is not None:
             self.gradients[pending.layer].update(pending.neg, g, pending.x)
+
+    def set_weight_grads(self, totals: list[torch.Tensor]) -> None:
+        """Full weight gradients per hidden layer, ``[members, fan_in, units]`` each."""
+        if self.gradients is not None:
+            for stats, total in zip(self.gradients, totals):
+                stats.set_total(total)
 
     def result(self, member: int = 0) -> NetworkDiagnostics:
         """Frozen diagnostics of one member."""

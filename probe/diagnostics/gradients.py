@@ -39,10 +39,15 @@ class GradientStats:
 
     Args:
         weight_grads: Also accumulate ``G_neg``/``G_pos`` (needs the layer input).
+        pos_from_total: Skip the ``G_pos`` product per batch; the caller supplies
+            the full weight gradient once through :meth:`set_total` (autograd
+            computes it anyway), and ``G_pos = G_total - G_neg``. Saves one matrix
+            product per layer and batch.
     """
 
-    def __init__(self, weight_grads: bool = True) -> None:
+    def __init__(self, weight_grads: bool = True, pos_from_total: bool = False) -> None:
         self.weight_grads = weight_grads
+        self.pos_from_total = pos_from_total
         self.neg_abs = self.pos_abs = self.neg_count = self.pos_count = None
         self.g_neg: torch.Tensor | None = None
         self.g_pos: torch.Tensor | None = None
@@ -76,12 +81,21 @@ class GradientStats:
             g_neg = g * neg
             xt = x.detach().transpose(1, 2)
             part_neg = torch.bmm(xt, g_neg).double()
-            part_pos = torch.bmm(xt, g - g_neg).double()
             if self.g_neg is None:
-                self.g_neg, self.g_pos = part_neg, part_pos
+                self.g_neg = part_neg
             else:
                 self.g_neg += part_neg
-                self.g_pos += part_pos
+            if not self.pos_from_total:
+                part_pos = torch.bmm(xt, g - g_neg).double()
+                self.g_pos = part_pos if self.g_pos is None else self.g_pos + part_pos
+
+    def set_total(self, total: torch.Tensor) -> None:
+        """Give the full weight gradient ``G_neg + G_pos`` as ``[members, fan_in, units]``.
+
+        Only with ``pos_from_total``; call after the last update.
+        """
+        if self.g_neg is not None:
+            self.g_pos = total.detach().double() - self.g_neg
 
     def result(self, member: int = 0, slope: float = 0.0) -> GradientResult:
         """The diagnostics of one member; ``slope`` is the nominal negative slope."""

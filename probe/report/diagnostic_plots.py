@@ -1,0 +1,106 @@
+"""Figures of one or more networks' diagnostics (used by analyze and compare reports)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from probe.diagnostics import NetworkDiagnostics
+from probe.report.figures import colour, new_figure
+
+
+def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]]) -> Figure:
+    """Measured grad_ratio per hidden layer against each variant's nominal slope.
+
+    One marker per network and layer; a dashed line at the nominal slope (the
+    local-derivative ratio, e.g. 0.01 = "100x smaller"). ReLU (ratio exactly 0)
+    is drawn at the bottom edge and labelled.
+    """
+    fig, ax = new_figure(6.4, 4.0)
+    n_layers = max(len(d.layers) for ds in groups.values() for d in ds)
+    values: list[float] = []
+    for i, (label, diags) in enumerate(groups.items()):
+        xs, ys, zeros = [], [], 0
+        for d in diags:
+            for lay in d.layers:
+                r = lay.gradient.grad_ratio if lay.gradient else None
+                if r is None:
+                    continue
+                if r <= 0:
+                    zeros += 1
+                    continue
+                xs.append(lay.index + 1 + 0.1 * (i - (len(groups) - 1) / 2))
+                ys.append(r)
+        slope = diags[0].layers[0].negative_slope if diags and diags[0].layers else 0.0
+        name = f"{label} (nominal {slope:g})" if slope > 0 else f"{label} (ratio = 0 exactly)"
+        values.extend(ys)
+        ax.scatter(xs, ys, s=18, alpha=0.7, color=colour(i), label=name)
+        if slope > 0:
+            ax.axhline(slope, color=colour(i), ls="--", lw=1)
+            values.append(slope)
+    ax.set_yscale("log")
+    if values:  # at least a decade either side, so the dashed lines and dots read clearly
+        ax.set_ylim(min(values) / 3, min(max(values) * 3, 10.0))
+    ax.set_xticks(range(1, n_layers + 1))
+    ax.set_xlim(0.5, n_layers + 0.5)
+    ax.set_xlabel("hidden layer")
+    ax.set_ylabel("grad_ratio = mean|g| (z≤0) / mean|g| (z>0)")
+    ax.set_title("Negative-side gradient: measured (dots) vs nominal slope (dashed)")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def sign_routes_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]], output: int = 0,
+                       negative_only: bool = True) -> Figure:
+    """Stacked bars of the final layer's downward mass: negative weights vs negative activations.
+
+    Each bar is a variant (median over its networks) of the shares of
+    ``neg_pos`` (W<0, h>0) and ``pos_neg`` (W>0, h<0) in the downward mass, over
+    the samples predicted negative (or all samples).
+    """
+    fig, ax = new_figure(6.4, 3.6)
+    labels, weight_share, act_share = [], [], []
+    for label, diags in groups.items():
+        shares = []
+        for d in diags:
+            if output < len(d.sign):
+                m = d.sign[output].negative_predictions if negative_only else d.sign[output].all_samples
+                if m.activation_route_share is not None:
+                    shares.append(m.activation_route_share)
+        labels.append(label)
+        a = float(np.median(shares)) if shares else 0.0
+        act_share.append(a)
+        weight_share.append(1 - a if shares else 0.0)
+    x = np.arange(len(labels))
+    width = 0.6
+    ax.bar(x, weight_share, width, color="#4c72b0", label="negative weight (W<0, h>0)")
+    ax.bar(x, act_share, width, bottom=weight_share, color="#dd8452",
+           label="negative activation (W>0, h<0), % above bar")
+    ax.set_xlim(-0.75, len(labels) - 0.25)
+    for xi, a in zip(x, act_share):
+        ax.text(xi, 1.01, f"{100 * a:.1f}%", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("share of the downward mass")
+    subset = "samples predicted negative" if negative_only else "all samples"
+    ax.set_title(f"How output {output} is pushed negative ({subset})")
+    fig.legend(fontsize=8, loc="outside lower center", ncols=2)
+    return fig
+
+
+def active_fraction_figure(diag: NetworkDiagnostics) -> Figure:
+    """Histogram of per-unit active fractions, one panel per hidden layer."""
+    n = len(diag.layers)
+    fig, axes = new_figure(min(3.0 * n, 12), 3.0, ncols=n)
+    axes = np.atleast_1d(axes)
+    for ax, lay in zip(axes, diag.layers):
+        hist = lay.activity.active_fraction_histogram
+        edges = np.linspace(0, 1, len(hist) + 1)
+        ax.bar(edges[:-1], hist, width=edges[1] - edges[0], align="edge", color=colour(0),
+               edgecolor="white")
+        ax.set_title(f"layer {lay.index + 1}: {lay.activity.dead_units} dead")
+        ax.set_xlabel("fraction of samples with z > 0")
+    axes[0].set_ylabel("units")
+    return fig
