@@ -13,9 +13,9 @@ from probe.models import LoadedModel, load_mlp
 
 def scenario_eval_data(scenario: str | Path) -> Dataset:
     """The evaluation split of a scenario (shipped name or TOML path)."""
-    from probe.scenarios import load_scenario
+    from probe.scenarios import load_scenario, make_datasets
 
-    return load_scenario(scenario).make_data().eval
+    return make_datasets(load_scenario(scenario))[1]
 
 
 def resolve_data(loaded: LoadedModel, data: str | Path | None, scenario: str | None,
@@ -64,3 +64,19 @@ def analyze_file(model: str | Path, *, data: str | Path | None = None, scenario:
         traced = circuit(loaded.mlp, dataset, output=circuit_output)
         result = replace(result, extra={**result.extra, "circuit": traced.to_dict()})
     return result
+
+
+def circuit_file(model: str | Path, *, data: str | Path | None = None, scenario: str | None = None,
+                 target: str | None = None, activation: str | None = None, trust: bool = False,
+                 output: int = 0, progress: Callable[[int, int], None] | None = None, **kwargs):
+    """Load a model file and its data, then trace the sign circuit of ``output``.
+
+    Keyword arguments go to :func:`probe.circuit.circuit`.
+    """
+    from probe.circuit import circuit
+
+    loaded = load_mlp(model, activation, trust=trust)
+    dataset = resolve_data(loaded, data, scenario, target)
+    total = dataset.X.shape[0]
+    cb = None if progress is None else (lambda done: progress(done, total))
+    return circuit(loaded.mlp, dataset, output=output, progress=cb, **kwargs)

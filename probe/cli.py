@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from probe.errors import ProbeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_show_locals=False,
                   help="Mechanistic diagnostics for PyTorch MLPs: dead units, negative-region "
                        "gradients and sign routes, measured.")
 out = Console()
@@ -92,6 +93,109 @@ def analyze(
     render_analysis(result, out)
     if report is not None:
         out.print(f"report: {report}")
+
+
+@app.command()
+@handles_errors
+def compare(
+    variants: list[str] = typer.Argument(..., help="Two or more of: relu, leaky, leaky:SLOPE, prelu."),
+    scenario: str = typer.Option("signed_regression", "--scenario", help="Shipped scenario name or a TOML file."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds per variant (default: the scenario's)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Epochs (0 = initialisation only)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write each run as DIR/<variant>-seed<k>.pt."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full results as JSON to this file ('-' for stdout)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to this path."),
+) -> None:
+    """Train variants under one scenario with matched seeds and compare convergence."""
+    from probe.compare import compare as run_compare
+
+    with progress_bar() as bar:
+        task = bar.add_task("training", total=None)
+        result = run_compare(variants, scenario, seeds=seeds, epochs=epochs, device=device,
+                             save_dir=save_dir,
+                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if report is not None:
+        from probe.report.compare_report import write_compare_report
+        write_compare_report(result, report, command=" ".join(["probe", *sys.argv[1:]]))
+    doc = result.to_dict()
+    if json_path is not None and str(json_path) == "-":
+        emit_json(doc)
+        return
+    if json_path is not None:
+        from probe.io import atomic_write_text
+        atomic_write_text(json_path, json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
+    from probe.report.compare_view import render_compare
+    render_compare(result, out)
+    if getattr(result, "interrupted", False):
+        err.print("[yellow]training was interrupted: results cover the completed epochs only[/yellow]")
+    for path, what in ((json_path, "json"), (report, "report"), (save_dir, "checkpoints")):
+        if path is not None:
+            out.print(f"{what}: {path}")
+
+
+@app.command()
+@handles_errors
+def circuit(
+    model: Path = typer.Argument(..., help="Model file (any format probe analyze takes)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Evaluation data: .npz, .npy, .csv or .pt."),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help="Use this scenario's evaluation data."),
+    target: Optional[str] = typer.Option(None, "--target", help="CSV column holding the target (dropped from X)."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="Variant spec (needed for a bare state_dict)."),
+    trust: bool = typer.Option(False, "--trust", help="Allow unpickling arbitrary code. Only for files you trust."),
+    output: int = typer.Option(0, "--output", help="Which output's sign circuit to trace."),
+    group: str = typer.Option("negative", "--group", help="Group exported by --graph/--png: negative or positive."),
+    graph: Optional[Path] = typer.Option(None, "--graph", help="Write the group's graph as GraphML."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Draw the group's circuit as a PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to this path."),
+) -> None:
+    """Trace how the network builds negative (and positive) values of one output, layer by layer."""
+    from probe.api import circuit_file
+    from probe.circuit import draw_circuit, write_graphml
+    if group not in ("negative", "positive"):
+        raise ProbeError(f"Unknown group '{group}'", expected="negative or positive", found=group,
+                  fix="pass --group negative or --group positive")
+    with progress_bar() as bar:
+        task = bar.add_task("tracing", total=None)
+        result = circuit_file(model, data=data, scenario=scenario, target=target, activation=activation,
+                              trust=trust, output=output,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if graph is not None:
+        write_graphml(result, graph, group)
+    if png is not None:
+        draw_circuit(result, png, group)
+    if report is not None:
+        from probe.report.circuit_report import write_circuit_report
+        write_circuit_report(result, report, command=" ".join(["probe", *sys.argv[1:]]), group=group)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    from probe.report.circuit_view import render_circuit
+    render_circuit(result, out)
+    for path, what in ((graph, "graphml"), (png, "png"), (report, "report")):
+        if path is not None:
+            out.print(f"{what}: {path}")
+
+
+@app.command()
+@handles_errors
+def scenarios(as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout.")) -> None:
+    """List the shipped scenarios."""
+    from rich.table import Table
+
+    from probe.scenarios import list_scenarios
+
+    rows = list_scenarios()
+    if as_json:
+        emit_json({"scenarios": [{"name": n, "description": d} for n, d in rows]})
+        return
+    table = Table(title="Scenarios (probe compare VARIANTS --scenario NAME)", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it tests")
+    for name, description in rows:
+        table.add_row(name, description)
+    out.print(table)
 
 
 def main() -> None:
