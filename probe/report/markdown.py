@@ -97,3 +97,20 @@ class ReportWriter:
             self.commit()
         else:
             self.discard()
+
+
+def rich_table_markdown(table) -> str:
+    """A rich ``Table`` as a markdown table, so reports show exactly the terminal's numbers.
+
+    The title becomes a bold line above, the caption an italic line below.
+    """
+    header = [str(col.header) for col in table.columns]
+    columns = [[str(cell) for cell in col.cells] for col in table.columns]
+    rows = list(zip(*columns)) if columns else []
+    parts = []
+    if table.title:
+        parts.append(f"**{table.title}**\n")
+    parts.append(md_table(header, rows))
+    if table.caption:
+        parts.append(f"\n*{table.caption}*")
+    return "\n".join(parts)

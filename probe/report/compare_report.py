@@ -1,0 +1,81 @@
+"""The markdown report of ``probe compare``: what was run, the tables, the figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from probe.compare import CompareResult
+from probe.report.compare_plots import (dead_rate_figure, loss_curves_figure, slope_sweep_figure,
+                                        steps_paired_figure)
+from probe.report.compare_view import convergence_table, diagnostics_table
+from probe.report.diagnostic_plots import grad_ratio_figure, sign_routes_figure
+from probe.report.markdown import ReportWriter, environment_lines, md_table, rich_table_markdown
+
+
+def scenario_block(result: CompareResult) -> str:
+    """Every scenario setting as a table, so that a reader can rerun it exactly."""
+    sc = result.scenario.to_dict()
+    rows = [["name", sc["name"]], ["description", sc["description"]]]
+    for section in ("data", "model", "train"):
+        for key, value in sc[section].items():
+            rows.append([f"{section}.{key}", f"`{value}`"])
+    return md_table(["setting", "value"], rows)
+
+
+def comparisons_table(result: CompareResult) -> str:
+    rows = []
+    for c in result.comparisons:
+        ci = "—" if c.ci_low is None else f"{c.ci_low:.3g}–{c.ci_high:.3g}"
+        rows.append([f"{c.a} vs {c.b}", "—" if c.speedup is None else f"{c.speedup:.3g}", ci,
+                     f"{c.wins_a}–{c.wins_b} ({c.ties} ties)", "—" if c.p_value is None else f"{c.p_value:.2g}",
+                     f"{c.reached_a}/{c.seeds} – {c.reached_b}/{c.seeds}"])
+    return md_table(["pair (a vs b)", "median steps a/b", "95% CI", "seed wins a–b", "Wilcoxon p",
+                     "reached target a – b"], rows)
+
+
+def write_compare_report(result: CompareResult, path: str | Path, command: str) -> Path:
+    """Write the report and its figures atomically; returns the markdown path."""
+    sc = result.scenario
+    labels = ", ".join(v.label for v in result.variants)
+    diag_groups = {v.label: [r.diagnostics for r in result.runs
+                             if r.variant == v.label and r.diagnostics is not None]
+                   for v in result.variants}
+    has_diag = all(diag_groups.values())
+    with ReportWriter(path) as rw:
+        rw.add(f"# probe compare: {labels} on {sc.name}",
+               "\n".join([*environment_lines(command, result.device),
+                          f"- seeds: {sc.train.seeds} per variant (seed k gives every variant the same "
+                          f"initial weights and data order); epochs run: {result.epochs_completed}"
+                          + (" (interrupted)" if result.interrupted else "")]),
+               "## Verdict", "\n".join(f"- **{c.a} vs {c.b}:** {c.verdict}" for c in result.comparisons),
+               "## Convergence", rich_table_markdown(convergence_table(result)), comparisons_table(result))
+        rw.figure(loss_curves_figure(result), "loss_curves.png", "loss curves per variant")
+        rw.figure(steps_paired_figure(result), "steps_to_target.png", "steps to target paired by seed")
+        sweep = slope_sweep_figure(result)
+        if sweep is not None:
+            from probe.sweep import variant_intervals
+
+            rw.add("## Slope sweep", md_table(
+                ["variant", "slope", "steps to target (median)", "95% CI", "final loss (median)", "95% CI"],
+                [[iv.label, f"{iv.slope:.3g}" + (" (learned)" if iv.learnable else ""),
+                  _num(iv.steps[0]), _ci(iv.steps), _num(iv.final_loss[0]), _ci(iv.final_loss)]
+                 for iv in variant_intervals(result)]))
+            rw.figure(sweep, "slope_sweep.png", "steps to target and final loss against the slope")
+        if has_diag:
+            rw.add("## Diagnostics", rich_table_markdown(diagnostics_table(result)))
+            dead = dead_rate_figure(result)
+            if dead is not None:
+                rw.figure(dead, "dead_rate.png", "dead rate per layer over training")
+            rw.figure(grad_ratio_figure(diag_groups), "grad_ratio.png",
+                      "measured grad_ratio against the nominal slope")
+            rw.figure(sign_routes_figure(diag_groups), "sign_routes.png", "final-layer sign routes per variant")
+        rw.add("## Scenario", scenario_block(result))
+    return rw.path
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3g}"
+
+
+def _ci(triple: tuple) -> str:
+    return "—" if triple[1] is None else f"{triple[1]:.3g}–{triple[2]:.3g}"
