@@ -180,6 +180,37 @@ def circuit(
 
 @app.command()
 @handles_errors
+def study(
+    out_dir: Path = typer.Option(Path("reports/leaky-vs-relu"), "--out", help="Folder for the reports and index.md."),
+    seeds: int = typer.Option(10, "--seeds", min=1, help="Seeds per variant."),
+    scenario: Optional[list[str]] = typer.Option(None, "--scenario", help="Only these scenarios (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Run relu, leaky, leaky:0.1, leaky:0.3 and prelu on every scenario; write reports and an index."""
+    from probe.study import STUDY_VARIANTS, run_study
+
+    command = "probe study" + (f" --seeds {seeds}" if seeds != 10 else "") + \
+        "".join(f" --scenario {s}" for s in scenario or []) + \
+        (f" --out {out_dir}" if out_dir != Path("reports/leaky-vs-relu") else "")
+    with progress_bar() as bar:
+        task = bar.add_task("study", total=None)
+        outcomes = run_study(out_dir, seeds=seeds, scenarios=scenario, command=command,
+                             progress=lambda name, done, total: bar.update(
+                                 task, description=name, completed=done, total=total))
+    if as_json:
+        emit_json({"variants": list(STUDY_VARIANTS), "index": str(out_dir / "index.md"),
+                   "scenarios": [{"name": o.result.scenario.name, "report": str(o.report),
+                                  "seconds": o.seconds,
+                                  "comparisons": [c.to_dict() for c in o.result.comparisons]}
+                                 for o in outcomes]})
+        return
+    for o in outcomes:
+        out.print(f"{o.result.scenario.name}: {o.report} ({o.seconds:.0f} s)")
+    out.print(f"index: {out_dir / 'index.md'}")
+
+
+@app.command()
+@handles_errors
 def scenarios(as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout.")) -> None:
     """List the shipped scenarios."""
     from rich.table import Table

@@ -1,0 +1,62 @@
+"""Rich rendering of ``probe compare`` results. Consumes results; computes nothing."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from probe.compare import CompareResult
+
+
+def _fmt(value: float | None, spec: str = ".3g") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def convergence_table(result: CompareResult) -> Table:
+    """Per variant: median final loss, median steps to target, reached n/N, diverged, born dead."""
+    t = result.scenario.train
+    table = Table(title=f"Convergence on {result.scenario.name} (target loss {t.target_loss:g}, "
+                        f"{result.budget} steps = {result.epochs_completed} epochs x {result.steps_per_epoch})",
+                  title_justify="left", caption_justify="left",
+                  caption="Medians over seeds. steps to target: first step whose running mean over one "
+                          "epoch of minibatch losses is <= the target ('—': half or more never reached it).")
+    for col in ("variant", "final loss", "steps to target", "reached", "mean step loss", "diverged",
+                "born dead"):
+        table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
+    for s in result.summaries:
+        table.add_row(s.variant, _fmt(s.median_final_loss), _fmt(s.median_steps_to_target, ".0f"),
+                      f"{s.reached}/{s.runs}", _fmt(s.median_loss_auc), f"{s.diverged}/{s.runs}",
+                      f"{s.born_dead}/{s.runs}")
+    return table
+
+
+def diagnostics_table(result: CompareResult) -> Table:
+    """Per variant: dead rate at init and at the end, grad_ratio against the slope, route share."""
+    table = Table(title="Diagnostics on the evaluation set (medians over seeds, layer means)",
+                  title_justify="left", caption_justify="left",
+                  caption="dead: share of hidden units with z<=0 on every sample. grad_ratio: mean |dL/dz| "
+                          "where z<=0 over where z>0 (for a leaky ReLU the local ratio is the slope). "
+                          "act. route: share of the output's downward mass carried by negative activations.")
+    for col in ("variant", "dead at init", "dead at end", "grad_ratio", "nominal slope", "act. route"):
+        table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
+    for s in result.summaries:
+        table.add_row(s.variant, _pct(s.dead_rate_init), _pct(s.dead_rate_final), _fmt(s.grad_ratio),
+                      _fmt(s.nominal_slope, "g"), _pct(s.activation_route_share))
+    return table
+
+
+def render_compare(result: CompareResult, console: Console) -> None:
+    """Print the convergence table, the diagnostics table (when measured) and one verdict per pair."""
+    if result.interrupted:
+        console.print(Text(f"Interrupted: results after {result.epochs_completed} of "
+                           f"{result.scenario.train.epochs} epochs.", style="bold yellow"))
+    console.print(convergence_table(result))
+    if any(r.diagnostics is not None for r in result.runs):
+        console.print(diagnostics_table(result))
+    for c in result.comparisons:
+        console.print(Text.assemble((f"{c.a} vs {c.b}: ", "bold"), c.verdict))

@@ -1,0 +1,191 @@
+"""The ensemble trainer: fairness, equivalence with plain PyTorch, divergence, born-dead statistics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from probe.models.mlp import MLP
+from probe.training import Ensemble, TrainConfig, epoch_order, init_digest, init_params, train
+from probe.training.convergence import epoch_curve, loss_auc, smoothed, steps_to_target
+from probe.training.diagnose import activity_at, member_diagnostics
+from probe.variants import parse_variant
+
+WIDTHS = [3, 8, 6, 1]
+VARIANTS = [parse_variant(s) for s in ("relu", "leaky:0.2", "prelu")]
+
+
+def toy_data(n: int = 40, f: int = 3):
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(n, f, generator=g)
+    return X, (X[:, :1] - X[:, 1:2] ** 2 + 0.3).float()
+
+
+def test_identical_initial_weights_across_variants():
+    ens = Ensemble(WIDTHS, VARIANTS, [0, 1, 2], "default")
+    s = len(ens.seeds)
+    for w in ens.weights + ens.biases:
+        for seed_i in range(s):
+            for v in range(1, len(VARIANTS)):
+                assert torch.equal(w[seed_i], w[v * s + seed_i])
+        assert not torch.equal(w[0], w[1])
+    assert init_digest(init_params(WIDTHS, "default", 1)) == init_digest(ens.initial[1])
+    assert init_digest(ens.initial[0]) != init_digest(ens.initial[1])
+
+
+def test_init_schemes():
+    he = init_params([50, 400, 1], "he_normal", 0)
+    assert torch.all(he[0][1] == 0) and float(he[0][0].std()) == pytest.approx((2 / 50) ** 0.5, rel=0.05)
+    rai = init_params([5, 1000, 1], "rai", 0)
+    v = torch.cat([rai[0][0], rai[0][1][:, None]], 1)  # [units, fan_in + 1]
+    # exactly one Beta(2,1) entry per unit: the maximum, positive, mean 2/3
+    top = v.max(1).values
+    assert float(top.min()) > 0 and float(top.mean()) == pytest.approx(2 / 3, abs=0.05)
+    with pytest.raises(ValueError):
+        init_params(WIDTHS, "nope", 0)
+
+
+def plain_losses(ens: Ensemble, m: int, X, y, config: TrainConfig) -> list[float]:
+    """Train member m alone as nn.Sequential + torch.optim on the same batches."""
+    variant, seed = ens.member(m)
+    model: nn.Sequential = MLP.build(WIDTHS, variant)
+    with torch.no_grad():
+        for lin, (w, b) in zip(model.linears, init_params(WIDTHS, "default", seed)):
+            lin.weight.copy_(w)
+            lin.bias.copy_(b)
+    opt = (torch.optim.Adam(model.parameters(), lr=config.lr) if config.optimizer == "adam"
+           else torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum))
+    losses = []
+    for epoch in range(config.epochs):
+        order = epoch_order(seed, epoch, X.shape[0])
+        xe, ye = X[order], y[order]
+        for lo in range(0, X.shape[0], config.batch_size):
+            loss = nn.functional.mse_loss(model(xe[lo:lo + config.batch_size]), ye[lo:lo + config.batch_size])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    return losses
+
+
+@pytest.mark.parametrize("optimizer,lr,momentum", [("adam", 0.01, 0.0), ("sgd", 0.05, 0.9)])
+def test_ensemble_matches_plain_pytorch(optimizer, lr, momentum):
+    X, y = toy_data()
+    config = TrainConfig(optimizer, lr, batch_size=16, epochs=3, momentum=momentum)  # 40/16: a short last batch
+    ens = Ensemble(WIDTHS, VARIANTS, [0, 1], "default")
+    out = train(ens, X, y, config)
+    assert out.step_losses.shape == (9, 6) and out.steps_per_epoch == 3
+    for m in range(ens.members):
+        expected = torch.tensor(plain_losses(ens, m, X, y, config))
+        torch.testing.assert_close(out.step_losses[:, m], expected, rtol=1e-4, atol=1e-6)
+    # the PReLU slope moved, the fixed ones did not
+    slopes = ens.slopes()[0].detach()
+    assert float(slopes[4]) != 0.25 and float(slopes[2]) == pytest.approx(0.2)
+
+
+def test_member_to_mlp_computes_the_member():
+    X, y = toy_data()
+    ens = Ensemble(WIDTHS, VARIANTS, [0, 1], "default")
+    train(ens, X, y, TrainConfig("adam", 0.01, 16, 2))
+    with torch.no_grad():
+        out, _, _ = ens.forward(X)
+        for m in range(ens.members):
+            torch.testing.assert_close(ens.to_mlp(m)(X), out[m])
+
+
+def test_member_diagnostics_match_analyze():
+    from probe.analysis import diagnose
+    from probe.data import Dataset
+
+    X, y = toy_data()
+    ens = Ensemble(WIDTHS, VARIANTS, [0], "default")
+    train(ens, X, y, TrainConfig("adam", 0.01, 16, 2))
+    diags = member_diagnostics(ens, X, y, batch_size=16)
+    for m, d in enumerate(diags):
+        ref = diagnose(ens.to_mlp(m), Dataset(X, y, "toy"), batch_size=16).to_dict()
+        got = d.to_dict()
+        assert got.keys() == ref.keys()
+        for lay_got, lay_ref in zip(got["layers"], ref["layers"]):
+            assert lay_got.keys() == lay_ref.keys()
+            for k, v in lay_ref.items():
+                if isinstance(v, float):
+                    assert lay_got[k] == pytest.approx(v, rel=1e-4, abs=1e-7), k
+                else:
+                    assert lay_got[k] == v, k
+
+
+def test_diverged_member_is_frozen_and_others_carry_on():
+    X, y = toy_data()
+    config = TrainConfig("adam", 0.01, 16, 3)
+    clean = Ensemble(WIDTHS, VARIANTS[:2], [0, 1], "default")
+    clean_out = train(clean, X, y, config)
+    ens = Ensemble(WIDTHS, VARIANTS[:2], [0, 1], "default")
+    with torch.no_grad():
+        ens.weights[-1][1].fill_(1e30)  # member 1 (relu, seed 1): squared outputs overflow to inf
+    poisoned = [p.detach().clone() for p in ens.parameters()]
+    out = train(ens, X, y, config)
+    assert out.diverged_epoch == [None, 1, None, None]
+    assert torch.isnan(out.step_losses[:, 1]).all() or not torch.isfinite(out.step_losses[:, 1]).all()
+    for m in (0, 2, 3):
+        torch.testing.assert_close(out.step_losses[:, m], clean_out.step_losses[:, m])
+    for p, before in zip(ens.parameters(), poisoned):  # frozen at its last pre-divergence state
+        assert torch.equal(p.detach()[1], before[1])
+
+
+def test_keyboard_interrupt_returns_completed_epochs():
+    X, y = toy_data()
+    seen = []
+
+    def progress(done, total):
+        seen.append((done, total))
+        if done == 2:
+            raise KeyboardInterrupt
+
+    ens = Ensemble(WIDTHS, VARIANTS[:2], [0], "default")
+    out = train(ens, X, y, TrainConfig("adam", 0.01, 16, 5), probe=(X, y), progress=progress)
+    assert out.interrupted and out.epochs_completed == 2 and seen == [(1, 5), (2, 5)]
+    assert out.step_losses.shape[0] == 2 * out.steps_per_epoch
+    assert out.dead_rate.shape == (3, 2, 2) and out.grad_ratio.shape == (3, 2, 2)
+
+
+def test_convergence_measures_by_hand():
+    losses = torch.tensor([[4.0], [2.0], [1.0], [0.5], [0.25], [0.25]])
+    torch.testing.assert_close(smoothed(losses, 2)[:, 0],
+                               torch.tensor([4.0, 3.0, 1.5, 0.75, 0.375, 0.25], dtype=torch.float64))
+    assert steps_to_target(losses, 2, 0.75) == [4]
+    assert steps_to_target(losses, 2, 0.1) == [None]
+    assert loss_auc(losses) == [pytest.approx(8.0 / 6)]
+    assert epoch_curve(losses, 2) == [[3.0, 0.75, 0.25]]
+    nan_first = torch.tensor([[1.0], [math.nan], [0.0], [0.0]])
+    assert steps_to_target(nan_first, 1, 0.5) == [None] and loss_auc(nan_first) == [None]
+    assert steps_to_target(torch.zeros(0, 2), 3, 1.0) == [None, None]
+
+
+def test_born_dead_monte_carlo_he_normal_and_rai():
+    """He-normal, zero bias, 1-D signed input, 9 hidden layers of 3 units: P(born dead) ~ 0.58.
+
+    (For one fixed input it would be 1 - (1 - 2^-3)^9 = 0.70; data of both signs
+    must be dead on both sides.) With 500 seeds the standard error is ~0.022, so
+    +-0.07 is a 3-sigma band. RAI (Lu et al. 2019) must bring it far down.
+    """
+    seeds = list(range(500))
+    X = torch.linspace(-2.0, 2.0, 64).reshape(-1, 1)
+    widths = [1] + [3] * 9 + [1]
+    relu = [parse_variant("relu")]
+    _, he_dead = activity_at(Ensemble(widths, relu, seeds, "he_normal"), X)
+    _, rai_dead = activity_at(Ensemble(widths, relu, seeds, "rai"), X)
+    p_he, p_rai = float(he_dead.double().mean()), float(rai_dead.double().mean())
+    assert p_he == pytest.approx(0.58, abs=0.07)
+    assert p_rai < 0.2 and p_rai < p_he / 3
+
+
+def test_ensemble_copy_to_device_is_independent():
+    X, y = toy_data()
+    ens = Ensemble(WIDTHS, VARIANTS, [0], "default")
+    copy = ens.to("cpu")
+    train(ens, X, y, TrainConfig("adam", 0.01, 16, 1))
+    assert not torch.equal(copy.weights[0], ens.weights[0])
+    assert copy.members == ens.members and len(copy.prelu) == len(ens.prelu)
