@@ -29,7 +29,10 @@ train and evaluation sets.
 
 from __future__ import annotations
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,8 +50,12 @@ DEFAULT_N_EVAL = 1024
 
 
 def scenarios_dir() -> Path:
-    """The folder of shipped scenarios: ``scenarios/`` beside the ``probe`` package."""
-    return Path(probe.__file__).resolve().parent.parent / "scenarios"
+    """The folder of shipped scenarios.
+
+    ``probe/scenario_files`` is a link to the top-level ``scenarios/`` folder in a
+    source checkout and a copy of it in a built wheel.
+    """
+    return Path(probe.__file__).resolve().parent / "scenario_files"
 
 
 @dataclass(frozen=True)

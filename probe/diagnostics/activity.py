@@ -99,6 +99,12 @@ class ActivityStats:
         self.neg_count += n_all - n_pos
         self.samples += z.shape[1]
 
+    def dead_rates(self) -> torch.Tensor:
+        """Share of units active on no sample, for every member at once: ``[members]``."""
+        if self.active is None:
+            raise ValueError("ActivityStats.dead_rates() called before any update()")
+        return (self.active == 0).double().mean(dim=1)
+
     def result(self, member: int = 0) -> ActivityResult:
         """The diagnostics of one member over everything fed so far."""
         if self.active is None:
@@ -107,7 +113,7 @@ class ActivityStats:
         active = self.active[member].double()
         frac = active / n
         units = active.numel()
-        dead = int((active == 0).sum())
+        dead = int((self.active[member] == 0).sum())
         near = int((frac < self.near_dead_threshold).sum())
         mean_abs = self.abs_h[member] / n
         layer_mean = float(mean_abs.mean())
@@ -116,7 +122,7 @@ class ActivityStats:
         else:
             dormant = int((mean_abs / layer_mean <= self.dormant_tau).sum())
         hist = torch.histc(frac.float(), bins=HIST_BINS, min=0.0, max=1.0)
-        qs = torch.quantile(frac, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=frac.dtype))
+        qs = torch.quantile(frac, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=frac.dtype, device=frac.device))
         neg_mean = _ratio(float(self.neg_abs[member]), int(self.neg_count[member]))
         pos_mean = _ratio(float(self.pos_abs[member]), int(self.pos_count[member]))
         return ActivityResult(

@@ -68,8 +68,8 @@ class Collector:
         ``z`` must be read here, before an in-place activation overwrites it.
         The returned state owns copies, never views of tensors that may change.
         """
-        z = z.detach()
-        self.slopes[layer] = slope.detach()
+        z, slope = z.detach(), slope.detach()  # a learnable PReLU slope must not pull in its graph
+        self.slopes[layer] = slope
         self.activity[layer].update(z, slope)
         if self.sign is not None and layer == len(self.activity) - 1:
             self.sign.update(activation(z, slope))

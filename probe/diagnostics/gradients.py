@@ -13,6 +13,7 @@ For a hidden layer with input ``x``, pre-activation ``z`` and ``g = dL/dz``:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -97,6 +98,18 @@ class GradientStats:
         if self.g_neg is not None:
             self.g_pos = total.detach().double() - self.g_neg
 
+    def grad_ratios(self) -> torch.Tensor:
+        """``grad_ratio`` of every member at once, ``[members]`` float64; NaN where undefined.
+
+        Undefined: no entry on one side, or zero gradient on the positive side.
+        """
+        if self.neg_abs is None:
+            raise ValueError("GradientStats.grad_ratios() called before any update()")
+        neg = self.neg_abs / self.neg_count.clamp_min(1)
+        pos = self.pos_abs / self.pos_count.clamp_min(1)
+        ok = (self.neg_count > 0) & (self.pos_count > 0) & (pos > 0)
+        return torch.where(ok, neg / torch.where(ok, pos, 1.0), torch.nan)
+
     def result(self, member: int = 0, slope: float = 0.0) -> GradientResult:
         """The diagnostics of one member; ``slope`` is the nominal negative slope."""
         if self.neg_abs is None:
@@ -104,9 +117,8 @@ class GradientStats:
         n_neg, n_pos = int(self.neg_count[member]), int(self.pos_count[member])
         neg_mean = float(self.neg_abs[member]) / n_neg if n_neg else None
         pos_mean = float(self.pos_abs[member]) / n_pos if n_pos else None
-        ratio = None
-        if neg_mean is not None and pos_mean:
-            ratio = neg_mean / pos_mean
+        ratio = float(self.grad_ratios()[member])
+        ratio = None if math.isnan(ratio) else ratio
         upstream = ratio / slope if ratio is not None and slope > 0 else None
         norm_neg = norm_pos = 0.0
         share = None

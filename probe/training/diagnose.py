@@ -27,7 +27,7 @@ def _batches(n: int, size: int):
 
 def _dead_rates(collector: Collector) -> torch.Tensor:
     """``[M, L]`` fraction of units active on no sample, read from the activity counts."""
-    return torch.stack([(a.active == 0).double().mean(1) for a in collector.activity], 1)
+    return torch.stack([a.dead_rates() for a in collector.activity], 1)
 
 
 @torch.no_grad()
@@ -64,12 +64,7 @@ def probe_batch_stats(ens: Ensemble, X: torch.Tensor, y: torch.Tensor
         grads = torch.autograd.grad(loss, zs)
     for p, g in zip(pending, grads):
         collector.backward(p, g)
-    ratios = []
-    for gs in collector.gradients:
-        neg = gs.neg_abs / gs.neg_count.clamp_min(1)
-        pos = gs.pos_abs / gs.pos_count.clamp_min(1)
-        ok = (gs.neg_count > 0) & (gs.pos_count > 0) & (pos > 0)
-        ratios.append(torch.where(ok, neg / torch.where(ok, pos, 1.0), torch.nan))
+    ratios = [gs.grad_ratios() for gs in collector.gradients]
     return _dead_rates(collector).cpu(), torch.stack(ratios, 1).cpu()
 
 
