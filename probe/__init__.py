@@ -7,14 +7,19 @@ Everything the CLI does is one import away::
 """
 
 from probe.analysis import AnalysisResult, analyze, diagnose
+from probe.api import analyze_file, circuit_file
+from probe.compare import CompareResult, compare
 from probe.data import Dataset, load_data
 from probe.errors import ProbeError
 from probe.models import MLP, LoadedModel, load_mlp, save_checkpoint
+from probe.scenarios import Scenario, list_scenarios, load_scenario, make_datasets
 from probe.variants import Variant, parse_variant
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "AnalysisResult", "Dataset", "LoadedModel", "ProbeError", "Variant", "__version__",
-    "analyze", "diagnose", "load_data", "load_mlp", "parse_variant", "save_checkpoint",
+    "MLP", "AnalysisResult", "CompareResult", "Dataset", "LoadedModel", "ProbeError", "Scenario",
+    "Variant", "__version__", "analyze", "analyze_file", "circuit_file", "compare", "diagnose",
+    "list_scenarios", "load_data", "load_mlp", "load_scenario", "make_datasets", "parse_variant",
+    "save_checkpoint",
 ]

@@ -24,7 +24,9 @@ def resolve_data(loaded: LoadedModel, data: str | Path | None, scenario: str | N
     if data is not None:
         return load_data(data, target)
     if scenario is None:
-        scenario = loaded.meta.get("scenario_path") or loaded.meta.get("scenario")
+        recorded = loaded.meta.get("scenario_path")
+        # the recorded file when it is still there (a user's own scenario), else the shipped name
+        scenario = recorded if recorded and Path(recorded).is_file() else loaded.meta.get("scenario")
     if scenario is None:
         raise DataError(
             "No evaluation data was given",
