@@ -74,7 +74,8 @@ def _pct(v: float | None) -> str:
 
 
 def run_study(out_dir: str | Path = "reports/leaky-vs-relu", *, variants: Sequence[str] = STUDY_VARIANTS,
-              seeds: int | None = 10, scenarios: Sequence[str] | None = None, command: str = "probe study",
+              seeds: int | None = 10, epochs: int | None = None, scenarios: Sequence[str] | None = None,
+              command: str = "probe study",
               progress: Callable[[str, int, int], None] | None = None) -> list[ScenarioOutcome]:
     """Run the study and write ``out_dir/<scenario>.md`` per scenario plus ``out_dir/index.md``.
 
@@ -82,6 +83,7 @@ def run_study(out_dir: str | Path = "reports/leaky-vs-relu", *, variants: Sequen
         out_dir: Output folder.
         variants: Activation specs compared on every scenario.
         seeds: Seeds per variant (None: each scenario's own).
+        epochs: Epochs (None: each scenario's own; small values are for quick checks).
         scenarios: Scenario names; default every shipped scenario.
         command: The command line recorded in the reports.
         progress: Called as ``progress(scenario, epochs_done, epochs_total)``.
@@ -92,7 +94,7 @@ def run_study(out_dir: str | Path = "reports/leaky-vs-relu", *, variants: Sequen
     for name in names:
         start = time.perf_counter()
         cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
-        result = compare(list(variants), name, seeds=seeds, progress=cb)
+        result = compare(list(variants), name, seeds=seeds, epochs=epochs, progress=cb)
         report = write_compare_report(result, out / f"{name}.md", command=f"{command}  # scenario {name}")
         outcomes.append(ScenarioOutcome(result, report, time.perf_counter() - start))
     write_index(outcomes, out / "index.md", command)

@@ -67,3 +67,33 @@ def test_interrupted_report_leaves_nothing(tmp_path, model_and_data, monkeypatch
     res = runner.invoke(app, ["analyze", str(model), "--data", str(data), "--report", str(out / "a.md")])
     assert res.exit_code != 0
     assert list(out.iterdir()) == []
+
+
+def test_compare_report_and_sweep(tmp_path) -> None:
+    from probe.compare import compare
+    from probe.report.compare_report import write_compare_report
+
+    result = compare(["relu", "leaky", "leaky:0.3"], "signed_regression", seeds=3, epochs=2)
+    md = write_compare_report(result, tmp_path / "c.md", command="probe compare relu leaky leaky:0.3")
+    assert_valid_pngs(md)
+    text = md.read_text()
+    names = {p.name for p in linked_figures(md)}
+    assert {"loss_curves.png", "steps_to_target.png", "slope_sweep.png", "grad_ratio.png",
+            "sign_routes.png", "dead_rate.png"} <= names
+    for c in result.comparisons:
+        assert c.verdict in text
+    for s in result.summaries:
+        assert f"| {s.variant} |" in text
+    assert "`signed_regression`" in text or "signed_regression" in text
+
+
+def test_study_writes_reports_and_index(tmp_path) -> None:
+    from probe.study import run_study
+
+    outcomes = run_study(tmp_path / "study", variants=("relu", "leaky"), seeds=2, epochs=1,
+                         scenarios=["signed_regression", "positive_regression"])
+    index = (tmp_path / "study" / "index.md").read_text()
+    for o in outcomes:
+        assert o.report.exists()
+        assert f"]({o.report.name})" in index
+        assert o.result.comparisons[0].verdict in index
