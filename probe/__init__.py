@@ -8,6 +8,7 @@ Everything the CLI does is one import away::
 
 from probe.analysis import AnalysisResult, analyze, diagnose
 from probe.api import analyze_file, circuit_file
+from probe.circuit import CircuitResult, circuit
 from probe.compare import CompareResult, compare
 from probe.data import Dataset, load_data
 from probe.errors import ProbeError
@@ -18,8 +19,8 @@ from probe.variants import Variant, parse_variant
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "AnalysisResult", "CompareResult", "Dataset", "LoadedModel", "ProbeError", "Scenario",
-    "Variant", "__version__", "analyze", "analyze_file", "circuit_file", "compare", "diagnose",
+    "MLP", "AnalysisResult", "CircuitResult", "CompareResult", "Dataset", "LoadedModel", "ProbeError", "Scenario",
+    "Variant", "__version__", "analyze", "analyze_file", "circuit", "circuit_file", "compare", "diagnose",
     "list_scenarios", "load_data", "load_mlp", "load_scenario", "make_datasets", "parse_variant",
     "save_checkpoint",
 ]

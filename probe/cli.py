@@ -145,6 +145,9 @@ def circuit(
     trust: bool = typer.Option(False, "--trust", help="Allow unpickling arbitrary code. Only for files you trust."),
     output: int = typer.Option(0, "--output", help="Which output's sign circuit to trace."),
     group: str = typer.Option("negative", "--group", help="Group exported by --graph/--png: negative or positive."),
+    method: str = typer.Option("auto", "--method", help="Attribution: auto (DeepLift; IG for PReLU), ig or deeplift."),
+    baseline: str = typer.Option("mean", "--baseline", help="Attribution baseline: mean (of the data) or zeros."),
+    n_steps: int = typer.Option(128, "--n-steps", min=1, help="Integration steps for --method ig."),
     graph: Optional[Path] = typer.Option(None, "--graph", help="Write the group's graph as GraphML."),
     png: Optional[Path] = typer.Option(None, "--png", help="Draw the group's circuit as a PNG."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
@@ -159,8 +162,8 @@ def circuit(
     with progress_bar() as bar:
         task = bar.add_task("tracing", total=None)
         result = circuit_file(model, data=data, scenario=scenario, target=target, activation=activation,
-                              trust=trust, output=output,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+                              trust=trust, output=output, method=method, baseline=baseline,
+                              n_steps=n_steps, progress=lambda done, total: bar.update(task, completed=done, total=total))
     if graph is not None:
         write_graphml(result, graph, group)
     if png is not None:

@@ -72,6 +72,13 @@ class ReportWriter:
         self.add(f"![{alt}]({rel})")
         return rel
 
+    def image_path(self, name: str, alt: str) -> Path:
+        """A path in the figures folder for a PNG written by other code; appends its link."""
+        rel = f"{self.files_name}/{name}"
+        self.figures.append(rel)
+        self.add(f"![{alt}]({rel})")
+        return self.tmp / rel
+
     def commit(self) -> Path:
         """Move figures then the markdown into place."""
         final_files = self.path.parent / self.files_name

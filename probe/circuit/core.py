@@ -1,0 +1,160 @@
+"""``circuit``: follow the sign of one output back through every layer of an MLP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from probe.circuit.accumulate import NEGATIVE, POSITIVE, CircuitSums, GroupSums, forward_layers
+from probe.circuit.attribution import Attributor
+from probe.circuit.graph import contributions
+from probe.circuit.paths import top_paths
+from probe.circuit.result import CircuitResult, Completeness, Driver, GroupCircuit, LayerCircuit, _floats
+from probe.circuit.routes import layer_routes
+from probe.circuit.validate import (GROUPS, CircuitError, check_circuit_data, check_method, check_output,
+                                    check_positive_int, private_mlp, resolve_baseline)
+from probe.data import Dataset
+
+
+def smallest_cover(importance: np.ndarray, coverage: float) -> tuple[int, ...]:
+    """The fewest units whose importances sum to ``coverage`` of the total, largest first.
+
+    Ties go to the lower index; all-zero importance gives the empty set.
+    """
+    total = float(importance.sum())
+    if total <= 0:
+        return ()
+    order = np.argsort(-importance, kind="stable")
+    cum = np.cumsum(importance[order])
+    # The relative slack absorbs float rounding when the coverage is met exactly.
+    n = int(np.searchsorted(cum, coverage * total * (1 - 1e-12))) + 1
+    return tuple(int(u) for u in order[:min(n, len(order))])
+
+
+def _layers(sums: GroupSums, n_layers: int, output: int, coverage: float) -> tuple[LayerCircuit, ...]:
+    layers = []
+    for layer in range(n_layers):
+        kind = "input" if layer == 0 else "output" if layer == n_layers - 1 else "hidden"
+        abs_attr = sums.mean("attr_abs", layer)
+        units = (output,) if kind == "output" else smallest_cover(abs_attr, coverage)
+        layers.append(LayerCircuit(layer, kind, _floats(sums.mean_activation(layer)),
+                                   _floats(sums.mean("active", layer)), _floats(sums.mean("attr", layer)),
+                                   _floats(abs_attr), units))
+    return tuple(layers)
+
+
+def _selectivity(neg: GroupSums, pos: GroupSums, n_attributed: int) -> tuple[tuple[float, ...], ...] | None:
+    """``(d_pos - d_neg) / (d_pos + d_neg)`` per unit; see :class:`CircuitResult`."""
+    if neg.samples == 0 or pos.samples == 0:
+        return None
+    out = []
+    for layer in range(n_attributed):
+        d_neg = np.clip(-neg.mean("attr", layer), 0, None)  # push towards negative in the negative group
+        d_pos = np.clip(pos.mean("attr", layer), 0, None)  # push towards positive in the positive group
+        den = d_neg + d_pos
+        out.append(_floats(np.divide(d_pos - d_neg, den, out=np.zeros_like(den), where=den > 0)))
+    return tuple(out)
+
+
+def _drivers(group: GroupCircuit, selectivity, sign: int, n: int) -> tuple[Driver, ...]:
+    """Hidden units whose mean attribution has ``sign``, strongest first."""
+    found = [(sign * a, lay.layer, u, a) for lay in group.hidden
+             for u, a in enumerate(lay.mean_attribution) if sign * a > 0]
+    found.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return tuple(Driver(layer, u, a, None if selectivity is None else selectivity[layer][u])
+                 for _, layer, u, a in found[:n])
+
+
+def circuit(mlp: object, data: Dataset, *, output: int = 0, baseline: str | torch.Tensor = "mean",
+            method: str = "auto", n_steps: int = 128, batch_size: int = 512, coverage: float = 0.9,
+            n_paths: int = 10, n_drivers: int = 5,
+            progress: Callable[[int], None] | None = None) -> CircuitResult:
+    """The sign circuit of output ``output``: how the network builds negative (and positive) outputs.
+
+    Samples are split by the sign of the prediction ``f_K(x)`` (``< 0``:
+    ``negative``, else ``positive``). Per group: per-unit mean activation,
+    active fraction and attribution of ``f_K`` (captum, see
+    :mod:`probe.circuit.attribution`) for the inputs and every hidden layer;
+    the 90% circuit per layer; the sign routes layer by layer
+    (:mod:`probe.circuit.routes`); the strongest input-to-output paths
+    (:mod:`probe.circuit.paths`). Everything is streamed batch by batch:
+    memory does not grow with the number of samples.
+
+    Args:
+        mlp: A probe MLP, a LoadedModel or a chain-shaped ``nn.Module``; it is
+            copied, never modified or hooked.
+        data: Evaluation inputs (targets are not used).
+        output: The output index K.
+        baseline: Attribution baseline: ``mean`` (the mean evaluation input,
+            default), ``zeros`` or a tensor with one value per feature.
+        method: ``auto`` (default: ``deeplift`` for ReLU/leaky models, ``ig`` for
+            PReLU), ``ig`` (LayerIntegratedGradients) or ``deeplift`` (LayerDeepLift,
+            exact completeness, about 10x faster; not for PReLU).
+        n_steps: Integration points for ``ig``. Kinks along the path make the
+            completeness error fall like ``1 / n_steps``: on a trained
+            8-64-64-64-1 network, 128 steps leave a largest error of about 4%
+            of the mean ``|f(x) - f(baseline)|`` (the mean error is ~20x smaller);
+            ``result.completeness`` reports what was measured.
+        batch_size: Samples per batch (captum runs ``batch_size * n_steps`` rows at once).
+        coverage: Share of the absolute attribution the per-layer circuit must carry.
+        n_paths: How many top paths to keep per group.
+        n_drivers: How many driver units to name per sign.
+        progress: Called with the number of samples done after each batch.
+
+    Raises:
+        CircuitError: Bad output index, method, baseline or parameter; no hidden layer.
+        ModelLoadError: ``mlp`` is a module that is not an MLP.
+        DataError: Data of the wrong width or with NaN/inf.
+    """
+    model = private_mlp(mlp)
+    data = check_circuit_data(data, model)
+    output = check_output(output, model.widths[-1])
+    method = check_method(method, model)
+    for name, value in (("batch_size", batch_size), ("n_steps", n_steps), ("n_paths", n_paths)):
+        check_positive_int(name, value)
+    if isinstance(n_drivers, bool) or not isinstance(n_drivers, int) or n_drivers < 0:
+        raise CircuitError("n_drivers must be a non-negative integer", expected="an integer >= 0",
+                           found=repr(n_drivers), fix="pass n_drivers=5")
+    if not 0 < coverage <= 1:
+        raise CircuitError("The circuit coverage must be a share", expected="a number in (0, 1]",
+                           found=repr(coverage), fix="pass coverage=0.9")
+    base_name, base_row = resolve_baseline(baseline, data)
+    attributor = Attributor(model, base_row, output, method, n_steps)
+    sums = CircuitSums(model.widths, output)
+    with torch.no_grad():
+        base_out = model(base_row)
+    X = data.X.float()
+    for start in range(0, X.shape[0], batch_size):
+        xb = X[start:start + batch_size]
+        with torch.no_grad():
+            acts, net_abs = forward_layers(model, xb)
+        change = acts[-1] - base_out
+        attrs, deltas = attributor(xb, change[:, output])
+        sums.update(acts, net_abs, attrs, deltas, change)
+        if progress is not None:
+            progress(min(start + batch_size, X.shape[0]))
+
+    n_layers = len(model.widths)
+    weights = tuple(lin.weight.detach().double().numpy().copy() for lin in model.linears)
+    group_sums = [sums.group(NEGATIVE), sums.group(POSITIVE)]
+    groups = []
+    for name, gs in zip(GROUPS, group_sums):
+        layers = _layers(gs, n_layers, output, coverage)
+        shell = GroupCircuit(name, gs.samples, float(gs.mean_activation(n_layers - 1)[output]), layers, (), ())
+        paths = top_paths(contributions(weights, shell), output, n_paths) if gs.samples else ()
+        groups.append(GroupCircuit(name, gs.samples, shell.mean_prediction, layers,
+                                   layer_routes(list(weights), gs, output), paths))
+    selectivity = _selectivity(group_sums[0], group_sums[1], n_layers - 1)
+    n = sums.samples
+    completeness = Completeness(_floats(sums.delta_max.numpy()), _floats(sums.delta_abs.numpy() / n),
+                                sums.change_abs / n)
+    return CircuitResult(
+        output=output, method=method, n_steps=n_steps if method == "ig" else None, baseline=base_name,
+        baseline_prediction=float(base_out[0, output]), samples=n, widths=tuple(model.widths),
+        activation=model.activation_spec, coverage=coverage, completeness=completeness,
+        selectivity=selectivity,
+        drivers_negative=_drivers(groups[0], selectivity, -1, n_drivers),
+        drivers_positive=_drivers(groups[1], selectivity, +1, n_drivers),
+        groups=(groups[0], groups[1]), weights=weights)

@@ -1,0 +1,133 @@
+"""Input checks for :func:`probe.circuit.circuit`: each returns the converted value or raises."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from probe.data import Dataset, check_data
+from probe.errors import ProbeError
+from probe.models.loading import LoadedModel
+from probe.models.convert import module_to_mlp
+from probe.models.mlp import MLP
+
+GROUPS = ("negative", "positive")
+METHODS = ("ig", "deeplift")
+BASELINES = ("mean", "zeros")
+
+
+class CircuitError(ProbeError):
+    """A sign-circuit request that cannot be answered (bad output index, group, method...)."""
+
+
+def private_mlp(model: object) -> MLP:
+    """An independent eval-mode copy of ``model`` that attribution may hook freely.
+
+    Every layer is copied on its own, so an activation module shared between
+    positions in the user's model becomes one module per position (captum
+    hooks a module, and a shared one would be replaced at every position).
+    In-place activations are switched off so that pre-activations survive.
+
+    Raises:
+        CircuitError: ``model`` is not a model, or has no hidden layer.
+        ModelLoadError: ``model`` is a module that is not a chain-shaped MLP.
+    """
+    if isinstance(model, LoadedModel):
+        model = model.mlp
+    if not isinstance(model, nn.Module):
+        raise CircuitError("The circuit analysis needs a PyTorch MLP",
+                           expected="a probe MLP, a LoadedModel or a chain-shaped nn.Module",
+                           found=type(model).__name__,
+                           fix="load the model with probe.load_mlp(path) first")
+    mlp = model if isinstance(model, MLP) else module_to_mlp(model)
+    if len(mlp.linears) < 2:
+        raise CircuitError("The model has no hidden layer, so there is no circuit to trace",
+                           expected="at least Linear -> activation -> Linear",
+                           found=mlp.describe(), fix="analyse a model with one or more hidden layers")
+    copied = MLP(*[copy.deepcopy(m) for m in mlp])
+    for module in copied.activations:
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    for p in copied.parameters():
+        p.requires_grad_(False)
+    return copied.float().eval()
+
+
+def check_output(output: object, out_features: int) -> int:
+    """The output index as an int in ``[0, out_features)``."""
+    if isinstance(output, bool) or not isinstance(output, int) or not 0 <= output < out_features:
+        raise CircuitError(f"Output index {output!r} does not exist in this model",
+                           expected=f"an integer from 0 to {out_features - 1} "
+                           f"(the model has {out_features} output{'s' if out_features != 1 else ''})",
+                           found=repr(output), fix=f"pass --output between 0 and {out_features - 1}")
+    return output
+
+
+def check_group(group: str) -> str:
+    """``negative`` or ``positive``."""
+    if group not in GROUPS:
+        raise CircuitError(f"Unknown sample group {group!r}", expected=" or ".join(GROUPS),
+                           found=repr(group), fix="pass --group negative or --group positive")
+    return group
+
+
+def check_method(method: str, mlp: MLP) -> str:
+    """``ig``, ``deeplift`` or ``auto``, resolved to the method that will run.
+
+    ``auto`` is DeepLift (exact completeness, one backward pass) for ReLU and
+    leaky ReLU models, and integrated gradients for PReLU ones, since captum's
+    DeepLift rescale rule does not cover PReLU.
+    """
+    has_prelu = any(isinstance(a, nn.PReLU) for a in mlp.activations)
+    if method == "auto":
+        return "ig" if has_prelu else "deeplift"
+    if method not in METHODS:
+        raise CircuitError(f"Unknown attribution method {method!r}", expected=" or ".join(("auto", *METHODS)),
+                           found=repr(method), fix="use method='auto' (DeepLift, or integrated gradients for PReLU)")
+    if method == "deeplift" and has_prelu:
+        raise CircuitError("DeepLift cannot attribute through PReLU activations",
+                           expected="ReLU or LeakyReLU activations for method='deeplift'",
+                           found=mlp.activation_spec, fix="use method='ig' (or 'auto') for PReLU models")
+    return method
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """A strictly positive int (batch size, steps, path count...)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CircuitError(f"{name} must be a positive integer", expected="an integer >= 1",
+                           found=repr(value), fix=f"pass a positive {name}")
+    return value
+
+
+def resolve_baseline(baseline: str | torch.Tensor, data: Dataset) -> tuple[str, torch.Tensor]:
+    """The attribution baseline as ``(description, row [1, features])``.
+
+    ``mean``: the mean evaluation input; ``zeros``: the all-zero input; or a
+    tensor with one value per feature.
+    """
+    features = data.X.shape[1]
+    if isinstance(baseline, torch.Tensor):
+        row = baseline.detach().float().reshape(1, -1)
+        if row.shape[1] != features or not torch.isfinite(row).all():
+            raise CircuitError("The attribution baseline does not fit the data",
+                               expected=f"{features} finite values", found=f"shape {tuple(baseline.shape)}",
+                               fix="pass one finite value per input feature, 'mean' or 'zeros'")
+        return "custom", row
+    if baseline == "mean":
+        return "mean", data.X.double().mean(0, keepdim=True).float()
+    if baseline == "zeros":
+        return "zeros", torch.zeros(1, features)
+    raise CircuitError(f"Unknown attribution baseline {baseline!r}", expected=" or ".join(BASELINES),
+                       found=repr(baseline), fix="pass baseline='mean', 'zeros' or a feature tensor")
+
+
+def check_circuit_data(data: Dataset, mlp: MLP) -> Dataset:
+    """The data, after probe's usual width/NaN checks."""
+    if not isinstance(data, Dataset):
+        raise CircuitError("The circuit analysis needs a probe Dataset",
+                           expected="probe.Dataset(X, y, source)", found=type(data).__name__,
+                           fix="wrap the inputs: Dataset(X.float(), None, 'my data')")
+    check_data(data, mlp.widths[0], mlp.widths[-1])
+    return data

@@ -1,0 +1,81 @@
+"""Terminal view of a :class:`probe.circuit.CircuitResult` (rich tables; computes nothing)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from probe.circuit import CircuitResult
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def layer_table(result: CircuitResult) -> Table:
+    neg, pos = result.groups
+    table = Table(title=f"Sign circuit of output {result.output} per layer "
+                  f"({100 * result.coverage:.0f}% of |attribution|)")
+    table.add_column("into layer")
+    table.add_column("units", justify="right")
+    table.add_column("circuit (neg)", justify="right")
+    table.add_column("circuit (pos)", justify="right")
+    table.add_column("down via neg. activation (neg)", justify="right")
+    table.add_column("cancellation (neg)", justify="right")
+    last = len(neg.layers) - 1
+    for lay_n, lay_p in zip(neg.layers, pos.layers):
+        routes = neg.routes[lay_n.layer - 1] if lay_n.layer >= 1 else None
+        name = ("inputs" if lay_n.layer == 0 else f"output {result.output}" if lay_n.layer == last
+                else f"hidden {lay_n.layer}")
+        circuit_n = "-" if lay_n.layer == last else str(len(lay_n.circuit_units))
+        circuit_p = "-" if lay_p.layer == last else str(len(lay_p.circuit_units))
+        table.add_row(name, str(lay_n.units), circuit_n, circuit_p,
+                      _pct(routes.activation_route_share) if routes else "-",
+                      _num(routes.cancellation) if routes else "-")
+    table.add_row("all hidden", str(sum(lay.units for lay in neg.hidden)), str(neg.circuit_size),
+                  str(pos.circuit_size), "", "", style="bold")
+    return table
+
+
+def driver_table(result: CircuitResult) -> Table:
+    table = Table(title="Units that drive the sign (mean attribution in their group)")
+    for col in ("drives", "unit", "mean attribution", "selectivity"):
+        table.add_column(col, justify="left" if col == "drives" else "right")
+    for label, drivers in (("negative", result.drivers_negative), ("positive", result.drivers_positive)):
+        for d in drivers:
+            table.add_row(label, f"hidden {d.layer} #{d.unit}", f"{d.mean_attribution:+.4g}", _num(d.selectivity, 2))
+    return table
+
+
+def path_table(result: CircuitResult, group: str, n: int) -> Table:
+    circ = result.group(group)
+    table = Table(title=f"Strongest paths, {group} predictions (share of the output's incoming mass)")
+    table.add_column("path (unit per layer)")
+    table.add_column("strength", justify="right")
+    table.add_column("sign", justify="right")
+    for p in circ.paths[:n]:
+        table.add_row(" -> ".join(map(str, p.units)), f"{p.strength:.3g}", "+" if p.sign > 0 else "-")
+    return table
+
+
+def render_circuit(result: CircuitResult, console: Console, *, paths: int = 5) -> None:
+    """Print per-layer circuit sizes and routes, driver units, top paths and completeness."""
+    neg, pos = result.groups
+    console.print(f"[bold]{result.activation}[/bold] {'-'.join(map(str, result.widths))}: "
+                  f"{neg.samples} negative and {pos.samples} positive predictions of output {result.output} "
+                  f"(baseline {result.baseline}, f(baseline) = {result.baseline_prediction:+.4g})")
+    console.print(layer_table(result))
+    if result.drivers_negative or result.drivers_positive:
+        console.print(driver_table(result))
+    for circ in result.groups:
+        if circ.paths:
+            console.print(path_table(result, circ.name, paths))
+    comp = result.completeness
+    method = "integrated gradients" if result.method == "ig" else "DeepLift"
+    steps = f", {result.n_steps} steps" if result.n_steps else ""
+    console.print(f"Completeness ({method}{steps}): largest error {max(comp.max_abs_error):.3g} "
+                  f"= {comp.max_rel_error:.2g} of the mean |f(x) - f(baseline)| ({comp.scale:.3g}).")
