@@ -83,14 +83,17 @@ class AnalysisResult:
     data: dict
     loss: str
     diagnostics: NetworkDiagnostics
-    extra: dict = field(default_factory=dict)
+    circuit: object | None = field(default=None, compare=False)  # a probe.circuit.CircuitResult
 
     def to_dict(self) -> dict:
         from probe.report.verdict import verdict
 
-        return {"model": self.model, "data": self.data,
-                "loss": {"name": self.loss, "description": LOSSES[self.loss]},
-                **self.diagnostics.to_dict(), "verdict": verdict(self.diagnostics), **self.extra}
+        doc = {"model": self.model, "data": self.data,
+               "loss": {"name": self.loss, "description": LOSSES[self.loss]},
+               **self.diagnostics.to_dict(), "verdict": verdict(self.diagnostics)}
+        if self.circuit is not None:
+            doc["circuit"] = self.circuit.to_dict()
+        return doc
 
 
 def analyze(model: LoadedModel | nn.Module, data: Dataset, **kwargs) -> AnalysisResult:

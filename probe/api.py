@@ -64,7 +64,7 @@ def analyze_file(model: str | Path, *, data: str | Path | None = None, scenario:
         from probe.circuit import circuit
 
         traced = circuit(loaded.mlp, dataset, output=circuit_output)
-        result = replace(result, extra={**result.extra, "circuit": traced.to_dict()})
+        result = replace(result, circuit=traced)
     return result
 
 

@@ -71,7 +71,8 @@ def analyze(
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Samples per batch (memory does not grow with the data)."),
     near_dead: float = typer.Option(0.01, "--near-dead", help="Active fraction below which a unit is near-dead."),
     dormant_tau: float = typer.Option(0.025, "--dormant-tau", help="ReDo dormancy threshold."),
-    circuit_output: Optional[int] = typer.Option(None, "--circuit-output", help="Also trace the sign circuit of this output."),
+    circuit_output: int = typer.Option(0, "--circuit-output", help="Output whose sign circuit is traced (JSON 'circuit')."),
+    no_circuit: bool = typer.Option(False, "--no-circuit", help="Skip the sign circuit (faster on large data)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to this path."),
 ) -> None:
     """Diagnose a trained MLP: dead units, negative-region gradients, sign routes."""
@@ -81,7 +82,8 @@ def analyze(
         task = bar.add_task("analyzing", total=None)
         result = analyze_file(model, data=data, scenario=scenario, target=target, activation=activation,
                               trust=trust, batch_size=batch_size, near_dead_threshold=near_dead,
-                              dormant_tau=dormant_tau, circuit_output=circuit_output,
+                              dormant_tau=dormant_tau,
+                              circuit_output=None if no_circuit else circuit_output,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
     if report is not None:
         from probe.report.analysis_report import write_analysis_report

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from probe.circuit import CircuitResult, summarize_for_compare
+from probe.circuit import circuit as trace_circuit
 from probe.diagnostics import NetworkDiagnostics
 from probe.errors import ProbeError, VariantError
 from probe.models import save_checkpoint
@@ -73,14 +75,16 @@ class RunResult:
     grad_ratio_history: tuple[tuple[float | None, ...], ...] | None
     diagnostics: NetworkDiagnostics | None
     checkpoint: str | None = None
+    circuit: CircuitResult | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "diagnostics"}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("diagnostics", "circuit")}
         for k in ("loss_curve", "dead_rate_init"):
             d[k] = list(d[k])
         for k in ("dead_rate_history", "grad_ratio_history"):
             d[k] = None if d[k] is None else [list(r) for r in d[k]]
         d["diagnostics"] = None if self.diagnostics is None else _finite(self.diagnostics.to_dict())
+        d["circuit"] = None if self.circuit is None else _finite(summarize_for_compare(self.circuit))
         return d
 
 
@@ -229,6 +233,9 @@ def _compare(variants, scenario, seeds, epochs, device, diagnostics, save_dir, p
     # on the CPU: the evaluation set is small, and some accumulators' result() assume CPU tensors
     cpu_ens = ens if ens.device.type == "cpu" else ens.to("cpu")
     diags = member_diagnostics(cpu_ens, eval_set.X, eval_set.y) if diagnostics else [None] * ens.members
+    # the sign circuit of output 0 per trained member (diverged ones have no meaningful circuit)
+    circuits = [trace_circuit(cpu_ens.to_mlp(m), eval_set, output=0)
+                if diagnostics and outcome.diverged_epoch[m] is None else None for m in range(ens.members)]
     save = Path(save_dir) if save_dir is not None else None
 
     runs = []
@@ -252,7 +259,7 @@ def _compare(variants, scenario, seeds, epochs, device, diagnostics, save_dir, p
             else tuple(tuple(r) for r in outcome.dead_rate[:, m].tolist()),
             grad_ratio_history=None if outcome.grad_ratio is None
             else tuple(tuple(_num(v) for v in r) for r in outcome.grad_ratio[:, m].tolist()),
-            diagnostics=diags[m], checkpoint=ckpt))
+            diagnostics=diags[m], checkpoint=ckpt, circuit=circuits[m]))
 
     budget = spe * outcome.epochs_completed
     summaries = tuple(_summary(v, [r for r in runs if r.variant == v.label]) for v in parsed)
@@ -287,4 +294,5 @@ def _summary(variant: Variant, runs: list[RunResult]) -> VariantSummary:
         grad_ratio=[diag(r, lambda d: _layer_mean([lay.gradient.grad_ratio for lay in d.layers
                                                    if lay.gradient is not None])) for r in runs],
         route_share=[diag(r, lambda d: d.sign[0].all_samples.activation_route_share if d.sign else None)
-                     for r in runs])
+                     for r in runs],
+        circuit=[None if r.circuit is None else summarize_for_compare(r.circuit) for r in runs])

@@ -154,6 +154,9 @@ class VariantSummary:
             rate on the evaluation set, at initialisation and after training.
         grad_ratio: Median over runs of the layer-mean ``grad_ratio`` after training.
         activation_route_share: Median of ``sign[0].activation_route_share``.
+        circuit: Median over runs of each number of
+            :func:`probe.circuit.summarize_for_compare` (output 0's sign circuit:
+            circuit sizes, route shares, cancellation); None without circuits.
     """
 
     variant: str
@@ -169,6 +172,7 @@ class VariantSummary:
     dead_rate_final: float | None
     grad_ratio: float | None
     activation_route_share: float | None
+    circuit: dict[str, float | None] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,7 +191,8 @@ def summarize_variant(variant: str, nominal_slope: float, *, final_loss: Sequenc
                       diverged: Sequence[bool], born_dead: Sequence[bool],
                       dead_rate_init: Sequence[float | None], dead_rate_final: Sequence[float | None],
                       grad_ratio: Sequence[float | None],
-                      route_share: Sequence[float | None]) -> VariantSummary:
+                      route_share: Sequence[float | None],
+                      circuit: Sequence[dict | None] = ()) -> VariantSummary:
     """Per-variant medians and counts from per-run values (one entry per seed)."""
     return VariantSummary(
         variant=variant, nominal_slope=nominal_slope, runs=len(steps),
@@ -197,4 +202,13 @@ def summarize_variant(variant: str, nominal_slope: float, *, final_loss: Sequenc
         median_loss_auc=_median(loss_auc), dead_rate_init=_median(dead_rate_init),
         dead_rate_final=_median(dead_rate_final), grad_ratio=_median(grad_ratio),
         activation_route_share=_median(route_share),
+        circuit=_median_dicts(circuit),
     )
+
+
+def _median_dicts(dicts: Sequence[dict | None]) -> dict[str, float | None] | None:
+    """Key by key median of numeric dicts (None values and missing dicts skipped)."""
+    present = [d for d in dicts if d is not None]
+    if not present:
+        return None
+    return {key: _median([d.get(key) for d in present]) for key in present[0]}

@@ -38,6 +38,8 @@ def test_analyze_json_contract(files) -> None:
     assert doc["loss"]["name"] == "mse"
     assert doc["model"]["format"] == "probe-checkpoint"
     assert doc["data"]["samples"] == 300
+    neg = doc["circuit"]["groups"]["negative"]
+    assert doc["circuit"]["output"] == 0 and neg["samples"] == doc["sign"][0]["negative_predictions"]["samples"]
 
 
 def test_analyze_terminal_output(files) -> None:
@@ -59,3 +61,26 @@ def test_analyze_errors_exit_2_without_traceback(files, monkeypatch, args, needl
     assert needle in res.stderr
     assert "Traceback" not in res.stderr + res.stdout
     assert res.stdout == ""
+
+
+def test_circuit_command(files) -> None:
+    graph, png = files / "c.graphml", files / "c.png"
+    res = runner.invoke(app, ["circuit", str(files / "m.pt"), "--data", str(files / "d.npz"), "--output", "1",
+                              "--graph", str(graph), "--png", str(png), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["output"] == 1 and doc["completeness"]["max_rel_error"] < 1e-3
+    assert graph.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["circuit", "m.pt", "--data", "d.npz", "--output", "5"], "output"),
+    (["circuit", "m.pt", "--data", "d.npz", "--group", "both"], "Unknown group"),
+    (["compare", "relu"], "at least two"),
+    (["compare", "relu", "leaky", "--scenario", "nope"], "Unknown scenario"),
+])
+def test_other_commands_fail_cleanly(files, monkeypatch, args, needle) -> None:
+    monkeypatch.chdir(files)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert needle in res.stderr and "Traceback" not in res.stderr

@@ -18,7 +18,7 @@ from probe.scenarios import load_scenario, make_datasets
 SMALL = dict(seeds=2, epochs=2)
 RUN_KEYS = {"variant", "seed", "init_digest", "born_dead", "final_loss", "eval_loss", "steps_to_target",
             "loss_auc", "diverged", "diverged_epoch", "loss_curve", "dead_rate_init", "dead_rate_history",
-            "grad_ratio_history", "diagnostics", "checkpoint"}
+            "grad_ratio_history", "diagnostics", "checkpoint", "circuit"}
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,10 @@ def test_json_shape(result):
     assert set(run["diagnostics"]) == set(ref)
     assert set(run["diagnostics"]["layers"][0]) == set(ref["layers"][0])
     assert set(run["diagnostics"]["sign"][0]) == set(ref["sign"][0])
+    # per run and per variant: output 0's sign circuit, with exact completeness for relu (DeepLift)
+    assert run["circuit"]["completeness_rel_error"] < 1e-4
+    assert run["circuit"]["activation_route_share_output"] == 0.0  # relu has no negative activations
+    assert set(d["summaries"][0]["circuit"]) == set(run["circuit"])
     assert set(d["comparisons"][0]) >= {"a", "b", "speedup", "ci_low", "ci_high", "wins_a", "wins_b",
                                         "p_value", "verdict"}
 

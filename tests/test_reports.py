@@ -97,3 +97,14 @@ def test_study_writes_reports_and_index(tmp_path) -> None:
         assert o.report.exists()
         assert f"]({o.report.name})" in index
         assert o.result.comparisons[0].verdict in index
+
+
+def test_circuit_report(tmp_path, model_and_data) -> None:
+    model, data = model_and_data
+    md = tmp_path / "circ.md"
+    res = runner.invoke(app, ["circuit", str(model), "--data", str(data), "--report", str(md), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert_valid_pngs(md)
+    text = md.read_text()
+    assert str(doc["groups"]["negative"]["circuit_size"]["total"]) in text

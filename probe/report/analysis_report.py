@@ -7,7 +7,7 @@ from pathlib import Path
 from probe.analysis import AnalysisResult
 from probe.report.analyze_view import fmt, pct
 from probe.report.diagnostic_plots import active_fraction_figure, grad_ratio_figure, sign_routes_figure
-from probe.report.markdown import ReportWriter, environment_lines, md_table
+from probe.report.markdown import ReportWriter, environment_lines, md_table, rich_table_markdown
 from probe.report.verdict import verdict
 
 
@@ -50,4 +50,12 @@ def write_analysis_report(result: AnalysisResult, path: str | Path, command: str
                           pct(s.negative_predictions.activation_route_share)] for s in diag.sign]))
         if diag.sign:
             rw.figure(sign_routes_figure({label: [diag]}), "sign_routes.png", "sign routes")
+        if result.circuit is not None:
+            from probe.circuit import draw_circuit
+            from probe.report.circuit_view import layer_table
+
+            rw.add("## Sign circuit", rich_table_markdown(layer_table(result.circuit)))
+            if result.circuit.group("negative").samples:
+                draw_circuit(result.circuit, rw.image_path("circuit_negative.png", "negative circuit"),
+                             "negative")
     return rw.path

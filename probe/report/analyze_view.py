@@ -65,4 +65,8 @@ def render_analysis(result: AnalysisResult, console: Console) -> None:
                   f"loss: {result.loss}")
     console.print(layers_table(result.diagnostics))
     console.print(sign_table(result.diagnostics))
+    if result.circuit is not None:
+        neg = result.circuit.group("negative")
+        console.print(f"Sign circuit of output {result.circuit.output}: {neg.samples} negative predictions "
+                      f"built by {neg.circuit_size} hidden units (90% of attribution); details: probe circuit.")
     console.print(f"[bold]Verdict:[/bold] {verdict(result.diagnostics)}")

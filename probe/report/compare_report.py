@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.compare import CompareResult
+from probe.compare import CompareResult, file_safe
 from probe.report.compare_plots import (dead_rate_figure, loss_curves_figure, slope_sweep_figure,
                                         steps_paired_figure)
-from probe.report.compare_view import convergence_table, diagnostics_table
+from probe.circuit import draw_circuit
+from probe.report.compare_view import circuit_table, convergence_table, diagnostics_table
 from probe.report.diagnostic_plots import grad_ratio_figure, sign_routes_figure
 from probe.report.markdown import ReportWriter, environment_lines, md_table, rich_table_markdown
 
@@ -69,6 +70,15 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
             rw.figure(grad_ratio_figure(diag_groups), "grad_ratio.png",
                       "measured grad_ratio against the nominal slope")
             rw.figure(sign_routes_figure(diag_groups), "sign_routes.png", "final-layer sign routes per variant")
+        if any(s.circuit for s in result.summaries):
+            rw.add("## Sign circuits", rich_table_markdown(circuit_table(result)),
+                   "The circuit of negative predictions of output 0, for the first seed of each variant "
+                   "(edge colour: sign of the contribution; width: its size; strongest edges only):")
+            for v in result.variants:
+                run = next((r for r in result.runs if r.variant == v.label and r.circuit is not None), None)
+                if run is not None and run.circuit.group("negative").samples:
+                    draw_circuit(run.circuit, rw.image_path(f"circuit_{file_safe(v.label)}.png",
+                                                            f"{v.label} circuit, seed {run.seed}"), "negative")
         rw.add("## Scenario", scenario_block(result))
     return rw.path
 

@@ -50,6 +50,24 @@ def diagnostics_table(result: CompareResult) -> Table:
     return table
 
 
+def circuit_table(result: CompareResult) -> Table:
+    """Per variant: how output 0's negative predictions are built (medians over seeds)."""
+    table = Table(title="Sign circuits of negative predictions (output 0; medians over seeds)",
+                  title_justify="left", caption_justify="left",
+                  caption="circuit: hidden units carrying 90% of the attribution. act. route: share of the "
+                          "downward mass through negative activations (into the output; pooled over "
+                          "hidden-to-hidden layers). cancel: total mass / net mass.")
+    for col in ("variant", "circuit units", "of hidden", "act. route (output)", "act. route (hidden)",
+                "cancel (output)"):
+        table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
+    for s in result.summaries:
+        c = s.circuit or {}
+        table.add_row(s.variant, _fmt(c.get("circuit_size_negative"), ".3g"), _pct(c.get("circuit_fraction_negative")),
+                      _pct(c.get("activation_route_share_output")), _pct(c.get("activation_route_share_hidden")),
+                      _fmt(c.get("cancellation_output")))
+    return table
+
+
 def render_compare(result: CompareResult, console: Console) -> None:
     """Print the convergence table, the diagnostics table (when measured) and one verdict per pair."""
     if result.interrupted:
@@ -58,5 +76,7 @@ def render_compare(result: CompareResult, console: Console) -> None:
     console.print(convergence_table(result))
     if any(r.diagnostics is not None for r in result.runs):
         console.print(diagnostics_table(result))
+    if any(s.circuit for s in result.summaries):
+        console.print(circuit_table(result))
     for c in result.comparisons:
         console.print(Text.assemble((f"{c.a} vs {c.b}: ", "bold"), c.verdict))
