@@ -106,6 +106,7 @@ def compare(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Epochs (0 = initialisation only)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write each run as DIR/<variant>-seed<k>.pt."),
+    no_circuits: bool = typer.Option(False, "--no-circuits", help="Skip tracing each run's sign circuit."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full results as JSON to this file ('-' for stdout)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to this path."),
 ) -> None:
@@ -115,7 +116,7 @@ def compare(
     with progress_bar() as bar:
         task = bar.add_task("training", total=None)
         result = run_compare(variants, scenario, seeds=seeds, epochs=epochs, device=device,
-                             save_dir=save_dir,
+                             save_dir=save_dir, circuits=not no_circuits,
                              progress=lambda done, total: bar.update(task, completed=done, total=total))
     if report is not None:
         from probe.report.compare_report import write_compare_report

@@ -169,7 +169,7 @@ def _check_device(device: str) -> str:
 
 
 def compare(variants: list[str], scenario: str | Path | Scenario, *, seeds: int | None = None,
-            epochs: int | None = None, device: str = "cpu", diagnostics: bool = True,
+            epochs: int | None = None, device: str = "cpu", diagnostics: bool = True, circuits: bool = True,
             save_dir: str | Path | None = None, progress: Progress | None = None,
             threads: int | None = 1) -> CompareResult:
     """Train every variant on every seed of a scenario, all at once, and compare convergence.
@@ -183,6 +183,9 @@ def compare(variants: list[str], scenario: str | Path | Scenario, *, seeds: int 
         diagnostics: False skips the per-epoch probe-batch history and the final
             evaluation-set diagnostics (``born_dead`` and the init dead rate,
             one forward pass, are kept).
+        circuits: Trace output 0's sign circuit for every trained member (needs
+            ``diagnostics``; DeepLift for ReLU/leaky members, integrated
+            gradients for PReLU ones).
         save_dir: If given, each run's final model is written to
             ``save_dir/<variant>-seed<k>.pt`` as a probe checkpoint.
         progress: Called as ``progress(epochs_done, epochs_total)`` after each epoch.
@@ -205,12 +208,13 @@ def compare(variants: list[str], scenario: str | Path | Scenario, *, seeds: int 
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _compare(variants, scenario, seeds, epochs, device, diagnostics, save_dir, progress)
+        return _compare(variants, scenario, seeds, epochs, device, diagnostics, circuits, save_dir, progress)
     finally:
         torch.set_num_threads(previous)
 
 
-def _compare(variants, scenario, seeds, epochs, device, diagnostics, save_dir, progress) -> CompareResult:
+def _compare(variants, scenario, seeds, epochs, device, diagnostics, circuits, save_dir,
+             progress) -> CompareResult:
     parsed = _parse_variants(variants)
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     sc = sc.with_overrides(seeds=seeds, epochs=epochs)
@@ -234,8 +238,9 @@ def _compare(variants, scenario, seeds, epochs, device, diagnostics, save_dir, p
     cpu_ens = ens if ens.device.type == "cpu" else ens.to("cpu")
     diags = member_diagnostics(cpu_ens, eval_set.X, eval_set.y) if diagnostics else [None] * ens.members
     # the sign circuit of output 0 per trained member (diverged ones have no meaningful circuit)
-    circuits = [trace_circuit(cpu_ens.to_mlp(m), eval_set, output=0)
-                if diagnostics and outcome.diverged_epoch[m] is None else None for m in range(ens.members)]
+    traced = [trace_circuit(cpu_ens.to_mlp(m), eval_set, output=0)
+                if diagnostics and circuits and outcome.diverged_epoch[m] is None else None
+                for m in range(ens.members)]
     save = Path(save_dir) if save_dir is not None else None
 
     runs = []
@@ -259,7 +264,7 @@ def _compare(variants, scenario, seeds, epochs, device, diagnostics, save_dir, p
             else tuple(tuple(r) for r in outcome.dead_rate[:, m].tolist()),
             grad_ratio_history=None if outcome.grad_ratio is None
             else tuple(tuple(_num(v) for v in r) for r in outcome.grad_ratio[:, m].tolist()),
-            diagnostics=diags[m], checkpoint=ckpt, circuit=circuits[m]))
+            diagnostics=diags[m], checkpoint=ckpt, circuit=traced[m]))
 
     budget = spe * outcome.epochs_completed
     summaries = tuple(_summary(v, [r for r in runs if r.variant == v.label]) for v in parsed)

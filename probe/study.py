@@ -101,6 +101,83 @@ def run_study(out_dir: str | Path = "reports/leaky-vs-relu", *, variants: Sequen
     return outcomes
 
 
+def _comparison(result: CompareResult, b: str):
+    return next((c for c in result.comparisons if c.a == "relu" and c.b == b), None)
+
+
+def _variant_medians(result: CompareResult, label: str) -> dict[str, float | None]:
+    diags = [r.diagnostics for r in result.runs if r.variant == label and r.diagnostics is not None]
+    return {"grad_ratio": _median([_layer_mean(d, "grad_ratio") for d in diags]),
+            "upstream": _median([_layer_mean(d, "upstream_ratio") for d in diags]),
+            "share": _median([_layer_mean(d, "neg_grad_share") for d in diags]),
+            "route": _median([d.sign[0].negative_predictions.activation_route_share for d in diags if d.sign])}
+
+
+def _span(values: Sequence[float | None], fmt) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "not measured"
+    lo, hi = min(vals), max(vals)
+    return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)} to {fmt(hi)}"
+
+
+def answers(outcomes: Sequence[ScenarioOutcome]) -> list[str]:
+    """The index's answers, each sentence built from the measured numbers."""
+    by_name = {o.result.scenario.name: o.result for o in outcomes}
+    out = []
+    signed = by_name.get("signed_regression")
+    if signed is not None:
+        lines = [f"  - vs {c.b}: {c.verdict}" for c in signed.comparisons if c.a == "relu"]
+        out.append("**1. Does leaky ReLU converge faster when the output must take both signs?** "
+                   "On `signed_regression`:\n" + "\n".join(lines))
+    rows = []
+    for name in ("positive_regression", "anticorrelated"):
+        if name in by_name and signed is not None:
+            for c in by_name[name].comparisons:
+                if c.a != "relu":
+                    continue
+                before = _comparison(signed, c.b)
+                rows.append(f"  - `{name}`, relu vs {c.b}: {c.verdict}"
+                            + (f" (signed: median ratio {before.speedup:.3g})" if before and before.speedup else ""))
+    if rows:
+        out.append("**2. Does the answer change when the targets are all positive, or fall as the inputs "
+                   "rise?** Ratios are relu steps / alternative steps, paired by seed:\n" + "\n".join(rows))
+    leaky = [_variant_medians(o.result, "leaky") for o in outcomes]
+    ratios = [m["grad_ratio"] for m in leaky]
+    ups = [m["upstream"] for m in leaky]
+    shares = [m["share"] for m in leaky]
+    if any(r is not None for r in ratios):
+        up_vals = [u for u in ups if u is not None]
+        if up_vals and all(0.5 <= u <= 2 for u in up_vals):
+            why = "the upstream gradient is about as large on the negative side as on the positive side, " \
+                  "so the slope alone sets the ratio"
+        elif up_vals and max(up_vals) < 0.5:
+            why = "the upstream gradient is itself smaller on the negative side, so the ratio is below the slope"
+        else:
+            why = "the upstream gradient differs between the sides, by scenario"
+        out.append("**3. Is the negative side's gradient really ~100x smaller with leaky ReLU (slope 0.01), "
+                   "once the upstream gradient is counted? How much learning flows through it?** "
+                   f"The measured grad_ratio (median over seeds, mean over layers) is "
+                   f"{_span(ratios, lambda v: f'{v:.3g}')} across scenarios, i.e. "
+                   f"{_span([1 / r if r else None for r in ratios], lambda v: f'{v:.0f}x')} smaller; the "
+                   f"upstream ratio (grad_ratio / slope) is {_span(ups, lambda v: f'{v:.2g}')}: {why}. "
+                   f"The share of the weight gradient that flows through the negative region is "
+                   f"{_span(shares, lambda v: f'{100 * v:.1f}%')}. With ReLU both are exactly 0.")
+    route_lines = []
+    for label in ("leaky", "leaky:0.1", "leaky:0.3", "prelu"):
+        vals = [_variant_medians(o.result, label)["route"] for o in outcomes
+                if any(v.label == label for v in o.result.variants)]
+        if vals:
+            route_lines.append(f"  - {label}: {_span(vals, lambda v: f'{100 * v:.1f}%')} of the downward "
+                               "mass into the output arrives through negative activations")
+    if route_lines:
+        out.append("**4. Through which route do the networks build negative outputs?** A ReLU network "
+                   "can only use negative weights (its activation route share is exactly 0). Over the "
+                   "samples predicted negative, across scenarios:\n" + "\n".join(route_lines)
+                   + "\n\nThe rest arrives through negative weights on positive activations, as in ReLU.")
+    return out
+
+
 def write_index(outcomes: Sequence[ScenarioOutcome], path: Path, command: str) -> Path:
     """The index page: per scenario, the question, the paired verdicts and the gradient figures."""
     total = sum(o.seconds for o in outcomes)
@@ -126,6 +203,8 @@ def write_index(outcomes: Sequence[ScenarioOutcome], path: Path, command: str) -
     parts.append(md_table(["scenario", "vs relu", "relu steps / its steps (95% CI)", "seed wins relu–it",
                            "p", "verdict"], rows))
     parts.append("A ratio above 1 means the alternative reached the target in fewer steps than ReLU.")
+    parts.append("## Answers")
+    parts.extend(answers(outcomes))
     for o in outcomes:
         r = o.result
         sc = r.scenario

@@ -69,3 +69,13 @@ def test_callers_gradients_and_frozen_flags_are_restored(random_mlp: MLP) -> Non
     assert not random_mlp[0].weight.requires_grad
     for p, b in zip(random_mlp.parameters(), before):
         assert torch.equal(p.grad, b)
+
+
+def test_in_place_change_of_a_layer_input_is_refused() -> None:
+    collector = Collector(1)
+    x = torch.randn(1, 4, 3)
+    z = torch.randn(1, 4, 2)
+    pending = collector.forward(0, x, z, torch.zeros(1, 1, 1))
+    x.mul_(2)  # an in-place op between forward and backward
+    with pytest.raises(RuntimeError, match="modified in place"):
+        collector.backward(pending, torch.ones(1, 4, 2))

@@ -77,11 +77,13 @@ class ActivityStats:
                 ``[members, 1, units]``).
         """
         z = z.detach()
-        pos = z > 0
-        h_abs = torch.where(pos, z, z * slope).abs().double()
-        pos_abs = (h_abs * pos).sum(dim=(1, 2))
-        all_abs = h_abs.sum(dim=1)
-        n_pos = pos.sum(dim=(1, 2))
+        # Per-unit sums over the batch in float32 (one column of at most a batch), then
+        # accumulated in float64. |h| = relu(z) on the positive side, slope * relu(-z) on
+        # the negative side, so two clamps and two reductions give every magnitude.
+        pos_sum = z.clamp(min=0).sum(dim=1).double()  # [M, U]
+        neg_sum = (-z).clamp(min=0).sum(dim=1).double() * slope[:, 0, :].double()  # [M, U]
+        active = (z > 0).sum(dim=1)  # [M, U]
+        n_pos = active.sum(dim=1)
         n_all = z.shape[1] * z.shape[2]
         if self.active is None:
             m, u = z.shape[0], z.shape[2]
@@ -91,10 +93,10 @@ class ActivityStats:
             self.neg_abs = torch.zeros_like(self.pos_abs)
             self.pos_count = torch.zeros(m, dtype=torch.long, device=z.device)
             self.neg_count = torch.zeros_like(self.pos_count)
-        self.active += pos.sum(dim=1)
-        self.abs_h += all_abs
-        self.pos_abs += pos_abs
-        self.neg_abs += all_abs.sum(dim=1) - pos_abs
+        self.active += active
+        self.abs_h += pos_sum + neg_sum
+        self.pos_abs += pos_sum.sum(dim=1)
+        self.neg_abs += neg_sum.sum(dim=1)
         self.pos_count += n_pos
         self.neg_count += n_all - n_pos
         self.samples += z.shape[1]

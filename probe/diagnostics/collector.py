@@ -19,11 +19,26 @@ from probe.diagnostics.sign import SignRoutes
 
 @dataclass
 class PendingBackward:
-    """What the backward pass of one layer needs from its forward pass (one batch)."""
+    """What the backward pass of one layer needs from its forward pass (one batch).
+
+    ``x`` is the layer's input, kept without a copy (autograd keeps it too, for the
+    weight gradient); ``x_version`` is its version counter at forward time, so that
+    an in-place change before the backward is detected instead of silently used.
+    """
 
     layer: int
     neg: torch.Tensor
     x: torch.Tensor | None
+    x_version: int = 0
+
+    def checked_x(self) -> torch.Tensor | None:
+        """The layer input, refusing one that an in-place operation has changed since."""
+        if self.x is not None and self.x._version != self.x_version:
+            raise RuntimeError(
+                f"The input of hidden layer {self.layer + 1} was modified in place between the forward "
+                "and the backward pass, so its weight-gradient split would be wrong. Use out-of-place "
+                "operations after the Linear layers (probe's canonical MLP never does this).")
+        return self.x
 
 
 def activation(z: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
@@ -65,21 +80,22 @@ class Collector:
                 slope: torch.Tensor) -> PendingBackward:
         """Feed one layer's forward tensors; returns what its backward needs.
 
-        ``z`` must be read here, before an in-place activation overwrites it.
-        The returned state owns copies, never views of tensors that may change.
+        ``z`` must be read here, before an in-place activation overwrites it: the
+        returned state holds the mask ``z <= 0``, computed now, and the layer input
+        guarded by its version counter (see :class:`PendingBackward`).
         """
         z, slope = z.detach(), slope.detach()  # a learnable PReLU slope must not pull in its graph
         self.slopes[layer] = slope
         self.activity[layer].update(z, slope)
         if self.sign is not None and layer == len(self.activity) - 1:
             self.sign.update(activation(z, slope))
-        keep_x = x.detach().clone() if self.gradients is not None and self.weight_grads else None
-        return PendingBackward(layer, z <= 0, keep_x)
+        keep_x = x.detach() if self.gradients is not None and self.weight_grads else None
+        return PendingBackward(layer, z <= 0, keep_x, 0 if keep_x is None else keep_x._version)
 
     def backward(self, pending: PendingBackward, g: torch.Tensor) -> None:
         """Feed ``g = dL/dz`` for the batch whose forward produced ``pending``."""
         if self.gradients is not None:
-            self.gradients[pending.layer].update(pending.neg, g, pending.x)
+            self.gradients[pending.layer].update(pending.neg, g, pending.checked_x())
 
     def set_weight_grads(self, totals: list[torch.Tensor]) -> None:
         """Full weight gradients per hidden layer, ``[members, fan_in, units]`` each."""

@@ -62,9 +62,9 @@ class GradientStats:
             x: Layer input ``[members, batch, fan_in]``; required when ``weight_grads``.
         """
         g = g.detach()
-        g_abs = g.abs()
-        neg_abs = (g_abs * neg).sum(dim=(1, 2)).double()
-        all_abs = g_abs.sum(dim=(1, 2)).double()
+        g_neg = g * neg
+        neg_abs = g_neg.abs().sum(dim=(1, 2)).double()
+        all_abs = g.abs().sum(dim=(1, 2)).double()
         n_neg = neg.sum(dim=(1, 2))
         if self.neg_abs is None:
             m = g.shape[0]
@@ -79,7 +79,6 @@ class GradientStats:
         if self.weight_grads:
             if x is None:
                 raise ValueError("GradientStats(weight_grads=True).update() needs the layer input x")
-            g_neg = g * neg
             xt = x.detach().transpose(1, 2)
             part_neg = torch.bmm(xt, g_neg).double()
             if self.g_neg is None:
