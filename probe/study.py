@@ -17,6 +17,7 @@ from pathlib import Path
 from probe.compare import CompareResult, compare
 from probe.io import atomic_write_text
 from probe.report.compare_report import write_compare_report
+from probe.report.fmt import fmt, pct
 from probe.report.markdown import environment_lines, md_table
 from probe.scenarios import list_scenarios
 
@@ -60,17 +61,9 @@ def variant_gradient_rows(result: CompareResult) -> list[list[str]]:
         upstream = _median([_layer_mean(d, "upstream_ratio") for d in diags])
         share = _median([_layer_mean(d, "neg_grad_share") for d in diags])
         route = _median([d.sign[0].negative_predictions.activation_route_share for d in diags if d.sign])
-        rows.append([v.label, f"{v.slope:g}" + (" (init)" if v.learnable else ""), _f(ratio),
-                     "—" if not ratio else f"{1 / ratio:.0f}x", _f(upstream), _pct(share), _pct(route)])
+        rows.append([v.label, f"{v.slope:g}" + (" (init)" if v.learnable else ""), fmt(ratio),
+                     "—" if not ratio else f"{1 / ratio:.0f}x", fmt(upstream), pct(share), pct(route)])
     return rows
-
-
-def _f(v: float | None) -> str:
-    return "—" if v is None else f"{v:.3g}"
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f}%"
 
 
 def run_study(out_dir: str | Path = "reports/leaky-vs-relu", *, variants: Sequence[str] = STUDY_VARIANTS,
@@ -210,8 +203,8 @@ def write_index(outcomes: Sequence[ScenarioOutcome], path: Path, command: str) -
         sc = r.scenario
         parts.append(f"## {sc.name}")
         parts.append(f"**{QUESTIONS.get(sc.name, sc.description)}** {sc.description}")
-        conv = [[s.variant, _f(s.median_final_loss), _f(s.median_steps_to_target), f"{s.reached}/{s.runs}",
-                 f"{s.born_dead}/{s.runs}", f"{s.diverged}/{s.runs}", _pct(s.dead_rate_final)]
+        conv = [[s.variant, fmt(s.median_final_loss), fmt(s.median_steps_to_target), f"{s.reached}/{s.runs}",
+                 f"{s.born_dead}/{s.runs}", f"{s.diverged}/{s.runs}", pct(s.dead_rate_final)]
                 for s in r.summaries]
         parts.append(md_table(["variant", "final loss", "steps to target", "reached", "born dead",
                                "diverged", "dead at end"], conv))

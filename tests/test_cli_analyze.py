@@ -18,7 +18,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def files(tmp_path, random_mlp: MLP):
-    model = save_checkpoint(random_mlp, tmp_path / "m.pt")
+    save_checkpoint(random_mlp, tmp_path / "m.pt")
     X = torch.randn(300, 5).numpy()
     np.savez(tmp_path / "d.npz", X=X, y=np.random.default_rng(0).normal(size=(300, 2)))
     np.savez(tmp_path / "wide.npz", X=np.ones((10, 7)))

@@ -16,7 +16,7 @@ from probe import save_checkpoint
 from probe.cli import app
 from probe.models import MLP
 from probe.report import analysis_report
-from probe.report.analyze_view import fmt
+from probe.report.fmt import fmt
 
 runner = CliRunner()
 

@@ -68,21 +68,27 @@ class ActivityStats:
         self.abs_h: torch.Tensor | None = None  # [M, U] sum of |h|
         self.neg_abs = self.neg_count = self.pos_abs = self.pos_count = None  # [M]
 
-    def update(self, z: torch.Tensor, slope: torch.Tensor) -> None:
+    def update(self, z: torch.Tensor, slope: torch.Tensor, neg: torch.Tensor | None = None) -> None:
         """Feed one batch.
 
         Args:
             z: Pre-activations, ``[members, batch, units]``.
             slope: Negative slope broadcastable to ``z`` (``[members, 1, 1]`` or
                 ``[members, 1, units]``).
+            neg: The mask ``z <= 0`` as 0/1 in ``z``'s dtype, if the caller has it.
         """
         z = z.detach()
-        # Per-unit sums over the batch in float32 (one column of at most a batch), then
-        # accumulated in float64. |h| = relu(z) on the positive side, slope * relu(-z) on
-        # the negative side, so two clamps and two reductions give every magnitude.
-        pos_sum = z.clamp(min=0).sum(dim=1).double()  # [M, U]
-        neg_sum = (-z).clamp(min=0).sum(dim=1).double() * slope[:, 0, :].double()  # [M, U]
-        active = (z > 0).sum(dim=1)  # [M, U]
+        if neg is None:
+            neg = torch.le(z, 0, out=torch.empty_like(z))
+        # Per-unit sums over the batch in float32 (one column of one batch), accumulated
+        # in float64 across batches. |h| is relu(z) on the positive side and
+        # slope * (relu(z) - z) on the negative side. Float masks and plain reductions:
+        # boolean reductions are several times slower on the CPU.
+        z_sum = z.sum(dim=1)
+        pos_sum = z.clamp(min=0).sum(dim=1)
+        neg_sum = (pos_sum - z_sum).double().clamp(min=0) * slope[:, 0, :].double()  # [M, U]
+        pos_sum = pos_sum.double()
+        active = z.shape[1] - neg.sum(dim=1).round().long()  # [M, U]
         n_pos = active.sum(dim=1)
         n_all = z.shape[1] * z.shape[2]
         if self.active is None:

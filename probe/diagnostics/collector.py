@@ -41,6 +41,11 @@ class PendingBackward:
         return self.x
 
 
+def negative_mask(z: torch.Tensor) -> torch.Tensor:
+    """``[z <= 0]`` as 0/1 in ``z``'s dtype, written in one pass (no boolean intermediate)."""
+    return torch.le(z, 0, out=torch.empty_like(z))
+
+
 def activation(z: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
     """The leaky family: ``z`` where ``z > 0``, ``slope * z`` elsewhere (ReLU at slope 0)."""
     return torch.where(z > 0, z, z * slope)
@@ -81,16 +86,17 @@ class Collector:
         """Feed one layer's forward tensors; returns what its backward needs.
 
         ``z`` must be read here, before an in-place activation overwrites it: the
-        returned state holds the mask ``z <= 0``, computed now, and the layer input
+        returned state holds the mask ``z <= 0`` (0/1 floats), computed now, and the layer input
         guarded by its version counter (see :class:`PendingBackward`).
         """
         z, slope = z.detach(), slope.detach()  # a learnable PReLU slope must not pull in its graph
         self.slopes[layer] = slope
-        self.activity[layer].update(z, slope)
+        neg = negative_mask(z)
+        self.activity[layer].update(z, slope, neg)
         if self.sign is not None and layer == len(self.activity) - 1:
             self.sign.update(activation(z, slope))
         keep_x = x.detach() if self.gradients is not None and self.weight_grads else None
-        return PendingBackward(layer, z <= 0, keep_x, 0 if keep_x is None else keep_x._version)
+        return PendingBackward(layer, neg, keep_x, 0 if keep_x is None else keep_x._version)
 
     def backward(self, pending: PendingBackward, g: torch.Tensor) -> None:
         """Feed ``g = dL/dz`` for the batch whose forward produced ``pending``."""

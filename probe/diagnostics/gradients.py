@@ -57,15 +57,20 @@ class GradientStats:
         """Feed one batch.
 
         Args:
-            neg: Boolean mask ``z <= 0`` taken at forward time, ``[members, batch, units]``.
+            neg: Mask ``z <= 0`` taken at forward time, ``[members, batch, units]``
+                (boolean, or 0/1 in ``g``'s dtype).
             g: ``dL/dz``, same shape.
             x: Layer input ``[members, batch, fan_in]``; required when ``weight_grads``.
         """
         g = g.detach()
-        g_neg = g * neg
-        neg_abs = g_neg.abs().sum(dim=(1, 2)).double()
-        all_abs = g.abs().sum(dim=(1, 2)).double()
-        n_neg = neg.sum(dim=(1, 2))
+        if neg.dtype == torch.bool:
+            neg = neg.to(g.dtype)  # float masks multiply several times faster than bool ones
+        m = g.shape[0]
+        g_abs = g.abs()
+        all_abs = g_abs.sum(dim=(1, 2)).double()
+        # sum of |g| over the negative region as a dot product: no masked temporary
+        neg_abs = torch.bmm(g_abs.reshape(m, 1, -1), neg.reshape(m, -1, 1)).reshape(m).double()
+        n_neg = neg.sum(dim=(1, 2)).round().long()
         if self.neg_abs is None:
             m = g.shape[0]
             self.neg_abs = torch.zeros(m, dtype=torch.float64, device=g.device)
@@ -80,6 +85,7 @@ class GradientStats:
             if x is None:
                 raise ValueError("GradientStats(weight_grads=True).update() needs the layer input x")
             xt = x.detach().transpose(1, 2)
+            g_neg = g * neg
             part_neg = torch.bmm(xt, g_neg).double()
             if self.g_neg is None:
                 self.g_neg = part_neg

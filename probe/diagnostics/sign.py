@@ -105,18 +105,21 @@ class SignRoutes:
 
     def update(self, h: torch.Tensor) -> None:
         """Feed the last hidden activation of one batch, ``[members, batch, units]``."""
-        h = h.detach().double()
+        h = h.detach()
+        w = self.weight.to(h.dtype)
+        # float32 work on the batch, float64 accumulation across batches
         hp, hn = h.clamp(min=0), (-h).clamp(min=0)
-        net = torch.bmm(h, self.weight.transpose(1, 2))  # [M, B, K], output minus bias
-        neg_pred = ((net + self.bias[:, None, :]) < 0).double()  # [M, B, K]
-        self.h_pos += hp.sum(1)
-        self.h_neg += hn.sum(1)
-        self.net_abs += net.abs().sum(1)
+        net = torch.bmm(h, w.transpose(1, 2))  # [M, B, K], output minus bias
+        neg_pred = ((net.double() + self.bias[:, None, :]) < 0).to(h.dtype)  # [M, B, K]
+        self.h_pos += hp.sum(1).double()
+        self.h_neg += hn.sum(1).double()
+        net_abs = net.abs()
+        self.net_abs += net_abs.sum(1).double()
         mask_t = neg_pred.transpose(1, 2)
-        self.neg_h_pos += torch.bmm(mask_t, hp)
-        self.neg_h_neg += torch.bmm(mask_t, hn)
-        self.neg_net_abs += (net.abs() * neg_pred).sum(1)
-        self.neg_samples += neg_pred.sum(1).long()
+        self.neg_h_pos += torch.bmm(mask_t, hp).double()
+        self.neg_h_neg += torch.bmm(mask_t, hn).double()
+        self.neg_net_abs += (net_abs * neg_pred).sum(1).double()
+        self.neg_samples += neg_pred.sum(1).round().long()
         self.samples += h.shape[1]
 
     def result(self, member: int = 0) -> list[SignResult]:

@@ -11,6 +11,7 @@ Formats, tried in this order:
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from torch import nn
 
 from probe.errors import ModelLoadError
 from probe.models.convert import linears_from_state, module_to_mlp, script_to_mlp
-from probe.models.mlp import CHECKPOINT_FORMAT, MLP
+from probe.io import atomic_write_bytes
+from probe.models.mlp import CHECKPOINT_FORMAT, MLP, to_checkpoint
 from probe.variants import Variant, parse_variant
 
 #: Classes a pickled model may consist of without ``--trust``: torch.nn modules only.
@@ -155,10 +157,6 @@ def _from_object(obj: object, path: Path, variant: Variant | None) -> LoadedMode
 
 def save_checkpoint(mlp: MLP, path: str | Path, **meta: object) -> Path:
     """Write a probe checkpoint atomically (temporary file, then rename)."""
-    from probe.io import atomic_write_bytes
-    from probe.models.mlp import to_checkpoint
-    import io
-
     buf = io.BytesIO()
     torch.save(to_checkpoint(mlp, **meta), buf)
     return atomic_write_bytes(path, buf.getvalue())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from probe.analysis import AnalysisResult
-from probe.report.analyze_view import fmt, pct
+from probe.report.fmt import fmt, pct
 from probe.report.diagnostic_plots import active_fraction_figure, grad_ratio_figure, sign_routes_figure
 from probe.report.markdown import ReportWriter, environment_lines, md_table, rich_table_markdown
 from probe.report.verdict import verdict

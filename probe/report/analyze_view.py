@@ -7,16 +7,8 @@ from rich.table import Table
 
 from probe.analysis import AnalysisResult
 from probe.diagnostics import NetworkDiagnostics
+from probe.report.fmt import fmt, pct
 from probe.report.verdict import verdict
-
-
-def fmt(value: float | None, spec: str = ".3g", none: str = "—") -> str:
-    """Format a number that may be missing (``None`` when undefined, e.g. 0/0)."""
-    return none if value is None else format(value, spec)
-
-
-def pct(value: float | None) -> str:
-    return fmt(None if value is None else 100 * value, ".1f") + ("" if value is None else "%")
 
 
 def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Table:

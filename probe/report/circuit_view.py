@@ -6,14 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from probe.circuit import CircuitResult
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}g}"
+from probe.report.fmt import fmt, pct
 
 
 def layer_table(result: CircuitResult) -> Table:
@@ -34,8 +27,8 @@ def layer_table(result: CircuitResult) -> Table:
         circuit_n = "-" if lay_n.layer == last else str(len(lay_n.circuit_units))
         circuit_p = "-" if lay_p.layer == last else str(len(lay_p.circuit_units))
         table.add_row(name, str(lay_n.units), circuit_n, circuit_p,
-                      _pct(routes.activation_route_share) if routes else "-",
-                      _num(routes.cancellation) if routes else "-")
+                      pct(routes.activation_route_share) if routes else "-",
+                      fmt(routes.cancellation) if routes else "-")
     table.add_row("all hidden", str(sum(lay.units for lay in neg.hidden)), str(neg.circuit_size),
                   str(pos.circuit_size), "", "", style="bold")
     return table
@@ -47,7 +40,7 @@ def driver_table(result: CircuitResult) -> Table:
         table.add_column(col, justify="left" if col == "drives" else "right")
     for label, drivers in (("negative", result.drivers_negative), ("positive", result.drivers_positive)):
         for d in drivers:
-            table.add_row(label, f"hidden {d.layer} #{d.unit}", f"{d.mean_attribution:+.4g}", _num(d.selectivity, 2))
+            table.add_row(label, f"hidden {d.layer} #{d.unit}", f"{d.mean_attribution:+.4g}", fmt(d.selectivity, ".2g"))
     return table
 
 

@@ -10,6 +10,7 @@ from probe.report.compare_plots import (dead_rate_figure, loss_curves_figure, sl
 from probe.circuit import draw_circuit
 from probe.report.compare_view import circuit_table, convergence_table, diagnostics_table
 from probe.report.diagnostic_plots import grad_ratio_figure, sign_routes_figure
+from probe.report.fmt import fmt
 from probe.report.markdown import ReportWriter, environment_lines, md_table, rich_table_markdown
 
 
@@ -59,7 +60,7 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
             rw.add("## Slope sweep", md_table(
                 ["variant", "slope", "steps to target (median)", "95% CI", "final loss (median)", "95% CI"],
                 [[iv.label, f"{iv.slope:.3g}" + (" (learned)" if iv.learnable else ""),
-                  _num(iv.steps[0]), _ci(iv.steps), _num(iv.final_loss[0]), _ci(iv.final_loss)]
+                  fmt(iv.steps[0]), _ci(iv.steps), fmt(iv.final_loss[0]), _ci(iv.final_loss)]
                  for iv in variant_intervals(result)]))
             rw.figure(sweep, "slope_sweep.png", "steps to target and final loss against the slope")
         if has_diag:
@@ -81,10 +82,6 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
                                                             f"{v.label} circuit, seed {run.seed}"), "negative")
         rw.add("## Scenario", scenario_block(result))
     return rw.path
-
-
-def _num(v: float | None) -> str:
-    return "—" if v is None else f"{v:.3g}"
 
 
 def _ci(triple: tuple) -> str:

@@ -7,14 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from probe.compare import CompareResult
-
-
-def _fmt(value: float | None, spec: str = ".3g") -> str:
-    return "—" if value is None else format(value, spec)
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
+from probe.report.fmt import fmt, pct
 
 
 def convergence_table(result: CompareResult) -> Table:
@@ -29,8 +22,8 @@ def convergence_table(result: CompareResult) -> Table:
                 "born dead"):
         table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
     for s in result.summaries:
-        table.add_row(s.variant, _fmt(s.median_final_loss), _fmt(s.median_steps_to_target, ".0f"),
-                      f"{s.reached}/{s.runs}", _fmt(s.median_loss_auc), f"{s.diverged}/{s.runs}",
+        table.add_row(s.variant, fmt(s.median_final_loss), fmt(s.median_steps_to_target, ".0f"),
+                      f"{s.reached}/{s.runs}", fmt(s.median_loss_auc), f"{s.diverged}/{s.runs}",
                       f"{s.born_dead}/{s.runs}")
     return table
 
@@ -45,8 +38,8 @@ def diagnostics_table(result: CompareResult) -> Table:
     for col in ("variant", "dead at init", "dead at end", "grad_ratio", "nominal slope", "act. route"):
         table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
     for s in result.summaries:
-        table.add_row(s.variant, _pct(s.dead_rate_init), _pct(s.dead_rate_final), _fmt(s.grad_ratio),
-                      _fmt(s.nominal_slope, "g"), _pct(s.activation_route_share))
+        table.add_row(s.variant, pct(s.dead_rate_init), pct(s.dead_rate_final), fmt(s.grad_ratio),
+                      fmt(s.nominal_slope, "g"), pct(s.activation_route_share))
     return table
 
 
@@ -62,9 +55,9 @@ def circuit_table(result: CompareResult) -> Table:
         table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
     for s in result.summaries:
         c = s.circuit or {}
-        table.add_row(s.variant, _fmt(c.get("circuit_size_negative"), ".3g"), _pct(c.get("circuit_fraction_negative")),
-                      _pct(c.get("activation_route_share_output")), _pct(c.get("activation_route_share_hidden")),
-                      _fmt(c.get("cancellation_output")))
+        table.add_row(s.variant, fmt(c.get("circuit_size_negative"), ".3g"), pct(c.get("circuit_fraction_negative")),
+                      pct(c.get("activation_route_share_output")), pct(c.get("activation_route_share_hidden")),
+                      fmt(c.get("cancellation_output")))
     return table
 
 
