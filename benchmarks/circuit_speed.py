@@ -1,6 +1,6 @@
 """Wall time of ``probe.circuit.circuit`` on an 8-64-64-64-1 MLP (3 x 64 hidden) with 10k samples.
 
-Usage: ``python benchmarks/circuit_speed.py [--samples N] [--method ig|deeplift] [--n-steps S]
+Usage: ``python benchmarks/circuit_speed.py [--samples N] [--method auto|ig|deeplift] [--n-steps S]
 [--threads T] [--repeat R]``. Prints one line per variant: the best of R wall times, with the
 largest relative completeness error measured. The networks are seeded and untrained (the cost
 does not depend on the weights); the data is seeded Gaussian inputs.
@@ -21,7 +21,7 @@ from probe.models.mlp import MLP
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10_000)
-    parser.add_argument("--method", default="ig", choices=["ig", "deeplift"])
+    parser.add_argument("--method", default="auto", choices=["auto", "ig", "deeplift"])
     parser.add_argument("--n-steps", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--repeat", type=int, default=1)

@@ -86,14 +86,17 @@ class GradientStats:
                 raise ValueError("GradientStats(weight_grads=True).update() needs the layer input x")
             xt = x.detach().transpose(1, 2)
             g_neg = g * neg
-            part_neg = torch.bmm(xt, g_neg).double()
+            # float32 accumulation in place (one fused product-and-add per batch); the
+            # norms and the subtraction from the total are taken in float64 at the end
             if self.g_neg is None:
-                self.g_neg = part_neg
+                self.g_neg = torch.bmm(xt, g_neg)
             else:
-                self.g_neg += part_neg
+                self.g_neg.baddbmm_(xt, g_neg)
             if not self.pos_from_total:
-                part_pos = torch.bmm(xt, g - g_neg).double()
-                self.g_pos = part_pos if self.g_pos is None else self.g_pos + part_pos
+                if self.g_pos is None:
+                    self.g_pos = torch.bmm(xt, g - g_neg)
+                else:
+                    self.g_pos.baddbmm_(xt, g - g_neg)
 
     def set_total(self, total: torch.Tensor) -> None:
         """Give the full weight gradient ``G_neg + G_pos`` as ``[members, fan_in, units]``.
@@ -101,7 +104,7 @@ class GradientStats:
         Only with ``pos_from_total``; call after the last update.
         """
         if self.g_neg is not None:
-            self.g_pos = total.detach().double() - self.g_neg
+            self.g_pos = total.detach().double() - self.g_neg.double()
 
     def grad_ratios(self) -> torch.Tensor:
         """``grad_ratio`` of every member at once, ``[members]`` float64; NaN where undefined.
@@ -128,8 +131,8 @@ class GradientStats:
         norm_neg = norm_pos = 0.0
         share = None
         if self.g_neg is not None:
-            norm_neg = float(torch.linalg.matrix_norm(self.g_neg[member]))
-            norm_pos = float(torch.linalg.matrix_norm(self.g_pos[member]))
+            norm_neg = float(torch.linalg.matrix_norm(self.g_neg[member].double()))
+            norm_pos = float(torch.linalg.matrix_norm(self.g_pos[member].double()))
             if norm_neg + norm_pos > 0:
                 share = norm_neg / (norm_neg + norm_pos)
         return GradientResult(
