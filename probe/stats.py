@@ -47,6 +47,8 @@ class PairedComparison:
             ``log(steps_a) - log(steps_b)`` (scipy, zero differences dropped);
             None when every pair ties.
         verdict: One plain sentence; says so when the evidence is too weak.
+        winner: The clearly faster variant (p < 0.05 and the interval excludes
+            1), or None when the evidence does not call one.
     """
 
     a: str
@@ -62,6 +64,7 @@ class PairedComparison:
     ties: int
     p_value: float | None
     verdict: str
+    winner: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,7 +115,15 @@ def compare_steps(a: str, b: str, steps_a: Sequence[int | None], steps_b: Sequen
         lo, hi = bootstrap_median_ci(ratios, n_boot=n_boot, seed=seed)
         p = wilcoxon_p(np.log(sa) - np.log(sb))
     cmp = PairedComparison(a, b, n, reached_a, reached_b, speedup, lo, hi, wins_a, wins_b, ties, p, "")
-    return PairedComparison(**{**asdict(cmp), "verdict": verdict(cmp)})
+    winner = None
+    if is_clear(cmp):
+        winner = b if speedup >= 1 else a
+    return PairedComparison(**{**asdict(cmp), "verdict": verdict(cmp), "winner": winner})
+
+
+def is_clear(c: PairedComparison) -> bool:
+    """A difference is called only when p < 0.05 and the 95% interval of the ratio excludes 1."""
+    return c.p_value is not None and c.p_value < ALPHA and (c.ci_low > 1 or c.ci_high < 1)
 
 
 def _fmt_p(p: float | None) -> str:
@@ -130,7 +141,7 @@ def verdict(c: PairedComparison) -> str:
     factor = c.speedup if c.speedup >= 1 else 1 / c.speedup
     lo, hi = (c.ci_low, c.ci_high) if c.speedup >= 1 else (1 / c.ci_high, 1 / c.ci_low)
     wins = c.wins_b if faster == c.b else c.wins_a
-    clear = c.p_value is not None and c.p_value < ALPHA and (c.ci_low > 1 or c.ci_high < 1)
+    clear = is_clear(c)
     if clear:
         return (f"{faster} reached the target {factor:.3g}x faster than {slower} "
                 f"(95% CI {lo:.3g}-{hi:.3g}), winning {wins}/{c.seeds} seeds, {_fmt_p(c.p_value)}")

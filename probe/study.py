@@ -16,7 +16,7 @@ from pathlib import Path
 
 from probe.compare import CompareResult, compare
 from probe.io import atomic_write_text
-from probe.report.compare_report import write_compare_report
+from probe.report.compare_report import BORN_DEAD_NOTE, write_compare_report
 from probe.report.fmt import fmt, pct
 from probe.report.markdown import environment_lines, md_table
 from probe.scenarios import list_scenarios
@@ -114,10 +114,36 @@ def _span(values: Sequence[float | None], fmt) -> str:
     return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)} to {fmt(hi)}"
 
 
+def at_a_glance(outcomes: Sequence[ScenarioOutcome]) -> str:
+    """Per alternative: in which scenarios it was clearly faster, clearly slower, or not different."""
+    labels = []
+    for o in outcomes:
+        labels += [c.b for c in o.result.comparisons if c.a == "relu" and c.b not in labels]
+    lines = []
+    for label in labels:
+        faster, slower, same = [], [], []
+        for o in outcomes:
+            c = _comparison(o.result, label)
+            if c is None:
+                continue
+            name = o.result.scenario.name
+            if c.winner == label:
+                faster.append(f"{name} ({c.speedup:.2g}x)")
+            elif c.winner == "relu":
+                slower.append(f"{name} ({1 / c.speedup:.2g}x)")
+            else:
+                same.append(name)
+        lines.append(f"- **{label}** against relu: faster in {len(faster)} ({', '.join(faster) or 'none'}); "
+                     f"slower in {len(slower)} ({', '.join(slower) or 'none'}); no clear difference in "
+                     f"{len(same)} ({', '.join(same) or 'none'}).")
+    return "**At a glance** (steps to the target loss, paired by seed; the factor is how many times " \
+           "fewer steps the faster variant needed):\n\n" + "\n".join(lines)
+
+
 def answers(outcomes: Sequence[ScenarioOutcome]) -> list[str]:
     """The index's answers, each sentence built from the measured numbers."""
     by_name = {o.result.scenario.name: o.result for o in outcomes}
-    out = []
+    out = [at_a_glance(outcomes)]
     signed = by_name.get("signed_regression")
     if signed is not None:
         lines = [f"  - vs {c.b}: {c.verdict}" for c in signed.comparisons if c.a == "relu"]
@@ -208,6 +234,7 @@ def write_index(outcomes: Sequence[ScenarioOutcome], path: Path, command: str) -
                 for s in r.summaries]
         parts.append(md_table(["variant", "final loss", "steps to target", "reached", "born dead",
                                "diverged", "dead at end"], conv))
+        parts.append(BORN_DEAD_NOTE)
         parts.append("\n".join(f"- **{c.a} vs {c.b}:** {c.verdict}" for c in r.comparisons if c.a == "relu"))
         parts.append("Gradient through the negative side, and the route to negative outputs (medians over "
                      "seeds of layer means, evaluation set):")

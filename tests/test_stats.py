@@ -74,3 +74,16 @@ def test_median_steps_and_summary():
     assert s.median_final_loss == pytest.approx(0.2) and s.median_steps_to_target == 7
     assert s.dead_rate_final is None and s.activation_route_share == pytest.approx(0.3)
     assert s.to_dict()["variant"] == "relu"
+
+
+def test_winner_is_called_only_on_clear_evidence() -> None:
+    from probe.stats import compare_steps
+
+    # b needs half the steps of a on every one of 10 seeds: ratio 2, all wins, p = 0.002.
+    clear = compare_steps("relu", "leaky", [200] * 10, [100] * 10, budget=1000)
+    assert clear.winner == "leaky" and clear.speedup == 2.0
+    slower = compare_steps("relu", "leaky", [100] * 10, [200] * 10, budget=1000)
+    assert slower.winner == "relu"
+    # alternating wins: no winner
+    mixed = compare_steps("relu", "leaky", [100, 200] * 5, [200, 100] * 5, budget=1000)
+    assert mixed.winner is None and "no clear difference" in mixed.verdict

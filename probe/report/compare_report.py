@@ -14,6 +14,19 @@ from probe.report.fmt import fmt
 from probe.report.markdown import ReportWriter, environment_lines, md_table, rich_table_markdown
 
 
+CIRCUIT_DPI = 90  # five circuit pictures per report: keep each well under half a megabyte
+BORN_DEAD_NOTE = ("*born dead: at initialisation some hidden layer has every unit at z <= 0 on every "
+                  "evaluation sample. A ReLU network's output is then constant; a leaky network still "
+                  "passes the signal, scaled by its slope.*")
+
+
+def _steps(value: float | None, budget: int) -> str:
+    """Median steps, saying so when the median run never reached the target."""
+    if value is None:
+        return fmt(None)
+    return f"> {budget} (not reached)" if value > budget else fmt(value)
+
+
 def scenario_block(result: CompareResult) -> str:
     """Every scenario setting as a table, so that a reader can rerun it exactly."""
     sc = result.scenario.to_dict()
@@ -50,7 +63,8 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
                           f"initial weights and data order); epochs run: {result.epochs_completed}"
                           + (" (interrupted)" if result.interrupted else "")]),
                "## Verdict", "\n".join(f"- **{c.a} vs {c.b}:** {c.verdict}" for c in result.comparisons),
-               "## Convergence", rich_table_markdown(convergence_table(result)), comparisons_table(result))
+               "## Convergence", rich_table_markdown(convergence_table(result)), BORN_DEAD_NOTE,
+               comparisons_table(result))
         rw.figure(loss_curves_figure(result), "loss_curves.png", "loss curves per variant")
         rw.figure(steps_paired_figure(result), "steps_to_target.png", "steps to target paired by seed")
         sweep = slope_sweep_figure(result)
@@ -60,8 +74,10 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
             rw.add("## Slope sweep", md_table(
                 ["variant", "slope", "steps to target (median)", "95% CI", "final loss (median)", "95% CI"],
                 [[iv.label, f"{iv.slope:.3g}" + (" (learned)" if iv.learnable else ""),
-                  fmt(iv.steps[0]), _ci(iv.steps), fmt(iv.final_loss[0]), _ci(iv.final_loss)]
-                 for iv in variant_intervals(result)]))
+                  _steps(iv.steps[0], result.budget), _ci(iv.steps), fmt(iv.final_loss[0]), _ci(iv.final_loss)]
+                 for iv in variant_intervals(result)]),
+                f"*Never-reached runs count as {result.budget + 1} steps (the budget + 1), as in the paired "
+                "statistics.*")
             rw.figure(sweep, "slope_sweep.png", "steps to target and final loss against the slope")
         if has_diag:
             rw.add("## Diagnostics", rich_table_markdown(diagnostics_table(result)))
@@ -79,7 +95,8 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
                 run = next((r for r in result.runs if r.variant == v.label and r.circuit is not None), None)
                 if run is not None and run.circuit.group("negative").samples:
                     draw_circuit(run.circuit, rw.image_path(f"circuit_{file_safe(v.label)}.png",
-                                                            f"{v.label} circuit, seed {run.seed}"), "negative")
+                                                            f"{v.label} circuit, seed {run.seed}"),
+                                 "negative", dpi=CIRCUIT_DPI)
         rw.add("## Scenario", scenario_block(result))
     return rw.path
 
