@@ -128,9 +128,9 @@ def at_a_glance(outcomes: Sequence[ScenarioOutcome]) -> str:
                 continue
             name = o.result.scenario.name
             if c.winner == label:
-                faster.append(f"{name} ({c.speedup:.2g}x)")
+                faster.append(f"{name} ({c.speedup:.3g}x)")
             elif c.winner == "relu":
-                slower.append(f"{name} ({1 / c.speedup:.2g}x)")
+                slower.append(f"{name} ({1 / c.speedup:.3g}x)")
             else:
                 same.append(name)
         lines.append(f"- **{label}** against relu: faster in {len(faster)} ({', '.join(faster) or 'none'}); "
