@@ -50,8 +50,7 @@ def circuit_table(result: CompareResult) -> Table:
                   caption="circuit: hidden units carrying 90% of the attribution. act. route: share of the "
                           "downward mass through negative activations (into the output; pooled over "
                           "hidden-to-hidden layers). cancel: total mass / net mass.")
-    for col in ("variant", "circuit units", "of hidden", "act. route (output)", "act. route (hidden)",
-                "cancel (output)"):
+    for col in ("variant", "circuit units", "of hidden", "act. route out", "act. route hidden", "cancel"):
         table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
     for s in result.summaries:
         c = s.circuit or {}
