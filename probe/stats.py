@@ -143,11 +143,18 @@ def verdict(c: PairedComparison) -> str:
     wins = c.wins_b if faster == c.b else c.wins_a
     clear = is_clear(c)
     if clear:
+        missed = c.seeds - (c.reached_a if slower == c.a else c.reached_b)
+        bound = (f"; {slower} never reached the target on {missed}/{c.seeds} seeds (counted at the "
+                 "budget), so the factor is a lower bound") if missed else ""
         return (f"{faster} reached the target {factor:.3g}x faster than {slower} "
-                f"(95% CI {lo:.3g}-{hi:.3g}), winning {wins}/{c.seeds} seeds, {_fmt_p(c.p_value)}")
+                f"(95% CI {lo:.3g}-{hi:.3g}), winning {wins}/{c.seeds} seeds, {_fmt_p(c.p_value)}{bound}")
+    if c.p_value is not None and c.p_value < ALPHA:
+        why = f"{_fmt_p(c.p_value)}, but the 95% CI {c.ci_low:.3g}-{c.ci_high:.3g} of the median ratio includes 1"
+    else:
+        why = (f"{_fmt_p(c.p_value)}, not below 0.05; median ratio {c.speedup:.3g}, "
+               f"95% CI {c.ci_low:.3g}-{c.ci_high:.3g}")
     weak = " (too few seeds for a paired test to reach p<0.05)" if c.seeds < 6 else ""
-    return (f"no clear difference between {c.a} and {c.b} ({_fmt_p(c.p_value)}; median ratio "
-            f"{c.speedup:.3g}, 95% CI {c.ci_low:.3g}-{c.ci_high:.3g}){weak}")
+    return f"no clear difference between {c.a} and {c.b} ({why}){weak}"
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,11 @@ def variant_gradient_rows(result: CompareResult) -> list[list[str]]:
         upstream = _median([_layer_mean(d, "upstream_ratio") for d in diags])
         share = _median([_layer_mean(d, "neg_grad_share") for d in diags])
         route = _median([d.sign[0].negative_predictions.activation_route_share for d in diags if d.sign])
-        rows.append([v.label, f"{v.slope:g}" + (" (init)" if v.learnable else ""), fmt(ratio),
+        slope = f"{v.slope:g}"
+        if v.learnable:  # a learned slope: its median over seeds of the layer mean
+            learned = _median([statistics.fmean(lay.negative_slope for lay in d.layers) for d in diags])
+            slope = "—" if learned is None else f"{learned:.3g} (learned)"
+        rows.append([v.label, slope, fmt(ratio),
                      "—" if not ratio else f"{1 / ratio:.0f}x", fmt(upstream), pct(share), pct(route)])
     return rows
 
@@ -114,6 +118,19 @@ def _span(values: Sequence[float | None], fmt) -> str:
     return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)} to {fmt(hi)}"
 
 
+def bottom_line(result: CompareResult) -> str:
+    """One sentence: which alternatives were clearly faster or slower than relu, which not different."""
+    faster, slower, same = [], [], []
+    for c in result.comparisons:
+        if c.a != "relu":
+            continue
+        (faster if c.winner == c.b else slower if c.winner == "relu" else same).append(c.b)
+    parts = [f"clearly faster than relu: {', '.join(faster) or 'none'}",
+             f"clearly slower: {', '.join(slower) or 'none'}",
+             f"no clear difference: {', '.join(same) or 'none'}"]
+    return "In short, " + "; ".join(parts) + "."
+
+
 def at_a_glance(outcomes: Sequence[ScenarioOutcome]) -> str:
     """Per alternative: in which scenarios it was clearly faster, clearly slower, or not different."""
     labels = []
@@ -148,8 +165,9 @@ def answers(outcomes: Sequence[ScenarioOutcome]) -> list[str]:
     if signed is not None:
         lines = [f"  - vs {c.b}: {c.verdict}" for c in signed.comparisons if c.a == "relu"]
         out.append("**1. Does leaky ReLU converge faster when the output must take both signs?** "
-                   "On `signed_regression`:\n" + "\n".join(lines))
+                   + bottom_line(signed) + " On `signed_regression`:\n" + "\n".join(lines))
     rows = []
+    shifted = [by_name[n] for n in ("positive_regression", "anticorrelated") if n in by_name]
     for name in ("positive_regression", "anticorrelated"):
         if name in by_name and signed is not None:
             for c in by_name[name].comparisons:
@@ -159,8 +177,10 @@ def answers(outcomes: Sequence[ScenarioOutcome]) -> list[str]:
                 rows.append(f"  - `{name}`, relu vs {c.b}: {c.verdict}"
                             + (f" (signed: median ratio {before.speedup:.3g})" if before and before.speedup else ""))
     if rows:
+        summary = " ".join(f"`{r.scenario.name}`: {bottom_line(r)}" for r in shifted)
         out.append("**2. Does the answer change when the targets are all positive, or fall as the inputs "
-                   "rise?** Ratios are relu steps / alternative steps, paired by seed:\n" + "\n".join(rows))
+                   f"rise?** {summary} Ratios are relu steps / alternative steps, paired by seed:\n"
+                   + "\n".join(rows))
     leaky = [_variant_medians(o.result, "leaky") for o in outcomes]
     ratios = [m["grad_ratio"] for m in leaky]
     ups = [m["upstream"] for m in leaky]
@@ -219,8 +239,8 @@ def write_index(outcomes: Sequence[ScenarioOutcome], path: Path, command: str) -
             rows.append([f"[{o.result.scenario.name}]({o.report.name})", c.b, speed,
                          f"{c.wins_a}–{c.wins_b}", "—" if c.p_value is None else f"{c.p_value:.2g}",
                          c.verdict])
-    parts.append(md_table(["scenario", "vs relu", "relu steps / its steps (95% CI)", "seed wins relu–it",
-                           "p", "verdict"], rows))
+    parts.append(md_table(["scenario", "alternative", "relu steps / its steps (95% CI)",
+                           "seeds won (relu–alternative)", "p", "verdict"], rows))
     parts.append("A ratio above 1 means the alternative reached the target in fewer steps than ReLU.")
     parts.append("## Answers")
     parts.extend(answers(outcomes))

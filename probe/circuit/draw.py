@@ -68,7 +68,8 @@ def draw_circuit(result: CircuitResult, path: str | Path, group: str = "negative
     contribs = contributions(result.weights, circ)
     contribs[-1] = np.where(np.arange(widths[-1])[:, None] == result.output, contribs[-1], 0.0)
 
-    fig = Figure(figsize=(2.4 * len(widths) + 2.0, 8.0), dpi=dpi)
+    # capped width: a deep network gets narrower columns rather than an unreadable strip
+    fig = Figure(figsize=(min(2.4 * len(widths) + 2.0, 14.0), 8.0), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0.04, 0.08, 0.80, 0.80))
     ax.set_xlim(-0.35, len(widths) - 0.5)
@@ -121,8 +122,9 @@ def draw_circuit(result: CircuitResult, path: str | Path, group: str = "negative
                Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="in 90% circuit")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"Sign circuit of output {result.output}, {circ.name} predictions "
-                 f"({circ.samples} samples, {result.activation}); strongest {per_layer} edges per layer "
-                 "by |W·mean a|", fontsize=10)
+                 f"({circ.samples} samples, {result.activation}); "
+                 + ("all edges" if per_layer >= max(c.size for c in contribs)
+                    else f"strongest {per_layer} edges per layer by |W·mean a|"), fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return atomic_write_bytes(path, buf.getvalue())

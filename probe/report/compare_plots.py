@@ -20,7 +20,7 @@ def _by_variant(result: CompareResult) -> dict[str, list]:
 
 def loss_curves_figure(result: CompareResult) -> Figure:
     """Training loss per epoch: median over seeds, interquartile band, log scale, target marked."""
-    fig, ax = new_figure(6.4, 4.0)
+    fig, ax = new_figure(8.4, 4.0)
     for i, (label, runs) in enumerate(_by_variant(result).items()):
         curves = np.array([[np.nan if v is None else v for v in r.loss_curve] for r in runs], dtype=float)
         if curves.size == 0 or np.all(np.isnan(curves)):
@@ -33,11 +33,14 @@ def loss_curves_figure(result: CompareResult) -> Figure:
         ax.fill_between(epochs, q1, q3, color=colour(i), alpha=0.18, lw=0)
     target = result.scenario.train.target_loss
     ax.axhline(target, color="black", ls=":", lw=1.2, label=f"target loss {target:g}")
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(f"epoch ({result.steps_per_epoch} optimizer steps each)")
     ax.set_ylabel("training loss (mean over the epoch)")
     ax.set_title(f"{result.scenario.name}: loss curves (band = interquartile range)")
-    ax.legend(fontsize=8)
+    fig.legend(fontsize=8, loc="outside right upper")
     return fig
 
 
@@ -60,15 +63,21 @@ def steps_paired_figure(result: CompareResult) -> Figure:
         missed = sum(r.steps_to_target is None for r in groups[lab])
         ax.scatter([i] * len(reached), reached, color=colour(i), s=22, zorder=3)
         if missed:
-            ax.scatter([i] * missed, [never] * missed, facecolors="none", edgecolors=colour(i), s=40,
-                       zorder=3, label=f"{lab}: {missed} run(s) never reached the target")
-    ax.axhline(result.budget, color="black", ls=":", lw=1)
-    ax.text(len(labels) - 0.5, result.budget, "budget ", va="bottom", ha="right", fontsize=8)
-    if any(r.steps_to_target is None for r in result.runs):
+            ax.scatter([i], [never], facecolors="none", edgecolors=colour(i), s=60, zorder=3,
+                       label=f"{lab}: {missed} run(s) never reached the target")
+            ax.annotate(f"x{missed}", (i, never), xytext=(7, -3), textcoords="offset points", fontsize=8)
+    missed_any = any(r.steps_to_target is None for r in result.runs)
+    if missed_any:  # show the budget and the 'not reached' level only when they carry runs
+        ax.axhline(result.budget, color="black", ls=":", lw=1)
+        ax.text(len(labels) - 0.5, result.budget, "budget ", va="bottom", ha="right", fontsize=8)
         ax.text(-0.45, never, "not reached", va="bottom", ha="left", fontsize=8, color="grey")
+        ax.set_ylim(0, never * 1.08)
+    else:
+        reached = [r.steps_to_target for r in result.runs]
+        pad = max(1.0, 0.08 * (max(reached) - min(reached)))
+        ax.set_ylim(min(reached) - pad, max(reached) + pad)
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlim(-0.5, len(labels) - 0.5)
-    ax.set_ylim(0, never * 1.08)
     ax.set_ylabel("optimizer steps to target loss")
     ax.set_title("Steps to target, paired by seed (one line per seed)")
     if any(r.steps_to_target is None for r in result.runs):
@@ -77,27 +86,47 @@ def steps_paired_figure(result: CompareResult) -> Figure:
 
 
 def dead_rate_figure(result: CompareResult) -> Figure | None:
-    """Median dead rate per hidden layer over training (fixed probe batch), one panel per layer."""
+    """Median dead rate per hidden layer over training (fixed probe batch), one panel per layer.
+
+    Panels share one y-axis (0 to the largest value, at least 5%), so a flicker
+    of one unit does not look like a collapse; lines that coincide are dashed
+    in turn so that each variant stays visible.
+    """
+    import matplotlib.pyplot as plt
+
+    from probe.report.figures import STYLE
+
     groups = _by_variant(result)
     runs = [r for r in result.runs if r.dead_rate_history]
     if not runs:
         return None
     n_layers = len(runs[0].dead_rate_history[0])
-    fig, axes = new_figure(min(3.4 * n_layers, 13), 3.4, ncols=n_layers)
-    axes = np.atleast_1d(axes)
+    ncols = min(n_layers, 3)
+    nrows = -(-n_layers // ncols)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols + 0.6, 2.6 * nrows + 0.8),
+                                 sharex=True, sharey=True, squeeze=False, constrained_layout=True)
+    flat = axes.ravel()
+    top = 5.0
+    dashes = ["-", "--", "-.", ":", (0, (5, 1))]
     for i, (label, vruns) in enumerate(groups.items()):
         hist = np.array([r.dead_rate_history for r in vruns if r.dead_rate_history], dtype=float)
         if hist.size == 0:
             continue
-        med = np.median(hist, axis=0)  # [epochs + 1, layers]
-        for layer, ax in enumerate(axes):
-            ax.plot(np.arange(med.shape[0]), 100 * med[:, layer], color=colour(i), label=label)
-    for layer, ax in enumerate(axes):
-        ax.set_title(f"hidden layer {layer + 1}")
-        ax.set_xlabel("epoch (0 = initialisation)")
-        ax.set_ylim(bottom=0)
-    axes[0].set_ylabel("dead units, % (median over seeds)")
-    axes[0].legend(fontsize=8)
+        med = 100 * np.median(hist, axis=0)  # [epochs + 1, layers]
+        top = max(top, float(med.max()) * 1.1)
+        for layer in range(n_layers):
+            flat[layer].plot(np.arange(med.shape[0]), med[:, layer], color=colour(i), lw=1.6,
+                             ls=dashes[i % len(dashes)], label=label)
+    for layer, ax in enumerate(flat):
+        if layer >= n_layers:
+            ax.set_visible(False)
+            continue
+        ax.set_title(f"hidden layer {layer + 1}", fontsize=9)
+    flat[0].set_ylim(0, min(top, 100.0) * 1.03)  # a little headroom: a 100% line stays visible
+    fig.supxlabel("epoch (0 = initialisation)", fontsize=9)
+    fig.supylabel("dead units, % (median over seeds)", fontsize=9)
+    fig.legend(*flat[0].get_legend_handles_labels(), fontsize=8, loc="outside right upper")
     return fig
 
 
@@ -111,25 +140,35 @@ def slope_sweep_figure(result: CompareResult) -> Figure | None:
 
     if len(result.variants) < 3:
         return None
-    fig, (ax1, ax2) = new_figure(10.0, 3.8, ncols=2)
-    for i, iv in enumerate(variant_intervals(result)):
+    fig, (ax1, ax2) = new_figure(10.0, 4.0, ncols=2)
+    intervals = variant_intervals(result)
+    lin = min((v.slope for v in result.variants if v.slope > 0), default=0.01)
+    for i, iv in enumerate(intervals):
         marker = "D" if iv.learnable else "o"
-        for ax, (mid, lo, hi) in ((ax1, iv.steps), (ax2, iv.final_loss)):
+        # a small multiplicative dodge so that neighbouring slopes (0.3 and a learned 0.3) stay apart
+        x = iv.slope * (1 + 0.06 * (i - (len(intervals) - 1) / 2)) if iv.slope > 0 else 0.0
+        for ax, (mid, lo, hi), censored_at in ((ax1, iv.steps, result.budget), (ax2, iv.final_loss, None)):
             if mid is None:
                 continue
-            ax.errorbar([iv.slope], [mid], yerr=[[mid - lo], [hi - mid]], fmt=marker, color=colour(i),
-                        capsize=3, label=iv.label)
-    lin = min((v.slope for v in result.variants if v.slope > 0), default=0.01)
+            censored = censored_at is not None and mid > censored_at
+            ax.errorbar([x], [mid], yerr=[[mid - lo], [hi - mid]], fmt=marker, color=colour(i), capsize=3,
+                        mfc="none" if censored else colour(i),
+                        label=iv.label + (" (median not reached)" if censored else ""))
     for ax in (ax1, ax2):
         ax.set_xscale("symlog", linthresh=lin)
-        ax.set_xlabel("negative slope (symlog; relu at 0, prelu at its learned median)")
     ax1.set_ylabel("steps to target (median, 95% CI)")
-    ax1.axhline(result.budget, color="black", ls=":", lw=1)
+    if any(iv.steps[0] is not None and iv.steps[2] > result.budget for iv in intervals):
+        ax1.axhline(result.budget, color="black", ls=":", lw=1)
+        ax1.text(0.99, result.budget, "budget", transform=ax1.get_yaxis_transform(), ha="right",
+                 va="bottom", fontsize=8)
     ax2.set_ylabel("final training loss (median, 95% CI)")
-    ax2.set_yscale("log")
+    losses = [v for iv in intervals for v in iv.final_loss if v is not None]
+    if losses and min(losses) > 0 and max(losses) / min(losses) > 10:
+        ax2.set_yscale("log")
     ax1.set_title("Does the slope need tuning? Speed")
     ax2.set_title("... and final loss")
-    ax2.legend(fontsize=7, loc="best")
+    fig.supxlabel("negative slope (symlog axis; relu at 0, prelu at its learned median)", fontsize=9)
+    fig.legend(*ax1.get_legend_handles_labels(), fontsize=8, loc="outside right upper")
     return fig
 
 

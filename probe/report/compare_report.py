@@ -93,7 +93,12 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
                    "(edge colour: sign of the contribution; width: its size; strongest edges only):")
             for v in result.variants:
                 run = next((r for r in result.runs if r.variant == v.label and r.circuit is not None), None)
-                if run is not None and run.circuit.group("negative").samples:
+                if run is None:
+                    rw.add(f"*{v.label}: no run finished training, so there is no circuit to draw.*")
+                elif not run.circuit.group("negative").samples:
+                    rw.add(f"*{v.label}: seed {run.seed}'s network predicts no sample negative (a "
+                           "collapsed network outputs a constant), so there is no negative circuit to draw.*")
+                else:
                     draw_circuit(run.circuit, rw.image_path(f"circuit_{file_safe(v.label)}.png",
                                                             f"{v.label} circuit, seed {run.seed}"),
                                  "negative", dpi=CIRCUIT_DPI)

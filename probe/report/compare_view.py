@@ -22,7 +22,7 @@ def convergence_table(result: CompareResult) -> Table:
                 "born dead"):
         table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
     for s in result.summaries:
-        table.add_row(s.variant, fmt(s.median_final_loss), fmt(s.median_steps_to_target, ".0f"),
+        table.add_row(s.variant, fmt(s.median_final_loss), fmt(s.median_steps_to_target),
                       f"{s.reached}/{s.runs}", fmt(s.median_loss_auc), f"{s.diverged}/{s.runs}",
                       f"{s.born_dead}/{s.runs}")
     return table
@@ -35,7 +35,7 @@ def diagnostics_table(result: CompareResult) -> Table:
                   caption="dead: share of hidden units with z<=0 on every sample. grad_ratio: mean |dL/dz| "
                           "where z<=0 over where z>0 (for a leaky ReLU the local ratio is the slope). "
                           "act. route: share of the output's downward mass carried by negative activations.")
-    for col in ("variant", "dead at init", "dead at end", "grad_ratio", "nominal slope", "act. route"):
+    for col in ("variant", "dead at init", "dead at end", "grad_ratio", "nominal slope", "act. route (all)"):
         table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
     for s in result.summaries:
         table.add_row(s.variant, pct(s.dead_rate_init), pct(s.dead_rate_final), fmt(s.grad_ratio),

@@ -14,41 +14,48 @@ from probe.report.figures import colour, new_figure
 def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]]) -> Figure:
     """Measured grad_ratio per hidden layer against each variant's nominal slope.
 
-    One marker per network and layer; a dashed line at the nominal slope (the
-    local-derivative ratio, e.g. 0.01 = "100x smaller"). ReLU (ratio exactly 0)
-    is drawn at the bottom edge and labelled.
+    One dot per network and layer. A fixed-slope variant gets a dashed line at
+    its slope (the local-derivative ratio: 0.01 means "100x smaller"); a learned
+    (PReLU) slope differs per network and layer, so each of its dots gets a
+    short tick at that layer's own learned slope instead. ReLU's ratio is
+    exactly 0, which a log axis cannot show: it is named in the legend only.
     """
-    fig, ax = new_figure(6.4, 4.0)
+    fig, ax = new_figure(7.6, 4.0)
     n_layers = max(len(d.layers) for ds in groups.values() for d in ds)
     values: list[float] = []
     for i, (label, diags) in enumerate(groups.items()):
-        xs, ys, zeros = [], [], 0
+        learned = label.startswith("prelu")
+        xs, ys, ticks = [], [], []
         for d in diags:
             for lay in d.layers:
                 r = lay.gradient.grad_ratio if lay.gradient else None
-                if r is None:
+                if r is None or r <= 0:
                     continue
-                if r <= 0:
-                    zeros += 1
-                    continue
-                xs.append(lay.index + 1 + 0.1 * (i - (len(groups) - 1) / 2))
+                xs.append(lay.index + 1 + 0.12 * (i - (len(groups) - 1) / 2))
                 ys.append(r)
+                ticks.append(lay.negative_slope)
         slope = diags[0].layers[0].negative_slope if diags and diags[0].layers else 0.0
-        name = f"{label} (nominal {slope:g})" if slope > 0 else f"{label} (ratio = 0 exactly)"
+        if slope <= 0 and not learned:
+            ax.scatter([], [], s=18, color=colour(i), label=f"{label}: exactly 0 (not on a log axis)")
+            continue
+        name = f"{label} (learned slopes: ticks)" if learned else f"{label} (nominal {slope:.3g}, dashed)"
         values.extend(ys)
-        ax.scatter(xs, ys, s=18, alpha=0.7, color=colour(i), label=name)
-        if slope > 0:
+        ax.scatter(xs, ys, s=18, alpha=0.7, color=colour(i), label=name, zorder=3)
+        if learned:
+            ax.scatter(xs, ticks, marker="_", s=120, color=colour(i), alpha=0.9, zorder=2)
+            values.extend(ticks)
+        else:
             ax.axhline(slope, color=colour(i), ls="--", lw=1)
             values.append(slope)
     ax.set_yscale("log")
-    if values:  # at least a decade either side, so the dashed lines and dots read clearly
+    if values:  # at least a factor of 3 either side, so the lines and dots read clearly
         ax.set_ylim(min(values) / 3, min(max(values) * 3, 10.0))
     ax.set_xticks(range(1, n_layers + 1))
     ax.set_xlim(0.5, n_layers + 0.5)
     ax.set_xlabel("hidden layer")
     ax.set_ylabel("grad_ratio = mean|g| (z≤0) / mean|g| (z>0)")
-    ax.set_title("Negative-side gradient: measured (dots) vs nominal slope (dashed)")
-    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Negative-side gradient: measured (dots) vs nominal slope")
+    fig.legend(fontsize=8, loc="outside right upper")
     return fig
 
 
@@ -61,7 +68,7 @@ def sign_routes_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]], outpu
     the samples predicted negative (or all samples).
     """
     fig, ax = new_figure(6.4, 3.6)
-    labels, weight_share, act_share = [], [], []
+    labels, weight_share, act_share, measured = [], [], [], []
     for label, diags in groups.items():
         shares = []
         for d in diags:
@@ -73,14 +80,22 @@ def sign_routes_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]], outpu
         a = float(np.median(shares)) if shares else 0.0
         act_share.append(a)
         weight_share.append(1 - a if shares else 0.0)
+        measured.append(bool(shares))
     x = np.arange(len(labels))
+    if not any(weight_share) and not any(act_share):
+        ax.text(0.5, 0.5, f"no sample is predicted negative for output {output}", ha="center",
+                va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
     width = 0.6
-    ax.bar(x, weight_share, width, color="#4c72b0", label="negative weight (W<0, h>0)")
-    ax.bar(x, act_share, width, bottom=weight_share, color="#dd8452",
+    # route colours stay clear of the per-variant palette
+    ax.bar(x, weight_share, width, color="#8c8c8c", label="negative weight (W<0, h>0)")
+    ax.bar(x, act_share, width, bottom=weight_share, color="#e0b000",
            label="negative activation (W>0, h<0), % above bar")
     ax.set_xlim(-0.75, len(labels) - 0.25)
-    for xi, a in zip(x, act_share):
-        ax.text(xi, 1.01, f"{100 * a:.1f}%", ha="center", va="bottom", fontsize=8)
+    for xi, a, ok in zip(x, act_share, measured):
+        ax.text(xi, 1.01, f"{100 * a:.1f}%" if ok else "no negative\npredictions", ha="center",
+                va="bottom", fontsize=8)
     ax.set_xticks(x, labels)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("share of the downward mass")
