@@ -54,6 +54,10 @@ def analyze_file(model: str | Path, *, data: str | Path | None = None, scenario:
         **kwargs: Passed to :func:`probe.analysis.diagnose`.
     """
     loaded = load_mlp(model, activation, trust=trust)
+    if circuit_output is not None:  # before the analysis, not after it
+        from probe.circuit.validate import check_output
+
+        check_output(circuit_output, loaded.mlp.widths[-1])
     dataset = resolve_data(loaded, data, scenario, target)
     total = dataset.X.shape[0]
     cb = None if progress is None else (lambda done: progress(done, total))

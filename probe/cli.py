@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from probe.errors import ProbeError
@@ -23,7 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   pretty_exceptions_show_locals=False,
                   help="Mechanistic diagnostics for PyTorch MLPs: dead units, negative-region "
                        "gradients and sign routes, measured.")
-out = Console()
+# Piped output would get rich's 80-column default and truncated tables: use 120 unless told.
+out = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120)
 err = Console(stderr=True)
 
 
@@ -39,8 +42,14 @@ def handles_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except ProbeError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            # the message is plain text: '[data]' in it must not be read as rich markup
+            err.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a disk full or a path that vanished mid-run
+            err.print(Text.assemble(("error: ", "bold red"), f"Could not write or read a file: {exc}. "
+                                    "Fix: check the path, the permissions and the free disk space."),
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted: nothing was written")
             raise typer.Exit(130) from None
@@ -50,7 +59,18 @@ def handles_errors(fn: Callable) -> Callable:
 def progress_bar() -> Progress:
     """A rich progress bar on stderr, so that ``--json`` stdout stays clean."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=True)
+                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+
+
+def check_outputs(*files: Path | None, folder: Path | None = None) -> None:
+    """Refuse unwritable output paths before any work starts."""
+    from probe.io import check_output_path
+
+    for path in files:
+        if path is not None and str(path) != "-":
+            check_output_path(path)
+    if folder is not None:
+        check_output_path(folder, directory=True)
 
 
 def emit_json(doc: dict) -> None:
@@ -78,6 +98,7 @@ def analyze(
     """Diagnose a trained MLP: dead units, negative-region gradients, sign routes."""
     from probe.api import analyze_file
 
+    check_outputs(report)
     with progress_bar() as bar:
         task = bar.add_task("analyzing", total=None)
         result = analyze_file(model, data=data, scenario=scenario, target=target, activation=activation,
@@ -87,7 +108,7 @@ def analyze(
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
     if report is not None:
         from probe.report.analysis_report import write_analysis_report
-        write_analysis_report(result, report, command=" ".join(["probe", *sys.argv[1:]]))
+        report = write_analysis_report(result, report, command=" ".join(["probe", *sys.argv[1:]]))
     if as_json:
         emit_json(result.to_dict())
         return
@@ -113,6 +134,7 @@ def compare(
     """Train variants under one scenario with matched seeds and compare convergence."""
     from probe.compare import compare as run_compare
 
+    check_outputs(json_path, report, folder=save_dir)
     with progress_bar() as bar:
         task = bar.add_task("training", total=None)
         result = run_compare(variants, scenario, seeds=seeds, epochs=epochs, device=device,
@@ -120,7 +142,7 @@ def compare(
                              progress=lambda done, total: bar.update(task, completed=done, total=total))
     if report is not None:
         from probe.report.compare_report import write_compare_report
-        write_compare_report(result, report, command=" ".join(["probe", *sys.argv[1:]]))
+        report = write_compare_report(result, report, command=" ".join(["probe", *sys.argv[1:]]))
     doc = result.to_dict()
     if json_path is not None and str(json_path) == "-":
         emit_json(doc)
@@ -159,6 +181,7 @@ def circuit(
     """Trace how the network builds negative (and positive) values of one output, layer by layer."""
     from probe.api import circuit_file
     from probe.circuit import draw_circuit, write_graphml
+    check_outputs(graph, png, report)
     if group not in ("negative", "positive"):
         raise ProbeError(f"Unknown group '{group}'", expected="negative or positive", found=group,
                   fix="pass --group negative or --group positive")
@@ -173,7 +196,7 @@ def circuit(
         draw_circuit(result, png, group)
     if report is not None:
         from probe.report.circuit_report import write_circuit_report
-        write_circuit_report(result, report, command=" ".join(["probe", *sys.argv[1:]]), group=group)
+        report = write_circuit_report(result, report, command=" ".join(["probe", *sys.argv[1:]]), group=group)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -195,6 +218,7 @@ def study(
     """Run relu, leaky, leaky:0.1, leaky:0.3 and prelu on every scenario; write reports and an index."""
     from probe.study import STUDY_VARIANTS, run_study
 
+    check_outputs(folder=out_dir)
     command = "probe study" + (f" --seeds {seeds}" if seeds != 10 else "") + \
         "".join(f" --scenario {s}" for s in scenario or []) + \
         (f" --out {out_dir}" if out_dir != Path("reports/leaky-vs-relu") else "")

@@ -28,3 +28,31 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_output_path(path: str | Path, *, directory: bool = False) -> Path:
+    """Refuse, before any work starts, an output path that cannot be written.
+
+    Args:
+        path: A file to write (or a folder, with ``directory=True``).
+        directory: The path is a folder that will be created if missing.
+
+    Raises:
+        ProbeError: The path (or its nearest existing ancestor) is of the wrong kind
+            or not writable.
+    """
+    from probe.errors import ProbeError
+
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise ProbeError(f"Cannot write to {path}", expected="a folder" if directory else "a file path",
+                         found=kind, fix="choose another path")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise ProbeError(f"Cannot write to {path}", expected="a writable folder to hold it",
+                         found=f"{ancestor} is {'not a folder' if not ancestor.is_dir() else 'not writable'}",
+                         fix="choose another path")
+    return path

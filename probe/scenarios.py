@@ -309,7 +309,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if text not in shipped:
             raise ScenarioError(f"Unknown scenario '{text}'", expected="a shipped scenario or a .toml path",
                                 found=f"'{text}'; known: {', '.join(shipped) or 'none'}",
-                                fix="pick one of those names (probe compare --list), or pass a path to a TOML file")
+                                fix="pick one of those names (probe scenarios lists them), or pass a path to a TOML file")
         path = shipped[text]
     if not path.is_file():
         raise ScenarioError(f"Scenario file {path} does not exist", expected="a TOML file",

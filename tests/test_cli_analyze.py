@@ -84,3 +84,22 @@ def test_other_commands_fail_cleanly(files, monkeypatch, args, needle) -> None:
     res = runner.invoke(app, args)
     assert res.exit_code == 2, res.output
     assert needle in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unwritable_outputs_are_refused_before_any_work(files, monkeypatch) -> None:
+    monkeypatch.chdir(files)
+    (files / "afile").write_text("x")
+    for args in (["analyze", "m.pt", "--data", "d.npz", "--report", "afile/r.md"],
+                 ["compare", "relu", "leaky", "--json", "afile/x.json"],
+                 ["circuit", "m.pt", "--data", "d.npz", "--png", "afile/c.png"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert "Cannot write" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_error_text_is_not_read_as_markup(files, monkeypatch) -> None:
+    monkeypatch.chdir(files)
+    (files / "bad.toml").write_text('name = "x"\ndescription = "y"\n[model]\nhidden = [4]\ninit = "default"\n')
+    res = runner.invoke(app, ["compare", "relu", "leaky", "--scenario", "bad.toml"])
+    assert res.exit_code == 2
+    assert "[data]" in res.stderr

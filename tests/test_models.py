@@ -162,3 +162,42 @@ def test_inplace_activation_gives_the_same_numbers(tmp_path) -> None:
     assert b[1].inplace  # the in-place module is kept, so the hooks really face it
     data = Dataset(torch.randn(100, 3), torch.randn(100, 1), "t")
     assert diagnose(a, data, batch_size=32).to_dict() == diagnose(b, data, batch_size=32).to_dict()
+
+
+def test_prelu_state_dict_without_slopes_is_refused(tmp_path) -> None:
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    torch.save(net.state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(ModelLoadError, match="no PReLU slope"):
+        load_mlp(tmp_path / "sd.pt", "prelu")
+
+
+def test_float64_model_is_converted(tmp_path) -> None:
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)).double()
+    torch.save(net, tmp_path / "d.pt")
+    mlp = load_mlp(tmp_path / "d.pt").mlp
+    x = torch.randn(16, 4)
+    with torch.no_grad():
+        assert torch.allclose(mlp(x), net(x.double()).float(), atol=1e-5)
+
+
+def test_trusted_pickle_with_missing_class_says_how_to_fix(tmp_path) -> None:
+    # A protocol-2 pickle of an instance of no_such_module_xyz.Net, a module that does not exist here.
+    (tmp_path / "m.pt").write_bytes(b"\x80\x02cno_such_module_xyz\nNet\nq\x00)\x81q\x01.")
+    with pytest.raises(ModelLoadError, match="PYTHONPATH"):
+        load_mlp(tmp_path / "m.pt", trust=True)
+
+
+def test_negative_prelu_slopes_give_non_negative_magnitudes() -> None:
+    from probe import diagnose
+    from probe.data import Dataset
+    from probe.models import module_to_mlp
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(3, 6), nn.PReLU(6, init=-0.5), nn.Linear(6, 1))
+    X = torch.randn(200, 3)
+    a = diagnose(module_to_mlp(net), Dataset(X, None, "t")).layers[0].activity
+    with torch.no_grad():
+        z = net[0](X)
+    neg = z <= 0
+    assert a.act_neg_mean_abs == pytest.approx(float((0.5 * z.abs())[neg].mean()), rel=1e-5)
+    assert a.act_ratio > 0

@@ -85,11 +85,11 @@ def check_method(method: str, mlp: MLP) -> str:
         return "ig" if has_prelu else "deeplift"
     if method not in METHODS:
         raise CircuitError(f"Unknown attribution method {method!r}", expected=" or ".join(("auto", *METHODS)),
-                           found=repr(method), fix="use method='auto' (DeepLift, or integrated gradients for PReLU)")
+                           found=repr(method), fix="use --method auto (method='auto' in Python): DeepLift, or integrated gradients for PReLU")
     if method == "deeplift" and has_prelu:
         raise CircuitError("DeepLift cannot attribute through PReLU activations",
                            expected="ReLU or LeakyReLU activations for method='deeplift'",
-                           found=mlp.activation_spec, fix="use method='ig' (or 'auto') for PReLU models")
+                           found=mlp.activation_spec, fix="use --method ig or auto (method='ig' in Python) for PReLU models")
     return method
 
 
@@ -120,7 +120,7 @@ def resolve_baseline(baseline: str | torch.Tensor, data: Dataset) -> tuple[str, 
     if baseline == "zeros":
         return "zeros", torch.zeros(1, features)
     raise CircuitError(f"Unknown attribution baseline {baseline!r}", expected=" or ".join(BASELINES),
-                       found=repr(baseline), fix="pass baseline='mean', 'zeros' or a feature tensor")
+                       found=repr(baseline), fix="use --baseline mean or zeros (in Python, also a tensor with one value per feature)")
 
 
 def check_circuit_data(data: Dataset, mlp: MLP) -> Dataset:

@@ -86,7 +86,8 @@ class ActivityStats:
         # boolean reductions are several times slower on the CPU.
         z_sum = z.sum(dim=1)
         pos_sum = z.clamp(min=0).sum(dim=1)
-        neg_sum = (pos_sum - z_sum).double().clamp(min=0) * slope[:, 0, :].double()  # [M, U]
+        # |slope|: a learned PReLU slope may be negative, and |h| = |slope| * |z| there
+        neg_sum = (pos_sum - z_sum).double().clamp(min=0) * slope[:, 0, :].double().abs()  # [M, U]
         pos_sum = pos_sum.double()
         active = z.shape[1] - neg.sum(dim=1).round().long()  # [M, U]
         n_pos = active.sum(dim=1)

@@ -81,6 +81,12 @@ def linears_from_state(state: dict[str, torch.Tensor], variant: Variant | str) -
         else:
             raise not_mlp(f"state_dict entry '{key}' of shape {tuple(value.shape)}, which is neither "
                           "a Linear weight nor its bias")
+    if variant.learnable and len(linears) > 1 and not slopes:
+        raise ModelLoadError(
+            "This state_dict has no PReLU slope tensors, so it cannot be a PReLU model",
+            expected="1-D '*.weight' tensors between the Linear layers for --activation prelu",
+            found=f"{len(linears)} Linear layers and no slopes",
+            fix="pass the activation the model was trained with (relu, leaky or leaky:SLOPE)")
     acts = []
     for i in range(len(linears) - 1):
         act = variant.make_module()
@@ -185,7 +191,8 @@ def module_to_mlp(module: nn.Module) -> MLP:
     if isinstance(module, MLP):
         return copy.deepcopy(module)
     linears, acts = _split(_module_sequence(module))
-    mlp = assemble([copy.deepcopy(m) for m in linears], [copy.deepcopy(a) for a in acts])
+    # float32 throughout probe; a float64 model is converted (and checked against the original)
+    mlp = assemble([copy.deepcopy(m) for m in linears], [copy.deepcopy(a) for a in acts]).float()
     verify_same_function(module, mlp)
     return mlp
 
@@ -253,7 +260,9 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None) -> ML
         raise not_mlp("a TorchScript model that no ReLU/leaky chain of its Linear layers reproduces",
                       fix="pass the right --activation (e.g. leaky:0.2)")
     mlp = assemble(linears, acts)
-    verify_same_function(script, mlp, hint="pass the right --activation (e.g. leaky:0.2)")
+    hint = ("check that --activation matches the model, and that it has no residual or normalisation"
+            if variant is not None else "pass the right --activation (e.g. leaky:0.2)")
+    verify_same_function(script, mlp, hint=hint)
     return mlp
 
 
@@ -265,8 +274,9 @@ def verify_same_function(original: nn.Module, mlp: MLP, hint: str = "") -> None:
     x = torch.randn(64, width, generator=gen) * 3
     was_training = original.training
     original.eval()
+    dtype = next((p.dtype for p in original.parameters() if p.is_floating_point()), torch.float32)
     try:
-        want = original(x.clone())
+        want = original(x.clone().to(dtype))
     except Exception as exc:
         raise not_mlp(f"a model that fails on a batch of width {width}: {exc}") from None
     finally:

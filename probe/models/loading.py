@@ -103,6 +103,13 @@ def _torch_load(path: Path, trust: bool) -> object:
     if trust:
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
+        except (ModuleNotFoundError, AttributeError) as exc:
+            raise ModelLoadError(
+                f"The model class pickled in {path} cannot be imported here",
+                expected="the module that defines the model's class to be importable",
+                found=f"{type(exc).__name__}: {exc}",
+                fix="run with PYTHONPATH set to the folder of that module (e.g. PYTHONPATH=. probe ...), "
+                    "or save model.state_dict() or torch.jit.script(model) instead") from None
         except Exception as exc:
             raise _corrupt(path, exc) from None
     try:
