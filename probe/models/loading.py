@@ -62,10 +62,15 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _corrupt(path: Path, exc: BaseException) -> ModelLoadError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "Weights only load failed" in text or not text:
+        detail = "not a file that torch.load can read"
+    else:
+        detail = text if len(text) <= 160 else text[:157].rsplit(" ", 1)[0] + "..."
     return ModelLoadError(
         f"Could not read the model file {path}",
         expected="a file written by torch.save or torch.jit.save",
-        found=f"a truncated or corrupt file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+        found=f"a truncated or corrupt file ({type(exc).__name__}: {detail})",
         fix="re-save the model, or check that the copy was complete",
     )
 
