@@ -85,7 +85,7 @@ class ActivityStats:
         # slope * (relu(z) - z) on the negative side. Float masks and plain reductions:
         # boolean reductions are several times slower on the CPU.
         z_sum = z.sum(dim=1)
-        pos_sum = z.clamp(min=0).sum(dim=1)
+        pos_sum = torch.relu(z).sum(dim=1)
         # |slope|: a learned PReLU slope may be negative, and |h| = |slope| * |z| there
         neg_sum = (pos_sum - z_sum).double().clamp(min=0) * slope[:, 0, :].double().abs()  # [M, U]
         pos_sum = pos_sum.double()

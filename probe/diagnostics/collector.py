@@ -47,8 +47,12 @@ def negative_mask(z: torch.Tensor) -> torch.Tensor:
 
 
 def activation(z: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
-    """The leaky family: ``z`` where ``z > 0``, ``slope * z`` elsewhere (ReLU at slope 0)."""
-    return torch.where(z > 0, z, z * slope)
+    """The leaky family: ``z`` where ``z > 0``, ``slope * z`` elsewhere (ReLU at slope 0).
+
+    Written as ``max(z, 0) + slope * min(z, 0)``: the same values as ``torch.where``
+    with a per-member (or per-unit) slope, in cheap elementwise passes.
+    """
+    return torch.relu(z) + slope * z.clamp(max=0)
 
 
 class Collector:
