@@ -205,6 +205,7 @@ _REQUIRED = {
     "model": ("hidden", "init"),
     "train": ("optimizer", "lr", "batch_size", "epochs", "target_loss", "seeds"),
 }
+_OPTIONAL = {"data": ("seed", "n_eval", "noise"), "model": (), "train": ("momentum",)}
 
 
 def _bad(where: str, key: str, expected: str, found: object, fix: str) -> ScenarioError:
@@ -238,6 +239,13 @@ def _section(raw: dict, name: str, where: str) -> dict:
         raise ScenarioError(f"Scenario {where} has no [{name}] table", expected=f"a [{name}] table with keys "
                             + ", ".join(_REQUIRED[name]), found="missing" if sec is None else repr(sec),
                             fix=f"add a [{name}] section (see scenarios/signed_regression.toml)")
+    # a typo in an optional key (momentun = 0.9) must not pass silently as a default
+    unknown = sorted(set(sec) - set(_REQUIRED[name]) - set(_OPTIONAL[name]))
+    if unknown:
+        allowed = ", ".join(f"{name}.{k}" for k in (*_REQUIRED[name], *_OPTIONAL[name]))
+        raise ScenarioError(f"Scenario {where} has an unknown key '{name}.{unknown[0]}'",
+                            expected=f"only {allowed}", found=f"'{unknown[0]}' in [{name}]",
+                            fix="fix the spelling, or move your own settings to the top level of the file")
     missing = [k for k in _REQUIRED[name] if k not in sec]
     if missing:
         raise ScenarioError(f"Scenario {where} is missing the key '{name}.{missing[0]}'",

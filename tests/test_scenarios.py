@@ -134,3 +134,14 @@ def test_overrides_validated():
         sc.with_overrides(seeds=0)
     with pytest.raises(ScenarioError, match="epochs"):
         sc.with_overrides(epochs=-1)
+
+
+def test_unknown_key_inside_a_section_is_refused(tmp_path) -> None:
+    from probe.errors import ScenarioError
+    from probe.scenarios import load_scenario, scenarios_dir
+
+    text = (scenarios_dir() / "signed_regression.toml").read_text()
+    bad = tmp_path / "typo.toml"
+    bad.write_text(text.replace("[train]\n", "[train]\nmomentun = 0.9\n"))
+    with pytest.raises(ScenarioError, match="train.momentun"):
+        load_scenario(bad)
