@@ -75,7 +75,9 @@ def check_outputs(*files: Path | None, folder: Path | None = None) -> None:
 
 def emit_json(doc: dict) -> None:
     """Exactly one JSON document on stdout."""
-    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
+    from probe.io import finite_json
+
+    sys.stdout.write(json.dumps(finite_json(doc), indent=2, allow_nan=False, default=str) + "\n")
 
 
 @app.command()
@@ -148,8 +150,8 @@ def compare(
         emit_json(doc)
         return
     if json_path is not None:
-        from probe.io import atomic_write_text
-        atomic_write_text(json_path, json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
+        from probe.io import atomic_write_text, finite_json
+        atomic_write_text(json_path, json.dumps(finite_json(doc), indent=2, allow_nan=False, default=str) + "\n")
     from probe.report.compare_view import render_compare
     render_compare(result, out)
     if getattr(result, "interrupted", False):
@@ -181,10 +183,10 @@ def circuit(
     """Trace how the network builds negative (and positive) values of one output, layer by layer."""
     from probe.api import circuit_file
     from probe.circuit import draw_circuit, write_graphml
+    from probe.circuit.validate import check_group
+
     check_outputs(graph, png, report)
-    if group not in ("negative", "positive"):
-        raise ProbeError(f"Unknown group '{group}'", expected="negative or positive", found=group,
-                  fix="pass --group negative or --group positive")
+    check_group(group)
     with progress_bar() as bar:
         task = bar.add_task("tracing", total=None)
         result = circuit_file(model, data=data, scenario=scenario, target=target, activation=activation,

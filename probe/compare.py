@@ -18,6 +18,7 @@ from probe.circuit import CircuitResult, summarize_for_compare
 from probe.circuit import circuit as trace_circuit
 from probe.diagnostics import NetworkDiagnostics
 from probe.errors import ProbeError, VariantError
+from probe.io import finite_json
 from probe.models import save_checkpoint
 from probe.scenarios import Scenario, load_scenario, make_datasets
 from probe.stats import PairedComparison, VariantSummary, compare_steps, summarize_variant
@@ -89,14 +90,8 @@ class RunResult:
 
 
 def _finite(obj: object) -> object:
-    """``obj`` with every NaN/inf float replaced by None (strict JSON; only a frozen diverged run has them)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
+    """Strict JSON (NaN/inf -> None): only a frozen diverged run has such values."""
+    return finite_json(obj)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from scipy import stats as sps
 ALPHA = 0.05
 
 
-def _median(values: Sequence[float | None]) -> float | None:
+def finite_median(values: Sequence[float | None]) -> float | None:
     """Median of the values that are not None/NaN; None if none are left."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     return float(np.median(vals)) if vals else None
@@ -216,10 +216,10 @@ def summarize_variant(variant: str, nominal_slope: float, *, final_loss: Sequenc
         variant=variant, nominal_slope=nominal_slope, runs=len(steps),
         reached=sum(s is not None for s in steps), diverged=sum(map(bool, diverged)),
         born_dead=sum(map(bool, born_dead)),
-        median_final_loss=_median(final_loss), median_steps_to_target=median_steps(steps),
-        median_loss_auc=_median(loss_auc), dead_rate_init=_median(dead_rate_init),
-        dead_rate_final=_median(dead_rate_final), grad_ratio=_median(grad_ratio),
-        activation_route_share=_median(route_share),
+        median_final_loss=finite_median(final_loss), median_steps_to_target=median_steps(steps),
+        median_loss_auc=finite_median(loss_auc), dead_rate_init=finite_median(dead_rate_init),
+        dead_rate_final=finite_median(dead_rate_final), grad_ratio=finite_median(grad_ratio),
+        activation_route_share=finite_median(route_share),
         circuit=_median_dicts(circuit),
     )
 
@@ -229,4 +229,4 @@ def _median_dicts(dicts: Sequence[dict | None]) -> dict[str, float | None] | Non
     present = [d for d in dicts if d is not None]
     if not present:
         return None
-    return {key: _median([d.get(key) for d in present]) for key in present[0]}
+    return {key: finite_median([d.get(key) for d in present]) for key in present[0]}

@@ -20,6 +20,7 @@ from probe.report.compare_report import BORN_DEAD_NOTE, write_compare_report
 from probe.report.fmt import fmt, pct
 from probe.report.markdown import environment_lines, md_table
 from probe.scenarios import list_scenarios
+from probe.stats import finite_median as _median
 
 STUDY_VARIANTS = ("relu", "leaky", "leaky:0.1", "leaky:0.3", "prelu")
 QUESTIONS = {
@@ -39,11 +40,6 @@ class ScenarioOutcome:
     result: CompareResult
     report: Path
     seconds: float
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return statistics.median(vals) if vals else None
 
 
 def _layer_mean(d, field: str) -> float | None:

@@ -75,7 +75,7 @@ def test_circuit_command(files) -> None:
 
 @pytest.mark.parametrize("args, needle", [
     (["circuit", "m.pt", "--data", "d.npz", "--output", "5"], "output"),
-    (["circuit", "m.pt", "--data", "d.npz", "--group", "both"], "Unknown group"),
+    (["circuit", "m.pt", "--data", "d.npz", "--group", "both"], "Unknown sample group"),
     (["compare", "relu"], "at least two"),
     (["compare", "relu", "leaky", "--scenario", "nope"], "Unknown scenario"),
 ])
@@ -103,3 +103,13 @@ def test_error_text_is_not_read_as_markup(files, monkeypatch) -> None:
     res = runner.invoke(app, ["compare", "relu", "leaky", "--scenario", "bad.toml"])
     assert res.exit_code == 2
     assert "[data]" in res.stderr
+
+
+def test_nan_weights_are_refused(tmp_path, random_mlp: MLP) -> None:
+    with torch.no_grad():
+        random_mlp[2].weight[0, 0] = float("nan")
+    save_checkpoint(random_mlp, tmp_path / "nan.pt")
+    np.savez(tmp_path / "d.npz", X=np.ones((4, 5)))
+    res = runner.invoke(app, ["analyze", str(tmp_path / "nan.pt"), "--data", str(tmp_path / "d.npz"), "--json"])
+    assert res.exit_code == 2 and "NaN or infinite weights" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -67,6 +67,7 @@ class Attributor:
         self.output = output
         self.method = method
         self.n_steps = n_steps
+        self.explainers = self._explainers()  # built once, reused for every batch
 
     def _explainers(self) -> list:
         """One captum explainer per attributed layer, the inputs first."""
@@ -95,7 +96,7 @@ class Attributor:
         with warnings.catch_warnings():
             # DeepLift warns that it sets requires_grad on the input; that is expected here.
             warnings.simplefilter("ignore", UserWarning)
-            for explainer in self._explainers():
+            for explainer in self.explainers:
                 attr = explainer.attribute(xb, **kwargs).detach()
                 attrs.append(attr)
                 deltas.append(attr.double().sum(1) - change.double())

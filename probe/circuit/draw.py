@@ -119,7 +119,7 @@ def draw_circuit(result: CircuitResult, path: str | Path, group: str = "negative
     cbar.ax.tick_params(labelsize=7)
     handles = [Line2D([], [], color=POSITIVE_COLOUR, lw=2, label="contribution > 0 (pushes up)"),
                Line2D([], [], color=NEGATIVE_COLOUR, lw=2, label="contribution < 0 (pushes down)"),
-               Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="in 90% circuit")]
+               Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="in 90% circuit (by mean |attribution|; fill = signed mean)")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"Sign circuit of output {result.output}, {circ.name} predictions "
                  f"({circ.samples} samples, {result.activation}); "

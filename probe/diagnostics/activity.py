@@ -52,6 +52,11 @@ class ActivityResult:
         return asdict(self)
 
 
+def negative_mask(z: torch.Tensor) -> torch.Tensor:
+    """``[z <= 0]`` as 0/1 in ``z``'s dtype, written in one pass (no boolean intermediate)."""
+    return torch.le(z, 0, out=torch.empty_like(z))
+
+
 class ActivityStats:
     """Streams per-unit counts and sums; memory is O(members x units).
 
@@ -79,7 +84,7 @@ class ActivityStats:
         """
         z = z.detach()
         if neg is None:
-            neg = torch.le(z, 0, out=torch.empty_like(z))
+            neg = negative_mask(z)
         # Per-unit sums over the batch in float32 (one column of one batch), accumulated
         # in float64 across batches. |h| is relu(z) on the positive side and
         # slope * (relu(z) - z) on the negative side. Float masks and plain reductions:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from probe.diagnostics.activity import ActivityStats
+from probe.diagnostics.activity import ActivityStats, negative_mask
 from probe.diagnostics.gradients import GradientStats
 from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
 from probe.diagnostics.sign import SignRoutes
@@ -39,11 +39,6 @@ class PendingBackward:
                 "and the backward pass, so its weight-gradient split would be wrong. Use out-of-place "
                 "operations after the Linear layers (probe's canonical MLP never does this).")
         return self.x
-
-
-def negative_mask(z: torch.Tensor) -> torch.Tensor:
-    """``[z <= 0]`` as 0/1 in ``z``'s dtype, written in one pass (no boolean intermediate)."""
-    return torch.le(z, 0, out=torch.empty_like(z))
 
 
 def activation(z: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:

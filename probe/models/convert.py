@@ -48,6 +48,12 @@ def assemble(linears: list[nn.Linear], acts: list[nn.Module]) -> MLP:
     for a, b in zip(linears, linears[1:]):
         if a.out_features != b.in_features:
             raise not_mlp(f"a Linear with {a.out_features} outputs feeding one with {b.in_features} inputs")
+    for i, lin in enumerate(linears):
+        if not all(torch.isfinite(p).all() for p in lin.parameters()):
+            raise ModelLoadError(
+                f"Linear layer {i + 1} of this model has NaN or infinite weights",
+                expected="finite weights and biases", found="NaN/inf values (a diverged training run?)",
+                fix="analyse a checkpoint saved before the run diverged")
     layers: list[nn.Module] = []
     for i, lin in enumerate(linears):
         layers.append(lin)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -143,10 +142,10 @@ def slope_sweep_figure(result: CompareResult) -> Figure | None:
     fig, (ax1, ax2) = new_figure(10.0, 4.0, ncols=2)
     intervals = variant_intervals(result)
     lin = min((v.slope for v in result.variants if v.slope > 0), default=0.01)
+    xs = _dodged([iv.slope for iv in intervals])
     for i, iv in enumerate(intervals):
         marker = "D" if iv.learnable else "o"
-        # a small multiplicative dodge so that neighbouring slopes (0.3 and a learned 0.3) stay apart
-        x = iv.slope * (1 + 0.06 * (i - (len(intervals) - 1) / 2)) if iv.slope > 0 else 0.0
+        x = xs[i]
         for ax, (mid, lo, hi), censored_at in ((ax1, iv.steps, result.budget), (ax2, iv.final_loss, None)):
             if mid is None:
                 continue
@@ -172,5 +171,23 @@ def slope_sweep_figure(result: CompareResult) -> Figure | None:
     return fig
 
 
-def finite(values) -> list[float]:
-    return [v for v in values if v is not None and math.isfinite(v)]
+def _dodged(slopes: list[float], close: float = 0.15, step: float = 0.07) -> list[float]:
+    """x positions: slopes within ``close`` (relative) of a neighbour are spread by ``step``.
+
+    Lone points stay on their true slope; a learned PReLU slope that lands next to
+    a fixed one (0.3 and 0.298) is moved apart just enough to be read.
+    """
+    order = sorted(range(len(slopes)), key=lambda k: slopes[k])
+    groups: list[list[int]] = []
+    for k in order:
+        last = groups[-1][-1] if groups else None
+        if last is not None and slopes[last] > 0 and slopes[k] <= slopes[last] * (1 + close):
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    xs = list(slopes)
+    for group in groups:
+        for rank, k in enumerate(group):
+            xs[k] = slopes[k] * (1 + step * (rank - (len(group) - 1) / 2))
+    return xs
+

@@ -40,9 +40,8 @@ def scenario_block(result: CompareResult) -> str:
 def comparisons_table(result: CompareResult) -> str:
     rows = []
     for c in result.comparisons:
-        ci = "—" if c.ci_low is None else f"{c.ci_low:.3g}–{c.ci_high:.3g}"
-        rows.append([f"{c.a} vs {c.b}", "—" if c.speedup is None else f"{c.speedup:.3g}", ci,
-                     f"{c.wins_a}–{c.wins_b} ({c.ties} ties)", "—" if c.p_value is None else f"{c.p_value:.2g}",
+        rows.append([f"{c.a} vs {c.b}", fmt(c.speedup), _ci((None, c.ci_low, c.ci_high)),
+                     f"{c.wins_a}–{c.wins_b} ({c.ties} ties)", fmt(c.p_value, ".2g"),
                      f"{c.reached_a}/{c.seeds} – {c.reached_b}/{c.seeds}"])
     return md_table(["pair (a vs b)", "median steps a/b", "95% CI", "seed wins a–b", "Wilcoxon p",
                      "reached target a – b"], rows)
@@ -90,14 +89,17 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
         if any(s.circuit for s in result.summaries):
             rw.add("## Sign circuits", rich_table_markdown(circuit_table(result)),
                    "The circuit of negative predictions of output 0, for the first seed of each variant "
-                   "(edge colour: sign of the contribution; width: its size; strongest edges only):")
+                   "(edge colour: sign of the contribution; width: its size; wide layers show their strongest "
+                   "edges only):")
             for v in result.variants:
                 run = next((r for r in result.runs if r.variant == v.label and r.circuit is not None), None)
                 if run is None:
                     rw.add(f"*{v.label}: no run finished training, so there is no circuit to draw.*")
                 elif not run.circuit.group("negative").samples:
-                    rw.add(f"*{v.label}: seed {run.seed}'s network predicts no sample negative (a "
-                           "collapsed network outputs a constant), so there is no negative circuit to draw.*")
+                    why = ("it was born dead and outputs a constant" if run.born_dead
+                           else "all of its predictions are positive")
+                    rw.add(f"*{v.label}: seed {run.seed}'s network predicts no sample negative ({why}), "
+                           "so there is no negative circuit to draw.*")
                 else:
                     draw_circuit(run.circuit, rw.image_path(f"circuit_{file_safe(v.label)}.png",
                                                             f"{v.label} circuit, seed {run.seed}"),

@@ -26,12 +26,14 @@ def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]]) -> Fig
     for i, (label, diags) in enumerate(groups.items()):
         learned = label.startswith("prelu")
         xs, ys, ticks = [], [], []
-        for d in diags:
+        for n, d in enumerate(diags):
+            # learned slopes differ per network: spread its networks so each dot keeps its tick
+            spread = 0.1 * (n / max(len(diags) - 1, 1) - 0.5) if learned else 0.0
             for lay in d.layers:
                 r = lay.gradient.grad_ratio if lay.gradient else None
                 if r is None or r <= 0:
                     continue
-                xs.append(lay.index + 1 + 0.12 * (i - (len(groups) - 1) / 2))
+                xs.append(lay.index + 1 + 0.12 * (i - (len(groups) - 1) / 2) + spread)
                 ys.append(r)
                 ticks.append(lay.negative_slope)
         slope = diags[0].layers[0].negative_slope if diags and diags[0].layers else 0.0
@@ -41,9 +43,13 @@ def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]]) -> Fig
         name = f"{label} (learned slopes: ticks)" if learned else f"{label} (nominal {slope:.3g}, dashed)"
         values.extend(ys)
         ax.scatter(xs, ys, s=18, alpha=0.7, color=colour(i), label=name, zorder=3)
-        if learned:
-            ax.scatter(xs, ticks, marker="_", s=120, color=colour(i), alpha=0.9, zorder=2)
-            values.extend(ticks)
+        if learned:  # a learned slope <= 0 has no place on a log axis: its dot stands alone
+            shown = [(x, y, t) for x, y, t in zip(xs, ys, ticks) if t > 0]
+            if shown:
+                tx, ty, tt = zip(*shown)
+                ax.scatter(tx, tt, marker="_", s=60, color=colour(i), alpha=0.9, zorder=2)
+                ax.vlines(tx, ty, tt, color=colour(i), lw=0.5, alpha=0.6, zorder=1)
+                values.extend(tt)
         else:
             ax.axhline(slope, color=colour(i), ls="--", lw=1)
             values.append(slope)
@@ -54,7 +60,7 @@ def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]]) -> Fig
     ax.set_xlim(0.5, n_layers + 0.5)
     ax.set_xlabel("hidden layer")
     ax.set_ylabel("grad_ratio = mean|g| (z≤0) / mean|g| (z>0)")
-    ax.set_title("Negative-side gradient: measured (dots) vs nominal slope")
+    ax.set_title("Negative-side gradient vs nominal slope", loc="left")
     fig.legend(fontsize=8, loc="outside right upper")
     return fig
 

@@ -116,7 +116,8 @@ def train(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, config: TrainConfig, 
     try:
         for epoch in range(config.epochs):
             orders = torch.stack([epoch_order(s, epoch, n) for s in ens.seeds]).to(dev)
-            xe, ye = X[orders][seed_idx], y[orders][seed_idx]  # [M, N, F]: one gather per epoch
+            idx = orders[seed_idx]  # [M, N]: each member's data order, that of its seed
+            xe, ye = X[idx], y[idx]  # [M, N, F]: one gather per epoch
             base = epoch * steps_per_epoch
             for s in range(steps_per_epoch):
                 xb, yb = xe[:, s * bs:(s + 1) * bs], ye[:, s * bs:(s + 1) * bs]
