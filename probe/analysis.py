@@ -20,6 +20,11 @@ LOSSES = {
 }
 
 
+def resolve_loss(loss: str | None, data: Dataset) -> str:
+    """The loss to differentiate: as given, else MSE with targets and the sum of outputs without."""
+    return loss or ("mse" if data.y is not None else "sum")
+
+
 def _loss(name: str, out: torch.Tensor, y: torch.Tensor | None, n_total: int) -> torch.Tensor:
     """Batch share of the whole-set loss, so that summed gradients are exact full-set gradients."""
     if name == "mse":
@@ -42,14 +47,14 @@ def diagnose(mlp: MLP, data: Dataset, *, loss: str | None = None, batch_size: in
         dormant_tau: ReDo threshold.
         progress: Called with the number of samples done after each batch.
     """
-    loss = loss or ("mse" if data.y is not None else "sum")
+    loss = resolve_loss(loss, data)
     if loss == "mse" and data.y is None:
         raise ValueError("the mse loss needs targets")
     check_data(data, mlp.widths[0], mlp.widths[-1])
     final = mlp.linears[-1]
-    bias = final.bias if final.bias is not None else torch.zeros(final.out_features)
+    bias = None if final.bias is None else final.bias[None]  # the Collector supplies zeros
     # The positive-region weight gradient is the full one (autograd's weight.grad) minus G_neg.
-    collector = Collector(len(mlp.hidden_linears), final.weight[None], bias[None],
+    collector = Collector(len(mlp.hidden_linears), final.weight[None], bias,
                           pos_from_total=True, near_dead_threshold=near_dead_threshold,
                           dormant_tau=dormant_tau)
     n = data.X.shape[0]
@@ -112,6 +117,6 @@ def analyze(model: LoadedModel | nn.Module, data: Dataset, **kwargs) -> Analysis
         mlp = module_to_mlp(model)
         info = {"path": None, "format": "module", "architecture": mlp.describe(),
                 "widths": mlp.widths, "activation": mlp.activation_spec}
-    diag = diagnose(mlp, data, **kwargs)
-    loss = kwargs.get("loss") or ("mse" if data.y is not None else "sum")
+    loss = resolve_loss(kwargs.pop("loss", None), data)
+    diag = diagnose(mlp, data, loss=loss, **kwargs)
     return AnalysisResult(info, data.to_dict(), loss, diag)

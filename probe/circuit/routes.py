@@ -65,10 +65,7 @@ def route_masses(weight: np.ndarray, pos: np.ndarray, neg: np.ndarray, net_abs: 
     w_pos, w_neg = np.clip(weight, 0, None), np.clip(-weight, 0, None)
     pp, np_ = float((w_pos @ pos).sum()), float((w_neg @ pos).sum())
     pn, nn_ = float((w_pos @ neg).sum()), float((w_neg @ neg).sum())
-    down, total = np_ + pn, pp + np_ + pn + nn_
-    return RouteMasses(samples=samples, pos_pos=pp, neg_pos=np_, pos_neg=pn, neg_neg=nn_,
-                       activation_route_share=pn / down if down > 0 else None,
-                       cancellation=total / net_abs if net_abs > 0 else None)
+    return RouteMasses.of(samples, pp, np_, pn, nn_, net_abs)
 
 
 def layer_routes(weights: list[np.ndarray], sums: GroupSums, output: int) -> tuple[LayerRoutes, ...]:
@@ -85,13 +82,9 @@ def layer_routes(weights: list[np.ndarray], sums: GroupSums, output: int) -> tup
 
 def pooled_share(routes: tuple[LayerRoutes, ...]) -> tuple[float | None, float | None]:
     """Activation-route share and cancellation pooled over several layers' masses."""
-    pp = sum(r.masses.pos_pos for r in routes)
-    np_ = sum(r.masses.neg_pos for r in routes)
-    pn = sum(r.masses.pos_neg for r in routes)
-    nn_ = sum(r.masses.neg_neg for r in routes)
-    # Pooled cancellation: total mass over total net, recovered from each layer's ratio.
-    nets = [(r.masses.pos_pos + r.masses.neg_pos + r.masses.pos_neg + r.masses.neg_neg) / r.cancellation
-            for r in routes if r.cancellation]
-    share = pn / (np_ + pn) if np_ + pn > 0 else None
-    cancel = (pp + np_ + pn + nn_) / sum(nets) if nets and sum(nets) > 0 else None
-    return share, cancel
+    if not routes:
+        return None, None
+    pooled = routes[0].masses
+    for r in routes[1:]:
+        pooled = pooled + r.masses
+    return pooled.activation_route_share, pooled.cancellation

@@ -72,7 +72,6 @@ class GradientStats:
         neg_abs = torch.bmm(g_abs.reshape(m, 1, -1), neg.reshape(m, -1, 1)).reshape(m).double()
         n_neg = neg.sum(dim=(1, 2)).round().long()
         if self.neg_abs is None:
-            m = g.shape[0]
             self.neg_abs = torch.zeros(m, dtype=torch.float64, device=g.device)
             self.pos_abs = torch.zeros_like(self.neg_abs)
             self.neg_count = torch.zeros(m, dtype=torch.long, device=g.device)

@@ -28,7 +28,11 @@ import torch
 
 @dataclass(frozen=True)
 class RouteMasses:
-    """The four contribution masses of one output over a set of samples."""
+    """The four contribution masses of one output over a set of samples.
+
+    ``net_mass`` is ``sum_i |sum_j c_ij|``, the denominator of ``cancellation``;
+    build instances with :meth:`of`, which derives the share and the cancellation.
+    """
 
     samples: int
     pos_pos: float
@@ -37,6 +41,23 @@ class RouteMasses:
     neg_neg: float
     activation_route_share: float | None
     cancellation: float | None
+    net_mass: float = 0.0
+
+    @classmethod
+    def of(cls, samples: int, pos_pos: float, neg_pos: float, pos_neg: float, neg_neg: float,
+           net_mass: float) -> RouteMasses:
+        """Masses with ``activation_route_share`` and ``cancellation`` derived (None when 0/0)."""
+        down = neg_pos + pos_neg
+        total = pos_pos + neg_pos + pos_neg + neg_neg
+        return cls(samples, pos_pos, neg_pos, pos_neg, neg_neg,
+                   activation_route_share=pos_neg / down if down > 0 else None,
+                   cancellation=total / net_mass if net_mass > 0 else None, net_mass=net_mass)
+
+    def __add__(self, other: RouteMasses) -> RouteMasses:
+        """Pooled masses of two sets (e.g. several layers): sums, with shares re-derived."""
+        return RouteMasses.of(self.samples + other.samples, self.pos_pos + other.pos_pos,
+                              self.neg_pos + other.neg_pos, self.pos_neg + other.pos_neg,
+                              self.neg_neg + other.neg_neg, self.net_mass + other.net_mass)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,18 +88,8 @@ def _masses(w: torch.Tensor, h_pos: torch.Tensor, h_neg: torch.Tensor, net_abs: 
     np_ = (w_neg * h_pos).sum(1)
     pn = (w_pos * h_neg).sum(1)
     nn_ = (w_neg * h_neg).sum(1)
-    out = []
-    for k in range(w.shape[0]):
-        down = float(np_[k] + pn[k])
-        total = float(pp[k] + np_[k] + pn[k] + nn_[k])
-        net = float(net_abs[k])
-        out.append(RouteMasses(
-            samples=int(samples[k]),
-            pos_pos=float(pp[k]), neg_pos=float(np_[k]), pos_neg=float(pn[k]), neg_neg=float(nn_[k]),
-            activation_route_share=float(pn[k]) / down if down > 0 else None,
-            cancellation=total / net if net > 0 else None,
-        ))
-    return out
+    return [RouteMasses.of(int(samples[k]), float(pp[k]), float(np_[k]), float(pn[k]), float(nn_[k]),
+                           float(net_abs[k])) for k in range(w.shape[0])]
 
 
 class SignRoutes:
