@@ -24,7 +24,7 @@ import time
 import torch
 
 from probe import diagnose
-from probe.data import Dataset
+from probe.core.data import Dataset
 from probe.models import MLP
 
 WIDTHS_HIDDEN = [1024] * 4

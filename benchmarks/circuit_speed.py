@@ -14,7 +14,7 @@ import time
 import torch
 
 from probe.circuit import circuit, draw_circuit, write_graphml
-from probe.data import Dataset
+from probe.core.data import Dataset
 from probe.models.mlp import MLP
 
 

@@ -1,4 +1,4 @@
-"""How fast is ``probe.compare`` against training the same models one after another?
+"""How fast is ``probe.compare.run`` against training the same models one after another?
 
 Three timings in one process, each the best of ``--repeat`` runs:
 
@@ -27,11 +27,11 @@ import time
 import torch
 from torch import nn
 
-from probe.compare import compare
+from probe.compare.run import compare
 from probe.models.mlp import MLP
-from probe.scenarios import load_scenario, make_datasets
-from probe.training import epoch_order, init_params
-from probe.variants import parse_variant
+from probe.experiment.scenarios import load_scenario, make_datasets
+from probe.engines.training import epoch_order, init_params
+from probe.core.variants import parse_variant
 
 
 def plain_loop(variants: list[str], scenario_name: str, seeds: int) -> float:

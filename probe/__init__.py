@@ -6,15 +6,15 @@ Everything the CLI does is one import away::
     result = analyze(load_mlp("model.pt"), load_data("eval.npz"))
 """
 
-from probe.analysis import AnalysisResult, analyze, diagnose
-from probe.api import analyze_file, circuit_file
+from probe.engines.analysis import AnalysisResult, analyze, diagnose
+from probe.experiment.workflows import analyze_file, circuit_file
 from probe.circuit import CircuitResult, circuit
-from probe.compare import CompareResult, compare
-from probe.data import Dataset, load_data
-from probe.errors import ProbeError
+from probe.compare.run import CompareResult, compare
+from probe.core.data import Dataset, load_data
+from probe.core.errors import ProbeError
 from probe.models import MLP, LoadedModel, load_mlp, save_checkpoint
-from probe.scenarios import Scenario, list_scenarios, load_scenario, make_datasets
-from probe.variants import Variant, parse_variant
+from probe.experiment.scenarios import Scenario, list_scenarios, load_scenario, make_datasets
+from probe.core.variants import Variant, parse_variant
 
 __version__ = "0.1.0"
 

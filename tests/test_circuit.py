@@ -12,9 +12,9 @@ from torch import nn
 
 from probe.circuit import (CircuitError, circuit, draw_circuit, smallest_cover, summarize_for_compare,
                            top_paths, write_graphml)
-from probe.data import Dataset
+from probe.core.data import Dataset
 from probe.diagnostics.sign import SignRoutes
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
 from probe.models.mlp import MLP
 
 # f(x) = act(x0) - act(x1): identity first layer, output weights [1, -1], no biases.

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from probe import save_checkpoint
-from probe.cli import app
+from probe.cli.app import app
 from probe.models import MLP
 
 runner = CliRunner()

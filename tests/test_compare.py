@@ -8,12 +8,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from probe.analysis import diagnose
-from probe.compare import CompareResult, compare, file_safe
-from probe.errors import ScenarioError, VariantError
+from probe.engines.analysis import diagnose
+from probe.compare.run import CompareResult, compare, file_safe
+from probe.core.errors import ScenarioError, VariantError
 from probe.models import load_mlp
 from probe.report.compare_view import render_compare
-from probe.scenarios import load_scenario, make_datasets
+from probe.experiment.scenarios import load_scenario, make_datasets
 
 SMALL = dict(seeds=2, epochs=2)
 RUN_KEYS = {"variant", "seed", "init_digest", "born_dead", "final_loss", "eval_loss", "steps_to_target",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from probe.data import check_data, load_data
-from probe.errors import DataError
+from probe.core.data import check_data, load_data
+from probe.core.errors import DataError
 
 
 def test_formats_agree(tmp_path) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from probe import diagnose
-from probe.data import Dataset
+from probe.core.data import Dataset
 from probe.models import MLP
 from tests.conftest import set_linear
 

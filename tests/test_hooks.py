@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from probe import diagnose
-from probe.data import Dataset
+from probe.core.data import Dataset
 from probe.diagnostics import Collector
-from probe.hooks import hook_session
+from probe.engines.hooks import hook_session
 from probe.models import MLP
 
 

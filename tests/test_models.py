@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from probe import diagnose, load_mlp, save_checkpoint
-from probe.data import Dataset
-from probe.errors import ModelLoadError
+from probe.core.data import Dataset
+from probe.core.errors import ModelLoadError
 from probe.models import MLP
 
 
@@ -189,7 +189,7 @@ def test_trusted_pickle_with_missing_class_says_how_to_fix(tmp_path) -> None:
 
 def test_negative_prelu_slopes_give_non_negative_magnitudes() -> None:
     from probe import diagnose
-    from probe.data import Dataset
+    from probe.core.data import Dataset
     from probe.models import module_to_mlp
 
     torch.manual_seed(3)

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from probe import save_checkpoint
-from probe.cli import app
+from probe.cli.app import app
 from probe.models import MLP
 from probe.report import analysis_report
 from probe.report.fmt import fmt
@@ -70,7 +70,7 @@ def test_interrupted_report_leaves_nothing(tmp_path, model_and_data, monkeypatch
 
 
 def test_compare_report_and_sweep(tmp_path) -> None:
-    from probe.compare import compare
+    from probe.compare.run import compare
     from probe.report.compare_report import write_compare_report
 
     result = compare(["relu", "leaky", "leaky:0.3"], "signed_regression", seeds=3, epochs=2)
@@ -91,7 +91,7 @@ def test_compare_report_and_sweep(tmp_path) -> None:
 
 
 def test_study_writes_reports_and_index(tmp_path) -> None:
-    from probe.study import run_study
+    from probe.experiment.study import run_study
 
     outcomes = run_study(tmp_path / "study", variants=("relu", "leaky"), seeds=2, epochs=1,
                          scenarios=["signed_regression", "positive_regression"])

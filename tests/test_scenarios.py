@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe.compare import compare
-from probe.errors import ProbeError, ScenarioError
-from probe.scenarios import Scenario, list_scenarios, load_scenario, make_datasets
+from probe.compare.run import compare
+from probe.core.errors import ProbeError, ScenarioError
+from probe.experiment.scenarios import Scenario, list_scenarios, load_scenario, make_datasets
 
 REQUIRED = {"signed_regression", "positive_regression", "anticorrelated", "deep_narrow", "high_lr", "diabetes"}
 
@@ -137,8 +137,8 @@ def test_overrides_validated():
 
 
 def test_unknown_key_inside_a_section_is_refused(tmp_path) -> None:
-    from probe.errors import ScenarioError
-    from probe.scenarios import load_scenario, scenarios_dir
+    from probe.core.errors import ScenarioError
+    from probe.experiment.scenarios import load_scenario, scenarios_dir
 
     text = (scenarios_dir() / "signed_regression.toml").read_text()
     bad = tmp_path / "typo.toml"

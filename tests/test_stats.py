@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from probe.stats import (bootstrap_median_ci, compare_steps, median_steps, summarize_variant,
+from probe.compare.stats import (bootstrap_median_ci, compare_steps, median_steps, summarize_variant,
                          wilcoxon_p)
 
 
@@ -77,7 +77,7 @@ def test_median_steps_and_summary():
 
 
 def test_winner_is_called_only_on_clear_evidence() -> None:
-    from probe.stats import compare_steps
+    from probe.compare.stats import compare_steps
 
     # b needs half the steps of a on every one of 10 seeds: ratio 2, all wins, p = 0.002.
     clear = compare_steps("relu", "leaky", [200] * 10, [100] * 10, budget=1000)

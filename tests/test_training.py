@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from probe.models.mlp import MLP
-from probe.training import Ensemble, TrainConfig, epoch_order, init_digest, init_params, train
-from probe.training.convergence import epoch_curve, loss_auc, smoothed, steps_to_target
-from probe.training.diagnose import activity_at, member_diagnostics
-from probe.variants import parse_variant
+from probe.engines.training import Ensemble, TrainConfig, epoch_order, init_digest, init_params, train
+from probe.engines.training.convergence import epoch_curve, loss_auc, smoothed, steps_to_target
+from probe.engines.training.diagnose import activity_at, member_diagnostics
+from probe.core.variants import parse_variant
 
 WIDTHS = [3, 8, 6, 1]
 VARIANTS = [parse_variant(s) for s in ("relu", "leaky:0.2", "prelu")]
@@ -97,8 +97,8 @@ def test_member_to_mlp_computes_the_member():
 
 
 def test_member_diagnostics_match_analyze():
-    from probe.analysis import diagnose
-    from probe.data import Dataset
+    from probe.engines.analysis import diagnose
+    from probe.core.data import Dataset
 
     X, y = toy_data()
     ens = Ensemble(WIDTHS, VARIANTS, [0], "default")

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from probe.errors import VariantError
-from probe.variants import parse_variant, variant_of_module
+from probe.core.errors import VariantError
+from probe.core.variants import parse_variant, variant_of_module
 
 
 @pytest.mark.parametrize("spec, slope, canonical", [

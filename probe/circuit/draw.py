@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from probe.circuit.graph import contributions  # noqa: E402
 from probe.circuit.result import CircuitResult  # noqa: E402
 from probe.circuit.validate import check_positive_int  # noqa: E402
-from probe.io import atomic_write_bytes  # noqa: E402
+from probe.core.io import atomic_write_bytes  # noqa: E402
 
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "#2166ac", "#b2182b"
 LABEL_ALL_UP_TO = 16  # wider layers label only their strongest units, so text never overlaps

@@ -28,7 +28,7 @@ import networkx as nx
 import numpy as np
 
 from probe.circuit.paths import node_id
-from probe.io import atomic_write_text
+from probe.core.io import atomic_write_text
 
 if TYPE_CHECKING:
     from probe.circuit.result import CircuitResult, GroupCircuit

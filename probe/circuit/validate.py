@@ -7,8 +7,8 @@ import copy
 import torch
 from torch import nn
 
-from probe.data import Dataset, check_data
-from probe.errors import ProbeError
+from probe.core.data import Dataset, check_data
+from probe.core.errors import ProbeError
 from probe.models.loading import LoadedModel
 from probe.models.convert import module_to_mlp
 from probe.models.mlp import MLP

@@ -1,6 +1,6 @@
 """One collector per network (or ensemble) that feeds every accumulator.
 
-Both sources of tensors feed this class: :class:`probe.hooks.HookSession` on a
+Both sources of tensors feed this class: :class:`probe.engines.hooks.HookSession` on a
 trained ``nn.Module`` (one member) and the ensemble trainer (many members,
 leading member dimension). Every tensor argument is ``[members, batch, ...]``.
 """

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from probe.errors import ModelLoadError
+from probe.core.errors import ModelLoadError
 from probe.models.mlp import MLP
-from probe.variants import Variant, parse_variant
+from probe.core.variants import Variant, parse_variant
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.PReLU)
 PASSTHROUGH = (nn.Dropout, nn.Identity, nn.Flatten, nn.AlphaDropout)

@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from probe.errors import ModelLoadError
+from probe.core.errors import ModelLoadError
 from probe.models.convert import linears_from_state, module_to_mlp, script_to_mlp
-from probe.io import atomic_write_bytes
+from probe.core.io import atomic_write_bytes
 from probe.models.mlp import CHECKPOINT_FORMAT, MLP, to_checkpoint
-from probe.variants import Variant, parse_variant
+from probe.core.variants import Variant, parse_variant
 
 #: Classes a pickled model may consist of without ``--trust``: torch.nn modules only.
 SAFE_MODULE_CLASSES = tuple(

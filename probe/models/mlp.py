@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from probe.variants import Variant, parse_variant, slope_tensor, variant_of_module
+from probe.core.variants import Variant, parse_variant, slope_tensor, variant_of_module
 
 CHECKPOINT_FORMAT = "probe-mlp/1"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.analysis import AnalysisResult
+from probe.engines.analysis import AnalysisResult
 from probe.report.analyze_view import layers_table, sign_table
 from probe.report.diagnostic_plots import active_fraction_figure, grad_ratio_figure, sign_routes_figure
 from probe.report.markdown import ReportWriter, environment_lines, rich_table_markdown
-from probe.report.verdict import verdict
+from probe.diagnostics.verdict import verdict
 
 
 def write_analysis_report(result: AnalysisResult, path: str | Path, command: str) -> Path:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from probe.analysis import AnalysisResult
+from probe.engines.analysis import AnalysisResult
 from probe.diagnostics import NetworkDiagnostics
 from probe.report.fmt import fmt, pct
-from probe.report.verdict import verdict
+from probe.diagnostics.verdict import verdict
 
 
 def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Table:

@@ -1,4 +1,4 @@
-"""Figures of a ``probe compare`` result. They draw what the result holds; statistics come from probe.stats."""
+"""Figures of a ``probe compare`` result. They draw what the result holds; statistics come from probe.compare.stats."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from probe.compare import CompareResult
+from probe.compare.run import CompareResult
 from probe.report.figures import colour, new_figure
 
 
@@ -135,7 +135,7 @@ def slope_sweep_figure(result: CompareResult) -> Figure | None:
     ReLU is drawn at slope 0 on a symmetric-log axis; PReLU (learned slope) at
     the median of its learned slopes, with a distinct marker.
     """
-    from probe.sweep import variant_intervals
+    from probe.experiment.sweep import variant_intervals
 
     if len(result.variants) < 3:
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.compare import CompareResult, file_safe
+from probe.compare.run import CompareResult, file_safe
 from probe.report.compare_plots import (dead_rate_figure, loss_curves_figure, slope_sweep_figure,
                                         steps_paired_figure)
 from probe.circuit import draw_circuit
@@ -68,7 +68,7 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
         rw.figure(steps_paired_figure(result), "steps_to_target.png", "steps to target paired by seed")
         sweep = slope_sweep_figure(result)
         if sweep is not None:
-            from probe.sweep import variant_intervals
+            from probe.experiment.sweep import variant_intervals
 
             rw.add("## Slope sweep", md_table(
                 ["variant", "slope", "steps to target (median)", "95% CI", "final loss (median)", "95% CI"],

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from probe.compare import CompareResult
+from probe.compare.run import CompareResult
 from probe.report.fmt import fmt, pct
 
 

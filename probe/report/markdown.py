@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from probe.io import atomic_write_text
+from probe.core.io import atomic_write_text
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

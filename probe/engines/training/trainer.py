@@ -25,15 +25,15 @@ from dataclasses import dataclass
 
 import torch
 
-from probe.training.diagnose import probe_batch_stats
-from probe.training.ensemble import Ensemble
+from probe.engines.training.diagnose import probe_batch_stats
+from probe.engines.training.ensemble import Ensemble
 
 Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation recipe (see :class:`probe.scenarios.TrainSpec`)."""
+    """The optimisation recipe (see :class:`probe.experiment.scenarios.TrainSpec`)."""
 
     optimizer: str
     lr: float

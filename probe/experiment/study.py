@@ -1,6 +1,6 @@
 """The study: compare relu and leaky variants on every shipped scenario and write the answer.
 
-``run_study`` runs :func:`probe.compare.compare` per scenario with the same
+``run_study`` runs :func:`probe.compare.run.compare` per scenario with the same
 variants and seeds, writes one report per scenario and an index page that
 answers, scenario by scenario and with intervals, the questions probe was made
 for. The numbers on the index come from the results; nothing is typed by hand.
@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from probe.compare import CompareResult, compare
-from probe.io import atomic_write_text
+from probe.compare.run import CompareResult, compare
+from probe.core.io import atomic_write_text
 from probe.report.compare_report import BORN_DEAD_NOTE, write_compare_report
 from probe.report.fmt import fmt, pct
 from probe.report.markdown import environment_lines, md_table
-from probe.scenarios import list_scenarios
-from probe.stats import finite_median as _median
+from probe.experiment.scenarios import list_scenarios
+from probe.compare.stats import finite_median as _median
 
 STUDY_VARIANTS = ("relu", "leaky", "leaky:0.1", "leaky:0.3", "prelu")
 QUESTIONS = {

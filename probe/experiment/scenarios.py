@@ -13,7 +13,7 @@ and nothing else. Required keys (more are allowed and kept)::
     # optional: seed = 0 (data seed), n_eval = 1024, noise = 0.0
     [model]
     hidden = [64, 64]
-    init = "default"         # see probe.training.init.INITS
+    init = "default"         # see probe.engines.training.init.INITS
     [train]
     optimizer = "adam"       # adam | sgd
     lr = 1e-3
@@ -40,10 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import probe
-from probe.data import Dataset
-from probe.errors import ScenarioError
-from probe.training.init import INITS
+from probe.core.data import Dataset
+from probe.core.errors import ScenarioError
+from probe.engines.training.init import INITS
 
 OPTIMIZERS = ("adam", "sgd")
 DEFAULT_N_EVAL = 1024
@@ -55,7 +54,7 @@ def scenarios_dir() -> Path:
     ``probe/scenario_files`` is a link to the top-level ``scenarios/`` folder in a
     source checkout and a copy of it in a built wheel.
     """
-    return Path(probe.__file__).resolve().parent / "scenario_files"
+    return Path(__file__).resolve().parents[1] / "scenario_files"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``compare``: train activation variants side by side on a scenario and compare convergence.
 
 Every (variant, seed) pair is one *run*. All runs train together as one
-batched :class:`probe.training.Ensemble`; for a seed, every variant starts
+batched :class:`probe.engines.training.Ensemble`; for a seed, every variant starts
 from the same weights (see ``init_digest``) and sees the same data order.
 """
 
@@ -17,17 +17,17 @@ import torch
 from probe.circuit import CircuitResult, summarize_for_compare
 from probe.circuit import circuit as trace_circuit
 from probe.diagnostics import NetworkDiagnostics
-from probe.errors import ProbeError, VariantError
-from probe.io import finite_json
+from probe.core.errors import ProbeError, VariantError
+from probe.core.io import finite_json
 from probe.models import save_checkpoint
-from probe.scenarios import Scenario, load_scenario, make_datasets
-from probe.stats import PairedComparison, VariantSummary, compare_steps, summarize_variant
-from probe.training import convergence
-from probe.training.diagnose import activity_at, dataset_loss, member_diagnostics
-from probe.training.ensemble import Ensemble
-from probe.training.init import init_digest
-from probe.training.trainer import Progress, TrainConfig, train
-from probe.variants import Variant, parse_variant
+from probe.experiment.scenarios import Scenario, load_scenario, make_datasets
+from probe.compare.stats import PairedComparison, VariantSummary, compare_steps, summarize_variant
+from probe.engines.training import convergence
+from probe.engines.training.diagnose import activity_at, dataset_loss, member_diagnostics
+from probe.engines.training.ensemble import Ensemble
+from probe.engines.training.init import init_digest
+from probe.engines.training.trainer import Progress, TrainConfig, train
+from probe.core.variants import Variant, parse_variant
 
 PROBE_BATCH = 128
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from probe.data import Dataset, check_data
+from probe.core.data import Dataset, check_data
 from probe.diagnostics import Collector, NetworkDiagnostics
-from probe.hooks import hook_session
+from probe.engines.hooks import hook_session
 from probe.models import LoadedModel, module_to_mlp
 from probe.models.mlp import MLP
 
@@ -91,7 +91,7 @@ class AnalysisResult:
     circuit: object | None = field(default=None, compare=False)  # a probe.circuit.CircuitResult
 
     def to_dict(self) -> dict:
-        from probe.report.verdict import verdict
+        from probe.diagnostics.verdict import verdict
 
         doc = {"model": self.model, "data": self.data,
                "loss": {"name": self.loss, "description": LOSSES[self.loss]},

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe.errors import DataError
+from probe.core.errors import DataError
 
 FORMATS = ".npz (arrays X and optionally y), .npy (X only), .csv (numeric, --target names y) or .pt (dict with X, y)"
 

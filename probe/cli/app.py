@@ -1,7 +1,7 @@
 """The ``probe`` command line: a thin layer over the library API.
 
 Each command parses its options, calls the API, and prints. A
-:class:`~probe.errors.ProbeError` becomes one paragraph on stderr and exit code 2.
+:class:`~probe.core.errors.ProbeError` becomes one paragraph on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from probe.errors import ProbeError
+from probe.core.errors import ProbeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_show_locals=False,
@@ -64,7 +64,7 @@ def progress_bar() -> Progress:
 
 def check_outputs(*files: Path | None, folder: Path | None = None) -> None:
     """Refuse unwritable output paths before any work starts."""
-    from probe.io import check_output_path
+    from probe.core.io import check_output_path
 
     for path in files:
         if path is not None and str(path) != "-":
@@ -75,7 +75,7 @@ def check_outputs(*files: Path | None, folder: Path | None = None) -> None:
 
 def emit_json(doc: dict) -> None:
     """Exactly one JSON document on stdout."""
-    from probe.io import finite_json
+    from probe.core.io import finite_json
 
     sys.stdout.write(json.dumps(finite_json(doc), indent=2, allow_nan=False, default=str) + "\n")
 
@@ -98,7 +98,7 @@ def analyze(
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to this path."),
 ) -> None:
     """Diagnose a trained MLP: dead units, negative-region gradients, sign routes."""
-    from probe.api import analyze_file
+    from probe.experiment.workflows import analyze_file
 
     check_outputs(report)
     with progress_bar() as bar:
@@ -134,7 +134,7 @@ def compare(
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to this path."),
 ) -> None:
     """Train variants under one scenario with matched seeds and compare convergence."""
-    from probe.compare import compare as run_compare
+    from probe.compare.run import compare as run_compare
 
     check_outputs(json_path, report, folder=save_dir)
     with progress_bar() as bar:
@@ -150,7 +150,7 @@ def compare(
         emit_json(doc)
         return
     if json_path is not None:
-        from probe.io import atomic_write_text, finite_json
+        from probe.core.io import atomic_write_text, finite_json
         atomic_write_text(json_path, json.dumps(finite_json(doc), indent=2, allow_nan=False, default=str) + "\n")
     from probe.report.compare_view import render_compare
     render_compare(result, out)
@@ -181,7 +181,7 @@ def circuit(
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to this path."),
 ) -> None:
     """Trace how the network builds negative (and positive) values of one output, layer by layer."""
-    from probe.api import circuit_file
+    from probe.experiment.workflows import circuit_file
     from probe.circuit import draw_circuit, write_graphml
     from probe.circuit.validate import check_group
 
@@ -218,7 +218,7 @@ def study(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Run relu, leaky, leaky:0.1, leaky:0.3 and prelu on every scenario; write reports and an index."""
-    from probe.study import STUDY_VARIANTS, run_study
+    from probe.experiment.study import STUDY_VARIANTS, run_study
 
     check_outputs(folder=out_dir)
     command = "probe study" + (f" --seeds {seeds}" if seeds != 10 else "") + \
@@ -247,7 +247,7 @@ def scenarios(as_json: bool = typer.Option(False, "--json", help="Print one JSON
     """List the shipped scenarios."""
     from rich.table import Table
 
-    from probe.scenarios import list_scenarios
+    from probe.experiment.scenarios import list_scenarios
 
     rows = list_scenarios()
     if as_json:

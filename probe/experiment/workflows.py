@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from probe.analysis import AnalysisResult, analyze
-from probe.data import Dataset, load_data
-from probe.errors import DataError
+from probe.engines.analysis import AnalysisResult, analyze
+from probe.core.data import Dataset, load_data
+from probe.core.errors import DataError
 from probe.models import LoadedModel, load_mlp
 
 
 def scenario_eval_data(scenario: str | Path) -> Dataset:
     """The evaluation split of a scenario (shipped name or TOML path)."""
-    from probe.scenarios import load_scenario, make_datasets
+    from probe.experiment.scenarios import load_scenario, make_datasets
 
     return make_datasets(load_scenario(scenario))[1]
 
@@ -51,7 +51,7 @@ def analyze_file(model: str | Path, *, data: str | Path | None = None, scenario:
         trust: Allow unpickling arbitrary code.
         circuit_output: Also trace the sign circuit of this output (under ``circuit``).
         progress: Called with ``(samples_done, samples_total)``.
-        **kwargs: Passed to :func:`probe.analysis.diagnose`.
+        **kwargs: Passed to :func:`probe.engines.analysis.diagnose`.
     """
     loaded = load_mlp(model, activation, trust=trust)
     if circuit_output is not None:  # before the analysis, not after it

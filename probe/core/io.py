@@ -53,7 +53,7 @@ def check_output_path(path: str | Path, *, directory: bool = False) -> Path:
         ProbeError: The path (or its nearest existing ancestor) is of the wrong kind
             or not writable.
     """
-    from probe.errors import ProbeError
+    from probe.core.errors import ProbeError
 
     path = Path(path)
     if path.exists() and path.is_dir() != directory:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probe.compare import CompareResult
-from probe.stats import bootstrap_median_ci
+from probe.compare.run import CompareResult
+from probe.compare.stats import bootstrap_median_ci
 
 
 @dataclass(frozen=True)

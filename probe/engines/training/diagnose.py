@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from probe.analysis import _loss
+from probe.engines.analysis import _loss
 from probe.diagnostics import Collector, NetworkDiagnostics
-from probe.training.ensemble import Ensemble
+from probe.engines.training.ensemble import Ensemble
 
 
 def _batches(n: int, size: int):
@@ -84,7 +84,7 @@ def member_diagnostics(ens: Ensemble, X: torch.Tensor, y: torch.Tensor,
     """``probe analyze``'s diagnostics of every member over ``(X, y)``, one per member.
 
     The loss is the MSE over the whole set, split into batch shares exactly as
-    :func:`probe.analysis._loss` does, so the accumulated ``dL/dz`` are full-set
+    :func:`probe.engines.analysis._loss` does, so the accumulated ``dL/dz`` are full-set
     gradients; the member losses are summed, which leaves each member's
     gradient its own. Parameter gradients are not touched.
     """

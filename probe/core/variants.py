@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from probe.errors import VariantError
+from probe.core.errors import VariantError
 
 DEFAULT_LEAKY_SLOPE = 0.01
 PRELU_INIT = 0.25

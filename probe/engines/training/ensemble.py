@@ -23,21 +23,21 @@ import torch
 from probe.diagnostics import Collector
 from probe.diagnostics.collector import PendingBackward
 from probe.models.mlp import MLP
-from probe.training.init import Params, init_params, stack_params
-from probe.variants import Variant
+from probe.engines.training.init import Params, init_params, stack_params
+from probe.core.variants import Variant
 
 
 class Ensemble:
     """Batched parameters of ``len(variants) * len(seeds)`` MLPs of the same widths.
 
     For a given seed every variant starts from the same initial parameters
-    (drawn once per seed by :func:`probe.training.init.init_params`).
+    (drawn once per seed by :func:`probe.engines.training.init.init_params`).
 
     Args:
         widths: ``[in_features, hidden..., out_features]``.
         variants: Activation of each variant group.
         seeds: Initialisation seeds, one member per (variant, seed).
-        init: Initialisation scheme (see :mod:`probe.training.init`).
+        init: Initialisation scheme (see :mod:`probe.engines.training.init`).
         device: Where the tensors live.
     """
 

@@ -1,0 +1,1 @@
+"""Layer 5, experiment: scenarios, the notebook workflows, slope sweeps and the study."""
