@@ -55,5 +55,5 @@ def check_bytes(nbytes: float, what: str, max_memory: int | None = None) -> None
         raise ProbeError(f"{what} is too large to load", expected=f"at most {format_bytes(limit)}",
                          found=f"{format_bytes(nbytes)} declared",
                          fix="check the file; if it is really that large and the machine has the memory, "
-                             f"raise the limit with --max-memory (e.g. --max-memory {format_bytes(2 * nbytes)})"
-                             .replace(" ", "", 0))
+                             f"raise the limit with --max-memory (e.g. --max-memory "
+                             f"{format_bytes(2 * nbytes).replace(' ', '')})")
