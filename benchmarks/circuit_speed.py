@@ -13,7 +13,8 @@ import time
 
 import torch
 
-from probe.circuit import circuit, draw_circuit, write_graphml
+from probe.circuit import trace_circuit, write_graphml
+from probe.report.circuit_figure import draw_circuit
 from probe.core.data import Dataset
 from probe.models.mlp import MLP
 
@@ -38,7 +39,7 @@ def main() -> None:
         times = []
         for _ in range(args.repeat):
             start = time.perf_counter()
-            result = circuit(mlp, data, method=args.method, n_steps=args.n_steps)
+            result = trace_circuit(mlp, data, method=args.method, n_steps=args.n_steps)
             times.append(time.perf_counter() - start)
         start = time.perf_counter()
         write_graphml(result, "/tmp/circuit_speed.graphml")

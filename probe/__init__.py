@@ -1,26 +1,64 @@
 """probe: mechanistic diagnostics for PyTorch MLPs.
 
-Everything the CLI does is one import away::
+Everything the CLI does is one import away, and ``import probe`` itself is
+cheap and touches no global state: the names below are imported on first use.
 
-    from probe import load_mlp, load_data, analyze
-    result = analyze(load_mlp("model.pt"), load_data("eval.npz"))
+    >>> import probe
+    >>> result = probe.analyze(model, X, y)                    # doctest: +SKIP
+    >>> result.diagnostics.layers[0].gradient.grad_ratio       # doctest: +SKIP
+    >>> runs = probe.compare_variants(["relu", "leaky"], "signed_regression", seeds=10)  # doctest: +SKIP
 """
 
-from probe.engines.analysis import AnalysisResult, analyze, diagnose
-from probe.experiment.workflows import analyze_file, circuit_file
-from probe.circuit import CircuitResult, circuit
-from probe.compare.run import CompareResult, compare
-from probe.core.data import Dataset, load_data
-from probe.core.errors import ProbeError
-from probe.models import MLP, LoadedModel, load_mlp, save_checkpoint
-from probe.experiment.scenarios import Scenario, list_scenarios, load_scenario, make_datasets
-from probe.core.variants import Variant, parse_variant
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
 
-__all__ = [
-    "MLP", "AnalysisResult", "CircuitResult", "CompareResult", "Dataset", "LoadedModel", "ProbeError", "Scenario",
-    "Variant", "__version__", "analyze", "analyze_file", "circuit", "circuit_file", "compare", "diagnose",
-    "list_scenarios", "load_data", "load_mlp", "load_scenario", "make_datasets", "parse_variant",
-    "save_checkpoint",
-]
+from probe.core.version import __version__
+
+# public name -> module that defines it (the layers are in probe.layers)
+_EXPORTS = {
+    "ProbeError": "probe.core.errors",
+    "Dataset": "probe.core.data",
+    "load_data": "probe.core.data",
+    "as_dataset": "probe.core.checks",
+    "Variant": "probe.core.variants",
+    "parse_variant": "probe.core.variants",
+    "MLP": "probe.models.mlp",
+    "LoadedModel": "probe.models.loading",
+    "load_mlp": "probe.models.loading",
+    "save_checkpoint": "probe.models.loading",
+    "as_model": "probe.models.coerce",
+    "NetworkDiagnostics": "probe.diagnostics.results",
+    "AnalysisResult": "probe.engines.analysis",
+    "diagnose": "probe.engines.analysis",
+    "CircuitResult": "probe.circuit.result",
+    "trace_circuit": "probe.circuit.core",
+    "Scenario": "probe.experiment.scenarios",
+    "list_scenarios": "probe.experiment.scenarios",
+    "load_scenario": "probe.experiment.scenarios",
+    "make_datasets": "probe.experiment.scenarios",
+    "analyze": "probe.experiment.workflows",
+    "analyze_file": "probe.experiment.workflows",
+    "circuit_file": "probe.experiment.workflows",
+    "CompareResult": "probe.compare.results",
+    "compare_variants": "probe.compare.run",
+    "plot_loss_curves": "probe.report.compare_plots",
+    "plot_steps_to_target": "probe.report.compare_plots",
+    "plot_grad_ratio": "probe.report.diagnostic_plots",
+    "plot_circuit": "probe.report.circuit_figure",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'probe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from probe.circuit import (CircuitError, circuit, draw_circuit, smallest_cover, summarize_for_compare,
+from probe.report.circuit_figure import draw_circuit
+from probe.circuit import (CircuitError, smallest_cover, summarize_for_compare, trace_circuit,
                            top_paths, write_graphml)
 from probe.core.data import Dataset
 from probe.diagnostics.sign import SignRoutes
@@ -32,7 +33,7 @@ def hand_net(act: nn.Module) -> MLP:
 
 def run(mlp: MLP, X: torch.Tensor = X_HAND, **kwargs):
     kwargs.setdefault("baseline", "zeros")
-    return circuit(mlp, Dataset(X, None, "hand"), **kwargs)
+    return trace_circuit(mlp, Dataset(X, None, "hand"), **kwargs)
 
 
 def test_relu_groups_activations_attributions_by_hand():
@@ -119,7 +120,7 @@ def random_net(variant: str, widths=(3, 6, 5, 2), seed: int = 0) -> tuple[MLP, D
 @pytest.mark.parametrize("variant", ["relu", "leaky:0.1"])
 def test_last_layer_routes_agree_with_sign_diagnostic(variant):
     mlp, data = random_net(variant, widths=(3, 16, 12, 2))  # seed 0: 22 (relu) / 30 (leaky) negatives
-    r = circuit(mlp, data, output=1, method="deeplift")
+    r = trace_circuit(mlp, data, output=1, method="deeplift")
     with torch.no_grad():
         h = mlp[:-1](data.X)
     final = mlp.linears[-1]
@@ -140,22 +141,22 @@ def test_completeness_on_small_networks(variant):
     assert run(hand_net(act), n_steps=8).completeness.max_rel_error < 1e-6
     # On random networks kinks make IG converge like 1/n_steps; DeepLift is exact by construction.
     mlp, data = random_net(variant, widths=(3, 16, 12, 2))
-    coarse = circuit(mlp, data, method="ig", n_steps=16).completeness.max_rel_error
-    fine = circuit(mlp, data, method="ig", n_steps=128).completeness.max_rel_error
+    coarse = trace_circuit(mlp, data, method="ig", n_steps=16).completeness.max_rel_error
+    fine = trace_circuit(mlp, data, method="ig", n_steps=128).completeness.max_rel_error
     assert fine < coarse / 3
-    auto = circuit(mlp, data)  # the default: DeepLift where captum supports it, else IG
+    auto = trace_circuit(mlp, data)  # the default: DeepLift where captum supports it, else IG
     assert auto.method == ("ig" if variant == "prelu" else "deeplift")
     if variant != "prelu":
         assert auto.completeness.max_rel_error < 1e-5
     else:
         with pytest.raises(CircuitError, match="PReLU"):
-            circuit(mlp, data, method="deeplift")
+            trace_circuit(mlp, data, method="deeplift")
 
 
 def test_streaming_does_not_depend_on_batch_size():
     mlp, data = random_net("leaky:0.1", seed=2)
-    whole = circuit(mlp, data, method="deeplift", batch_size=1000).to_dict()
-    parts = circuit(mlp, data, method="deeplift", batch_size=7).to_dict()
+    whole = trace_circuit(mlp, data, method="deeplift", batch_size=1000).to_dict()
+    parts = trace_circuit(mlp, data, method="deeplift", batch_size=7).to_dict()
     assert json.dumps(whole["groups"]["negative"]["circuit_size"]) == json.dumps(parts["groups"]["negative"]["circuit_size"])
     for a, b in zip(whole["groups"]["positive"]["layers"], parts["groups"]["positive"]["layers"]):
         assert a["mean_attribution"] == pytest.approx(b["mean_attribution"], abs=1e-6)
@@ -200,7 +201,7 @@ def test_graphml_round_trip(tmp_path):
 
 def test_png_and_json(tmp_path):
     mlp, data = random_net("leaky:0.1", widths=(3, 20, 20, 1))
-    r = circuit(mlp, data, n_steps=16)
+    r = trace_circuit(mlp, data, n_steps=16)
     out = draw_circuit(r, tmp_path / "c.png", top_edges=30)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     d = json.loads(json.dumps(r.to_dict()))
@@ -235,11 +236,13 @@ def test_non_mlp_models_get_clear_errors():
 
     data = Dataset(X_HAND, None, "hand")
     with pytest.raises(ProbeError):
-        circuit(Residual(), data)
+        trace_circuit(Residual(), data)
     with pytest.raises(CircuitError, match="PyTorch MLP"):
-        circuit("model.pt", data)
+        trace_circuit(42, data)
+    with pytest.raises(ProbeError, match="does not exist"):  # a path is loaded like any model file
+        trace_circuit("no-such-model.pt", data)
     with pytest.raises(CircuitError, match="no hidden layer"):
-        circuit(nn.Sequential(nn.Linear(2, 1)), data)
+        trace_circuit(nn.Sequential(nn.Linear(2, 1)), data)
     with pytest.raises(CircuitError, match="group"):
         run(hand_net(nn.ReLU())).graph("neg")
 
@@ -250,7 +253,7 @@ def test_user_model_is_untouched_even_when_it_raises():
     before = {k: v.clone() for k, v in mlp.state_dict().items()}
     run(mlp)
     with pytest.raises(ProbeError):
-        circuit(mlp, Dataset(torch.randn(4, 3), None, "wrong width"))
+        trace_circuit(mlp, Dataset(torch.randn(4, 3), None, "wrong width"))
     with pytest.raises(CircuitError):
         run(mlp, output=3)
     assert mlp.training

@@ -9,7 +9,8 @@ import torch
 from rich.console import Console
 
 from probe.engines.analysis import diagnose
-from probe.compare.run import CompareResult, compare, file_safe
+from probe.compare.results import CompareResult, file_safe
+from probe.compare.run import compare_variants as compare
 from probe.core.errors import ScenarioError, VariantError
 from probe.models import load_mlp
 from probe.report.compare_view import render_compare

@@ -70,7 +70,7 @@ def test_interrupted_report_leaves_nothing(tmp_path, model_and_data, monkeypatch
 
 
 def test_compare_report_and_sweep(tmp_path) -> None:
-    from probe.compare.run import compare
+    from probe.compare.run import compare_variants as compare
     from probe.report.compare_report import write_compare_report
 
     result = compare(["relu", "leaky", "leaky:0.3"], "signed_regression", seeds=3, epochs=2)
@@ -92,13 +92,15 @@ def test_compare_report_and_sweep(tmp_path) -> None:
 
 def test_study_writes_reports_and_index(tmp_path) -> None:
     from probe.experiment.study import run_study
+    from probe.report.study_report import write_study
 
-    outcomes = run_study(tmp_path / "study", variants=("relu", "leaky"), seeds=2, epochs=1,
+    outcomes = run_study(variants=("relu", "leaky"), seeds=2, epochs=1,
                          scenarios=["signed_regression", "positive_regression"])
-    index = (tmp_path / "study" / "index.md").read_text()
+    index = write_study(outcomes, tmp_path / "study").read_text()
     for o in outcomes:
-        assert o.report.exists()
-        assert f"]({o.report.name})" in index
+        report = tmp_path / "study" / f"{o.name}.md"
+        assert report.exists()
+        assert f"]({report.name})" in index
         assert o.result.comparisons[0].verdict in index
 
 

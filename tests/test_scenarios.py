@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe.compare.run import compare
+from probe.compare.run import compare_variants as compare
 from probe.core.errors import ProbeError, ScenarioError
 from probe.experiment.scenarios import Scenario, list_scenarios, load_scenario, make_datasets
 

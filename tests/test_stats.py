@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from probe.compare.stats import (bootstrap_median_ci, compare_steps, median_steps, summarize_variant,
+from probe.compare.summaries import summarize_variant
+from probe.compare.stats import (bootstrap_median_ci, compare_steps, median_steps,
                          wilcoxon_p)
 
 

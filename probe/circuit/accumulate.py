@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from probe.diagnostics.sign import negative_prediction
 from probe.models.mlp import MLP
 
 NEGATIVE, POSITIVE = 0, 1
@@ -88,7 +89,7 @@ class CircuitSums:
             change: ``f(x) - f(baseline)`` for every output, ``[batch, outputs]``.
         """
         acts = [a.double() for a in acts]
-        negative = (acts[-1][:, self.output] < 0).double()
+        negative = negative_prediction(acts[-1][:, self.output]).double()
         masks = torch.stack([negative, 1.0 - negative])  # [2, batch]
         f = self.fields
         for layer, a in enumerate(acts):

@@ -9,9 +9,9 @@ import torch
 
 from probe.circuit.accumulate import NEGATIVE, POSITIVE, CircuitSums, GroupSums, forward_layers
 from probe.circuit.attribution import Attributor
-from probe.circuit.graph import contributions
 from probe.circuit.paths import top_paths
-from probe.circuit.result import CircuitResult, Completeness, Driver, GroupCircuit, LayerCircuit, _floats
+from probe.circuit.result import (CircuitResult, Completeness, Driver, GroupCircuit, LayerCircuit, _floats,
+                                  contributions)
 from probe.circuit.routes import layer_routes
 from probe.circuit.validate import (GROUPS, CircuitError, check_circuit_data, check_method, check_output,
                                     check_positive_int, private_mlp, resolve_baseline)
@@ -67,9 +67,9 @@ def _drivers(group: GroupCircuit, selectivity, sign: int, n: int) -> tuple[Drive
                  for _, layer, u, a in found[:n])
 
 
-def circuit(mlp: object, data: Dataset, *, output: int = 0, baseline: str | torch.Tensor = "mean",
-            method: str = "auto", n_steps: int = 128, batch_size: int = 512, coverage: float = 0.9,
-            n_paths: int = 10, n_drivers: int = 5,
+def trace_circuit(mlp: object, data: object, *, output: int = 0, baseline: str | torch.Tensor = "mean",
+                  method: str = "auto", n_steps: int = 128, batch_size: int = 512, coverage: float = 0.9,
+                  n_paths: int = 10, n_drivers: int = 5,
             progress: Callable[[int], None] | None = None) -> CircuitResult:
     """The sign circuit of output ``output``: how the network builds negative (and positive) outputs.
 
@@ -83,9 +83,10 @@ def circuit(mlp: object, data: Dataset, *, output: int = 0, baseline: str | torc
     memory does not grow with the number of samples.
 
     Args:
-        mlp: A probe MLP, a LoadedModel or a chain-shaped ``nn.Module``; it is
-            copied, never modified or hooked.
-        data: Evaluation inputs (targets are not used).
+        mlp: A probe MLP, a LoadedModel, a chain-shaped ``nn.Module`` or a model
+            file; it is copied, never modified or hooked.
+        data: Evaluation inputs: a ``Dataset``, a tensor or numpy array ``X``, or a
+            data file (targets are not used).
         output: The output index K.
         baseline: Attribution baseline: ``mean`` (the mean evaluation input,
             default), ``zeros`` or a tensor with one value per feature.

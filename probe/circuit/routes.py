@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from probe.circuit.accumulate import GroupSums
-from probe.diagnostics.sign import RouteMasses
+from probe.diagnostics.sign import RouteMasses, route_masses
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,6 @@ class LayerRoutes:
 
     def to_dict(self) -> dict:
         return {"layer": self.layer, **self.masses.to_dict()}
-
-
-def route_masses(weight: np.ndarray, pos: np.ndarray, neg: np.ndarray, net_abs: float,
-                 samples: int) -> RouteMasses:
-    """The four masses of a weight block ``[receivers, senders]`` given per-sender sums."""
-    w_pos, w_neg = np.clip(weight, 0, None), np.clip(-weight, 0, None)
-    pp, np_ = float((w_pos @ pos).sum()), float((w_neg @ pos).sum())
-    pn, nn_ = float((w_pos @ neg).sum()), float((w_neg @ neg).sum())
-    return RouteMasses.of(samples, pp, np_, pn, nn_, net_abs)
 
 
 def layer_routes(weights: list[np.ndarray], sums: GroupSums, output: int) -> tuple[LayerRoutes, ...]:

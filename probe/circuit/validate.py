@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from probe.core.checks import as_dataset
 from probe.core.data import Dataset, check_data
 from probe.core.errors import ProbeError
+from probe.models.coerce import as_model
 from probe.models.loading import LoadedModel
 from probe.models.convert import module_to_mlp
 from probe.models.mlp import MLP
@@ -34,6 +37,8 @@ def private_mlp(model: object) -> MLP:
         CircuitError: ``model`` is not a model, or has no hidden layer.
         ModelLoadError: ``model`` is a module that is not a chain-shaped MLP.
     """
+    if isinstance(model, (str, Path)):
+        model = as_model(model)
     if isinstance(model, LoadedModel):
         model = model.mlp
     if not isinstance(model, nn.Module):
@@ -123,11 +128,8 @@ def resolve_baseline(baseline: str | torch.Tensor, data: Dataset) -> tuple[str, 
                        found=repr(baseline), fix="use --baseline mean or zeros (in Python, also a tensor with one value per feature)")
 
 
-def check_circuit_data(data: Dataset, mlp: MLP) -> Dataset:
-    """The data, after probe's usual width/NaN checks."""
-    if not isinstance(data, Dataset):
-        raise CircuitError("The circuit analysis needs a probe Dataset",
-                           expected="probe.Dataset(X, y, source)", found=type(data).__name__,
-                           fix="wrap the inputs: Dataset(X.float(), None, 'my data')")
+def check_circuit_data(data: object, mlp: MLP) -> Dataset:
+    """The data as a :class:`Dataset` (:func:`probe.core.checks.as_dataset`), after the width/NaN checks."""
+    data = as_dataset(data)
     check_data(data, mlp.widths[0], mlp.widths[-1])
     return data

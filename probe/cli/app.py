@@ -1,175 +1,185 @@
 """The ``probe`` command line: a thin layer over the library API.
 
-Each command parses its options, calls the API, and prints. A
-:class:`~probe.core.errors.ProbeError` becomes one paragraph on stderr and exit code 2.
+Each command checks its outputs, calls the API, and prints. The outputs of
+one command (JSON file, report and its figures, checkpoints, graphs) form one
+set that is published together at the end, or not at all. Option spellings are
+the same on every command: ``--json [PATH]`` (stdout without a path),
+``--report FILE.md``, ``--output K``, ``--no-circuit``, ``--max-memory SIZE``.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.text import Text
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperCommand
 
-from probe.core.errors import ProbeError
+from probe.cli.common import (Interrupted, check_outputs, check_share, command_line, err, handles_errors,
+                              json_text, out, progress_bar)
+from probe.core.version import __version__
+
+JSON_HELP = "Write the results as JSON: to stdout with no PATH (instead of the tables), else to PATH."
+
+
+class Command(TyperCommand):
+    """A typer command whose ``--json`` takes an optional path: a bare ``--json`` means stdout.
+
+    ``--json`` consumes the next argument only when it is ``-`` or ends in ``.json``
+    (``--json=PATH`` always works), so ``probe analyze --json model.pt`` still
+    reads ``model.pt`` as the model.
+    """
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        fixed = []
+        for i, arg in enumerate(args):
+            if arg == "--json":
+                nxt = args[i + 1] if i + 1 < len(args) else None
+                if nxt is None or not (nxt == "-" or nxt.lower().endswith(".json")):
+                    arg = "--json=-"
+            fixed.append(arg)
+        return super().parse_args(ctx, fixed)
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  pretty_exceptions_show_locals=False,
+                  pretty_exceptions_enable=False,
                   help="Mechanistic diagnostics for PyTorch MLPs: dead units, negative-region "
                        "gradients and sign routes, measured.")
-# Piped output would get rich's 80-column default and truncated tables: use 120 unless told.
-out = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120)
-err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"probe {__version__}", highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print probe's version and exit.")) -> None:
     """Mechanistic diagnostics for PyTorch MLPs."""
 
 
-def handles_errors(fn: Callable) -> Callable:
-    """Turn ProbeError (and Ctrl-C) into a clean message and a non-zero exit code."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ProbeError as exc:
-            # the message is plain text: '[data]' in it must not be read as rich markup
-            err.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-        except OSError as exc:  # a disk full or a path that vanished mid-run
-            err.print(Text.assemble(("error: ", "bold red"), f"Could not write or read a file: {exc}. "
-                                    "Fix: check the path, the permissions and the free disk space."),
-                      highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted: nothing was written")
-            raise typer.Exit(130) from None
-    return wrapper
+def _memory(max_memory: Optional[str]) -> Optional[int]:
+    if max_memory is None:
+        return None
+    from probe.core.limits import parse_memory
+
+    return parse_memory(max_memory)
 
 
-def progress_bar() -> Progress:
-    """A rich progress bar on stderr, so that ``--json`` stdout stays clean."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+def _publish(outputs, doc: dict | None, json_path: Optional[str]) -> None:
+    """Stage the JSON file (if any) beside the other outputs, then publish them all."""
+    if doc is not None and json_path not in (None, "-"):
+        outputs.stage(Path(json_path)).write_text(json_text(doc), encoding="utf-8")
+    outputs.publish()
 
 
-def check_outputs(*files: Path | None, folder: Path | None = None) -> None:
-    """Refuse unwritable output paths before any work starts."""
-    from probe.core.io import check_output_path
-
-    for path in files:
-        if path is not None and str(path) != "-":
-            check_output_path(path)
-    if folder is not None:
-        check_output_path(folder, directory=True)
+def _bar_callback(bar, task):
+    return lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def emit_json(doc: dict) -> None:
-    """Exactly one JSON document on stdout."""
-    from probe.core.io import finite_json
+MODEL_HELP = "Model file: probe checkpoint, state_dict, TorchScript (with --trust) or pickled nn.Module."
+DATA_HELP = "Evaluation data: .npz (X, y), .npy, .csv or .pt."
+TRUST_HELP = "Allow files that carry code (pickled custom classes, TorchScript). Only for files you trust."
+MEMORY_HELP = "Largest size a model or data file may declare (e.g. 8GiB; default 4GiB)."
 
-    sys.stdout.write(json.dumps(finite_json(doc), indent=2, allow_nan=False, default=str) + "\n")
 
-
-@app.command()
+@app.command(cls=Command)
 @handles_errors
 def analyze(
-    model: Path = typer.Argument(..., help="Model file: probe checkpoint, state_dict, TorchScript or pickled nn.Module."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Evaluation data: .npz (X, y), .npy, .csv or .pt."),
+    model: Path = typer.Argument(..., help=MODEL_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
     scenario: Optional[str] = typer.Option(None, "--scenario", help="Use this scenario's evaluation data."),
     target: Optional[str] = typer.Option(None, "--target", help="CSV column holding the target."),
     activation: Optional[str] = typer.Option(None, "--activation", help="relu | leaky | leaky:SLOPE | prelu (needed for a bare state_dict)."),
-    trust: bool = typer.Option(False, "--trust", help="Allow unpickling arbitrary code. Only for files you trust."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MEMORY_HELP),
+    json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP),
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Samples per batch (memory does not grow with the data)."),
     near_dead: float = typer.Option(0.01, "--near-dead", help="Active fraction below which a unit is near-dead."),
     dormant_tau: float = typer.Option(0.025, "--dormant-tau", help="ReDo dormancy threshold."),
-    circuit_output: int = typer.Option(0, "--circuit-output", help="Output whose sign circuit is traced (JSON 'circuit')."),
+    output: int = typer.Option(0, "--output", help="Output whose sign circuit is traced (JSON 'circuit')."),
     no_circuit: bool = typer.Option(False, "--no-circuit", help="Skip the sign circuit (faster on large data)."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to this path."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to FILE.md."),
 ) -> None:
     """Diagnose a trained MLP: dead units, negative-region gradients, sign routes."""
+    from probe.core.io import StagedOutputs
     from probe.experiment.workflows import analyze_file
 
-    check_outputs(report)
-    with progress_bar() as bar:
-        task = bar.add_task("analyzing", total=None)
-        result = analyze_file(model, data=data, scenario=scenario, target=target, activation=activation,
-                              trust=trust, batch_size=batch_size, near_dead_threshold=near_dead,
-                              dormant_tau=dormant_tau,
-                              circuit_output=None if no_circuit else circuit_output,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
-    if report is not None:
-        from probe.report.analysis_report import write_analysis_report
-        report = write_analysis_report(result, report, command=" ".join(["probe", *sys.argv[1:]]))
-    if as_json:
-        emit_json(result.to_dict())
+    check_share("--near-dead", near_dead)
+    check_share("--dormant-tau", dormant_tau)
+    check_outputs(Path(json_path) if json_path not in (None, "-") else None, report=report)
+    with StagedOutputs() as outputs:
+        with progress_bar() as bar:
+            task = bar.add_task("analyzing", total=None)
+            result = analyze_file(model, data=data, scenario=scenario, target=target, activation=activation,
+                                  trust=trust, max_memory=_memory(max_memory), batch_size=batch_size,
+                                  near_dead_threshold=near_dead, dormant_tau=dormant_tau,
+                                  circuit_output=None if no_circuit else output, progress=_bar_callback(bar, task))
+        if report is not None:
+            from probe.report.analysis_report import write_analysis_report
+            write_analysis_report(result, report, command=command_line(), outputs=outputs)
+        _publish(outputs, result.to_dict(), json_path)
+    _show(result.to_dict() if json_path == "-" else None, result, {"json": json_path, "report": report})
+
+
+def _show(doc: dict | None, result, written: dict) -> None:
+    """JSON on stdout, or the result's tables and where its outputs went."""
+    if doc is not None:
+        sys.stdout.write(json_text(doc))
         return
-    from probe.report.analyze_view import render_analysis
-    render_analysis(result, out)
-    if report is not None:
-        out.print(f"report: {report}")
+    out.print(result)
+    for what, path in written.items():
+        if path is not None and str(path) != "-":
+            out.print(f"{what}: {path}", highlight=False, markup=False)
 
 
-@app.command()
+@app.command(cls=Command)
 @handles_errors
 def compare(
     variants: list[str] = typer.Argument(..., help="Two or more of: relu, leaky, leaky:SLOPE, prelu."),
     scenario: str = typer.Option("signed_regression", "--scenario", help="Shipped scenario name or a TOML file."),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds per variant (default: the scenario's)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Epochs (0 = initialisation only)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write each run as DIR/<variant>-seed<k>.pt."),
-    no_circuits: bool = typer.Option(False, "--no-circuits", help="Skip tracing each run's sign circuit."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full results as JSON to this file ('-' for stdout)."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to this path."),
+    no_circuit: bool = typer.Option(False, "--no-circuit", help="Skip tracing each run's sign circuit."),
+    json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to FILE.md."),
 ) -> None:
     """Train variants under one scenario with matched seeds and compare convergence."""
-    from probe.compare.run import compare as run_compare
+    from probe.compare.run import compare_variants
+    from probe.core.io import StagedOutputs
 
-    check_outputs(json_path, report, folder=save_dir)
-    with progress_bar() as bar:
-        task = bar.add_task("training", total=None)
-        result = run_compare(variants, scenario, seeds=seeds, epochs=epochs, device=device,
-                             save_dir=save_dir, circuits=not no_circuits,
-                             progress=lambda done, total: bar.update(task, completed=done, total=total))
-    if report is not None:
-        from probe.report.compare_report import write_compare_report
-        report = write_compare_report(result, report, command=" ".join(["probe", *sys.argv[1:]]))
-    doc = result.to_dict()
-    if json_path is not None and str(json_path) == "-":
-        emit_json(doc)
-        return
-    if json_path is not None:
-        from probe.core.io import atomic_write_text, finite_json
-        atomic_write_text(json_path, json.dumps(finite_json(doc), indent=2, allow_nan=False, default=str) + "\n")
-    from probe.report.compare_view import render_compare
-    render_compare(result, out)
-    if getattr(result, "interrupted", False):
-        err.print("[yellow]training was interrupted: results cover the completed epochs only[/yellow]")
-    for path, what in ((json_path, "json"), (report, "report"), (save_dir, "checkpoints")):
-        if path is not None:
-            out.print(f"{what}: {path}")
+    check_outputs(Path(json_path) if json_path not in (None, "-") else None, report=report, folder=save_dir)
+    with StagedOutputs() as outputs:
+        with progress_bar() as bar:
+            task = bar.add_task("training", total=None)
+            result = compare_variants(variants, scenario, seeds=seeds, epochs=epochs, device=device,
+                                      save_dir=save_dir, outputs=outputs, circuits=not no_circuit,
+                                      progress=_bar_callback(bar, task))
+        if result.interrupted:  # show what finished; publish nothing (a partial run must not replace outputs)
+            out.print(result)
+            raise Interrupted
+        if report is not None:
+            from probe.report.compare_report import write_compare_report
+            write_compare_report(result, report, command=command_line(), outputs=outputs)
+        _publish(outputs, result.to_dict(), json_path)
+    _show(result.to_dict() if json_path == "-" else None, result,
+          {"json": json_path, "report": report, "checkpoints": save_dir})
 
 
-@app.command()
+@app.command(cls=Command)
 @handles_errors
 def circuit(
-    model: Path = typer.Argument(..., help="Model file (any format probe analyze takes)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Evaluation data: .npz, .npy, .csv or .pt."),
+    model: Path = typer.Argument(..., help=MODEL_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
     scenario: Optional[str] = typer.Option(None, "--scenario", help="Use this scenario's evaluation data."),
     target: Optional[str] = typer.Option(None, "--target", help="CSV column holding the target (dropped from X)."),
     activation: Optional[str] = typer.Option(None, "--activation", help="Variant spec (needed for a bare state_dict)."),
-    trust: bool = typer.Option(False, "--trust", help="Allow unpickling arbitrary code. Only for files you trust."),
+    trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MEMORY_HELP),
     output: int = typer.Option(0, "--output", help="Which output's sign circuit to trace."),
     group: str = typer.Option("negative", "--group", help="Group exported by --graph/--png: negative or positive."),
     method: str = typer.Option("auto", "--method", help="Attribution: auto (DeepLift; IG for PReLU), ig or deeplift."),
@@ -177,93 +187,104 @@ def circuit(
     n_steps: int = typer.Option(128, "--n-steps", min=1, help="Integration steps for --method ig."),
     graph: Optional[Path] = typer.Option(None, "--graph", help="Write the group's graph as GraphML."),
     png: Optional[Path] = typer.Option(None, "--png", help="Draw the group's circuit as a PNG."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to this path."),
+    json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to FILE.md."),
 ) -> None:
     """Trace how the network builds negative (and positive) values of one output, layer by layer."""
-    from probe.experiment.workflows import circuit_file
-    from probe.circuit import draw_circuit, write_graphml
+    from probe.circuit import write_graphml
     from probe.circuit.validate import check_group
+    from probe.core.io import StagedOutputs
+    from probe.experiment.workflows import circuit_file
+    from probe.report.circuit_figure import draw_circuit
 
-    check_outputs(graph, png, report)
+    check_outputs(graph, png, Path(json_path) if json_path not in (None, "-") else None, report=report)
     check_group(group)
-    with progress_bar() as bar:
-        task = bar.add_task("tracing", total=None)
-        result = circuit_file(model, data=data, scenario=scenario, target=target, activation=activation,
-                              trust=trust, output=output, method=method, baseline=baseline,
-                              n_steps=n_steps, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    if graph is not None:
-        write_graphml(result, graph, group)
-    if png is not None:
-        draw_circuit(result, png, group)
-    if report is not None:
-        from probe.report.circuit_report import write_circuit_report
-        report = write_circuit_report(result, report, command=" ".join(["probe", *sys.argv[1:]]), group=group)
-    if as_json:
-        emit_json(result.to_dict())
-        return
-    from probe.report.circuit_view import render_circuit
-    render_circuit(result, out)
-    for path, what in ((graph, "graphml"), (png, "png"), (report, "report")):
-        if path is not None:
-            out.print(f"{what}: {path}")
+    with StagedOutputs() as outputs:
+        with progress_bar() as bar:
+            task = bar.add_task("tracing", total=None)
+            result = circuit_file(model, data=data, scenario=scenario, target=target, activation=activation,
+                                  trust=trust, max_memory=_memory(max_memory), output=output, method=method,
+                                  baseline=baseline, n_steps=n_steps, progress=_bar_callback(bar, task))
+        if graph is not None:
+            write_graphml(result, outputs.stage(graph), group)
+        if png is not None:
+            draw_circuit(result, outputs.stage(png), group)
+        if report is not None:
+            from probe.report.circuit_report import write_circuit_report
+            write_circuit_report(result, report, command=command_line(), group=group, outputs=outputs)
+        _publish(outputs, result.to_dict(), json_path)
+    _show(result.to_dict() if json_path == "-" else None, result,
+          {"json": json_path, "graphml": graph, "png": png, "report": report})
 
 
-@app.command()
+@app.command(cls=Command)
 @handles_errors
 def study(
     out_dir: Path = typer.Option(Path("reports/leaky-vs-relu"), "--out", help="Folder for the reports and index.md."),
     seeds: int = typer.Option(10, "--seeds", min=1, help="Seeds per variant."),
     scenario: Optional[list[str]] = typer.Option(None, "--scenario", help="Only these scenarios (repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP),
 ) -> None:
     """Run relu, leaky, leaky:0.1, leaky:0.3 and prelu on every scenario; write reports and an index."""
     from probe.experiment.study import STUDY_VARIANTS, run_study
+    from probe.report.study_report import write_study
 
-    check_outputs(folder=out_dir)
+    check_outputs(Path(json_path) if json_path not in (None, "-") else None, folder=out_dir)
     command = "probe study" + (f" --seeds {seeds}" if seeds != 10 else "") + \
         "".join(f" --scenario {s}" for s in scenario or []) + \
         (f" --out {out_dir}" if out_dir != Path("reports/leaky-vs-relu") else "")
     with progress_bar() as bar:
         task = bar.add_task("study", total=None)
-        outcomes = run_study(out_dir, seeds=seeds, scenarios=scenario, command=command,
-                             progress=lambda name, done, total: bar.update(
-                                 task, description=name, completed=done, total=total))
-    if as_json:
-        emit_json({"variants": list(STUDY_VARIANTS), "index": str(out_dir / "index.md"),
-                   "scenarios": [{"name": o.result.scenario.name, "report": str(o.report),
-                                  "seconds": o.seconds,
-                                  "comparisons": [c.to_dict() for c in o.result.comparisons]}
-                                 for o in outcomes]})
+        outcomes = run_study(seeds=seeds, scenarios=scenario, progress=lambda name, done, total: bar.update(
+            task, description=name, completed=done, total=total))
+    index = write_study(outcomes, out_dir, command)
+    doc = {"variants": list(STUDY_VARIANTS), "index": str(index),
+           "scenarios": [{"name": o.name, "report": str(out_dir / f"{o.name}.md"), "seconds": o.seconds,
+                          "comparisons": [c.to_dict() for c in o.result.comparisons]} for o in outcomes]}
+    if json_path not in (None, "-"):
+        from probe.core.io import atomic_write_text
+        atomic_write_text(json_path, json_text(doc))
+    if json_path == "-":
+        sys.stdout.write(json_text(doc))
         return
     for o in outcomes:
-        out.print(f"{o.result.scenario.name}: {o.report} ({o.seconds:.0f} s)")
-    out.print(f"index: {out_dir / 'index.md'}")
+        out.print(f"{o.name}: {out_dir / (o.name + '.md')} ({o.seconds:.0f} s)", highlight=False, markup=False)
+    out.print(f"index: {index}", highlight=False, markup=False)
 
 
-@app.command()
+@app.command(cls=Command)
 @handles_errors
-def scenarios(as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout.")) -> None:
+def scenarios(json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP)) -> None:
     """List the shipped scenarios."""
     from rich.table import Table
+    from rich.text import Text
 
     from probe.experiment.scenarios import list_scenarios
 
+    check_outputs(Path(json_path) if json_path not in (None, "-") else None)
     rows = list_scenarios()
-    if as_json:
-        emit_json({"scenarios": [{"name": n, "description": d} for n, d in rows]})
+    doc = {"scenarios": [{"name": n, "description": d} for n, d in rows]}
+    if json_path == "-":
+        sys.stdout.write(json_text(doc))
         return
+    if json_path is not None:
+        from probe.core.io import atomic_write_text
+        atomic_write_text(json_path, json_text(doc))
     table = Table(title="Scenarios (probe compare VARIANTS --scenario NAME)", title_justify="left")
     table.add_column("name", no_wrap=True)
     table.add_column("what it tests")
     for name, description in rows:
-        table.add_row(name, description)
+        table.add_row(Text(name), Text(description))
     out.print(table)
 
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # outside a command (argument parsing): no traceback
+        err.print("interrupted: nothing was written")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

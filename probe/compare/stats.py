@@ -157,76 +157,9 @@ def verdict(c: PairedComparison) -> str:
     return f"no clear difference between {c.a} and {c.b} ({why}){weak}"
 
 
-@dataclass(frozen=True)
-class VariantSummary:
-    """Medians over the seeds of one variant (None where no run has the value).
-
-    Attributes:
-        variant: Label. nominal_slope: The variant's (initial) negative slope.
-        runs, reached, diverged, born_dead: Counts of runs.
-        median_final_loss: Of the final training-set MSE (diverged runs excluded).
-        median_steps_to_target: Never-reached runs count as infinitely slow;
-            None when at least half never reached the target.
-        median_loss_auc: Of the mean per-step loss.
-        dead_rate_init, dead_rate_final: Median over runs of the layer-mean dead
-            rate on the evaluation set, at initialisation and after training.
-        grad_ratio: Median over runs of the layer-mean ``grad_ratio`` after training.
-        activation_route_share: Median of ``sign[0].activation_route_share``.
-        circuit: Median over runs of each number of
-            :func:`probe.circuit.summarize_for_compare` (output 0's sign circuit:
-            circuit sizes, route shares, cancellation); None without circuits.
-    """
-
-    variant: str
-    nominal_slope: float
-    runs: int
-    reached: int
-    diverged: int
-    born_dead: int
-    median_final_loss: float | None
-    median_steps_to_target: float | None
-    median_loss_auc: float | None
-    dead_rate_init: float | None
-    dead_rate_final: float | None
-    grad_ratio: float | None
-    activation_route_share: float | None
-    circuit: dict[str, float | None] | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def median_steps(steps: Sequence[int | None]) -> float | None:
     """Median with never-reached (None) as +inf; None when that median is infinite."""
     if not steps:
         return None
     med = float(np.median([math.inf if s is None else s for s in steps]))
     return med if math.isfinite(med) else None
-
-
-def summarize_variant(variant: str, nominal_slope: float, *, final_loss: Sequence[float | None],
-                      steps: Sequence[int | None], loss_auc: Sequence[float | None],
-                      diverged: Sequence[bool], born_dead: Sequence[bool],
-                      dead_rate_init: Sequence[float | None], dead_rate_final: Sequence[float | None],
-                      grad_ratio: Sequence[float | None],
-                      route_share: Sequence[float | None],
-                      circuit: Sequence[dict | None] = ()) -> VariantSummary:
-    """Per-variant medians and counts from per-run values (one entry per seed)."""
-    return VariantSummary(
-        variant=variant, nominal_slope=nominal_slope, runs=len(steps),
-        reached=sum(s is not None for s in steps), diverged=sum(map(bool, diverged)),
-        born_dead=sum(map(bool, born_dead)),
-        median_final_loss=finite_median(final_loss), median_steps_to_target=median_steps(steps),
-        median_loss_auc=finite_median(loss_auc), dead_rate_init=finite_median(dead_rate_init),
-        dead_rate_final=finite_median(dead_rate_final), grad_ratio=finite_median(grad_ratio),
-        activation_route_share=finite_median(route_share),
-        circuit=_median_dicts(circuit),
-    )
-
-
-def _median_dicts(dicts: Sequence[dict | None]) -> dict[str, float | None] | None:
-    """Key by key median of numeric dicts (None values and missing dicts skipped)."""
-    present = [d for d in dicts if d is not None]
-    if not present:
-        return None
-    return {key: finite_median([d.get(key) for d in present]) for key in present[0]}

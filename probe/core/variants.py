@@ -99,6 +99,17 @@ def parse_variant(spec: str) -> Variant:
     )
 
 
+def leaky_relu(z: torch.Tensor, slope: torch.Tensor | float) -> torch.Tensor:
+    """The leaky family: ``z`` where ``z > 0``, ``slope * z`` elsewhere (ReLU at slope 0).
+
+    The one implementation of the activation, used by the diagnostics and the
+    training ensemble alike. Written as ``max(z, 0) + slope * min(z, 0)``: the
+    same values (bit for bit) and gradients as ``torch.where(z > 0, z, slope * z)``
+    with a per-member or per-unit slope, in cheaper elementwise passes.
+    """
+    return torch.relu(z) + slope * z.clamp(max=0)
+
+
 def variant_of_module(module: nn.Module) -> Variant:
     """The variant that a ``torch.nn`` activation module computes.
 

@@ -1,7 +1,7 @@
 """Streaming diagnostics: accumulators fed batch by batch, results as frozen dataclasses."""
 
 from probe.diagnostics.activity import ActivityResult, ActivityStats
-from probe.diagnostics.collector import Collector, activation
+from probe.diagnostics.collector import Collector
 from probe.diagnostics.gradients import GradientResult, GradientStats
 from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
 from probe.diagnostics.sign import RouteMasses, SignResult, SignRoutes
@@ -9,5 +9,4 @@ from probe.diagnostics.sign import RouteMasses, SignResult, SignRoutes
 __all__ = [
     "ActivityResult", "ActivityStats", "Collector", "GradientResult", "GradientStats",
     "LayerDiagnostics", "NetworkDiagnostics", "RouteMasses", "SignResult", "SignRoutes",
-    "activation",
 ]

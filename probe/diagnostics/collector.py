@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from probe.core.variants import leaky_relu
 from probe.diagnostics.activity import ActivityStats, negative_mask
 from probe.diagnostics.gradients import GradientStats
 from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
@@ -39,15 +40,6 @@ class PendingBackward:
                 "and the backward pass, so its weight-gradient split would be wrong. Use out-of-place "
                 "operations after the Linear layers (probe's canonical MLP never does this).")
         return self.x
-
-
-def activation(z: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
-    """The leaky family: ``z`` where ``z > 0``, ``slope * z`` elsewhere (ReLU at slope 0).
-
-    Written as ``max(z, 0) + slope * min(z, 0)``: the same values as ``torch.where``
-    with a per-member (or per-unit) slope, in cheap elementwise passes.
-    """
-    return torch.relu(z) + slope * z.clamp(max=0)
 
 
 class Collector:
@@ -93,7 +85,7 @@ class Collector:
         neg = negative_mask(z)
         self.activity[layer].update(z, slope, neg)
         if self.sign is not None and layer == len(self.activity) - 1:
-            self.sign.update(activation(z, slope))
+            self.sign.update(leaky_relu(z, slope))
         keep_x = x.detach() if self.gradients is not None and self.weight_grads else None
         return PendingBackward(layer, neg, keep_x, 0 if keep_x is None else keep_x._version)
 

@@ -48,6 +48,23 @@ class NetworkDiagnostics:
         """
         return any(layer.activity.dead_units == layer.units for layer in self.layers)
 
+    def layer_mean(self, name: str) -> float | None:
+        """Unweighted mean over hidden layers of one per-layer number, skipping undefined ones.
+
+        ``name`` is a field of :class:`LayerDiagnostics` (``negative_slope``), of its
+        activity or of its gradient results (``dead_rate``, ``grad_ratio``, ...).
+        None when no layer defines it. The one place a "layer mean" is taken.
+        """
+        values = []
+        for layer in self.layers:
+            for source in (layer, layer.activity, layer.gradient):
+                if source is not None and hasattr(source, name):
+                    value = getattr(source, name)
+                    if value is not None:
+                        values.append(float(value))
+                    break
+        return sum(values) / len(values) if values else None
+
     def to_dict(self) -> dict:
         return {
             "collapsed": self.collapsed,

@@ -78,18 +78,41 @@ class SignResult:
         return d
 
 
-def _masses(w: torch.Tensor, h_pos: torch.Tensor, h_neg: torch.Tensor, net_abs: torch.Tensor,
-            samples: torch.Tensor) -> list[RouteMasses]:
-    """Masses per output from per-unit sums; ``h_pos``/``h_neg`` are ``[K, U]`` or ``[U]``."""
-    w_pos, w_neg = w.clamp(min=0), (-w).clamp(min=0)
+def negative_prediction(out: torch.Tensor) -> torch.Tensor:
+    """The rule for a *negative prediction*, shared by the sign routes and the circuits.
+
+    A sample's prediction of an output is negative when the output is strictly
+    below 0; an output of exactly 0 counts with the positive ones.
+    """
+    return out < 0
+
+
+def route_masses(weight, pos, neg, net_abs: float, samples: int) -> RouteMasses:
+    """The four masses of a weight block, summed over its receivers and senders.
+
+    The one implementation of the route formulas, for the final layer's sign
+    routes and the circuit's layer routes alike (torch tensors or numpy arrays).
+
+    Args:
+        weight: ``[receivers, senders]``.
+        pos, neg: Per-sender sums over the samples of ``max(a, 0)`` and
+            ``max(-a, 0)``: ``[senders]``, or ``[receivers, senders]`` when each
+            receiver has its own samples.
+        net_abs: ``sum_i sum_k |z[i, k] - bias[k]|`` over the same samples.
+        samples: How many samples the sums cover.
+    """
+    w_pos, w_neg = weight.clip(0, None), (-weight).clip(0, None)
+    return RouteMasses.of(samples, float((w_pos * pos).sum()), float((w_neg * pos).sum()),
+                          float((w_pos * neg).sum()), float((w_neg * neg).sum()), float(net_abs))
+
+
+def _per_output(w: torch.Tensor, h_pos: torch.Tensor, h_neg: torch.Tensor, net_abs: torch.Tensor,
+                samples: torch.Tensor) -> list[RouteMasses]:
+    """Masses per output ``k`` (row ``k`` of ``w`` alone); ``h_pos``/``h_neg`` are ``[K, U]`` or ``[U]``."""
     if h_pos.dim() == 1:
         h_pos, h_neg = h_pos.expand_as(w), h_neg.expand_as(w)
-    pp = (w_pos * h_pos).sum(1)
-    np_ = (w_neg * h_pos).sum(1)
-    pn = (w_pos * h_neg).sum(1)
-    nn_ = (w_neg * h_neg).sum(1)
-    return [RouteMasses.of(int(samples[k]), float(pp[k]), float(np_[k]), float(pn[k]), float(nn_[k]),
-                           float(net_abs[k])) for k in range(w.shape[0])]
+    return [route_masses(w[k], h_pos[k], h_neg[k], float(net_abs[k]), int(samples[k]))
+            for k in range(w.shape[0])]
 
 
 class SignRoutes:
@@ -122,7 +145,7 @@ class SignRoutes:
         # part is materialised: the negative part's sums are (positive part) - h.
         hp = h.clamp(min=0)
         net = torch.bmm(h, w.transpose(1, 2))  # [M, B, K], output minus bias
-        neg_pred = ((net.double() + self.bias[:, None, :]) < 0).to(h.dtype)  # [M, B, K]
+        neg_pred = negative_prediction(net.double() + self.bias[:, None, :]).to(h.dtype)  # [M, B, K]
         hp_sum, h_sum = hp.sum(1).double(), h.sum(1).double()
         self.h_pos += hp_sum
         self.h_neg += hp_sum - h_sum
@@ -141,7 +164,7 @@ class SignRoutes:
         w = self.weight[member]
         k = w.shape[0]
         n_all = torch.full((k,), self.samples)
-        whole = _masses(w, self.h_pos[member], self.h_neg[member], self.net_abs[member], n_all)
-        neg = _masses(w, self.neg_h_pos[member], self.neg_h_neg[member],
+        whole = _per_output(w, self.h_pos[member], self.h_neg[member], self.net_abs[member], n_all)
+        neg = _per_output(w, self.neg_h_pos[member], self.neg_h_neg[member],
                       self.neg_net_abs[member], self.neg_samples[member])
         return [SignResult(i, a, b) for i, (a, b) in enumerate(zip(whole, neg))]

@@ -17,25 +17,21 @@ def verdict(diag: NetworkDiagnostics) -> str:
 
     Uses the layer-averaged (unweighted) grad_ratio and neg_grad_share.
     """
-    ratios = [lay.gradient.grad_ratio for lay in diag.layers
-              if lay.gradient is not None and lay.gradient.grad_ratio is not None]
-    shares = [lay.gradient.neg_grad_share for lay in diag.layers
-              if lay.gradient is not None and lay.gradient.neg_grad_share is not None]
+    mean_ratio = diag.layer_mean("grad_ratio")
+    mean_share = diag.layer_mean("neg_grad_share")
     parts = []
     if diag.collapsed:
         parts.append("A hidden layer is entirely dead on this data (collapsed).")
-    if ratios:
-        mean_ratio = sum(ratios) / len(ratios)
+    if mean_ratio is not None:
         if mean_ratio <= 0:
             parts.append("Negative-region gradients are exactly zero (ReLU): nothing is learned "
                          "through the negative side.")
         else:
-            slopes = [lay.negative_slope for lay in diag.layers]
-            nominal = sum(slopes) / len(slopes)
+            nominal = diag.layer_mean("negative_slope")
             parts.append(f"Negative-region gradients are {_fmt_times(mean_ratio)} positive-region ones "
                          f"(nominal slope {nominal:.3g}, i.e. {1 / nominal:.0f}x)." if nominal > 0 else
                          f"Negative-region gradients are {_fmt_times(mean_ratio)} positive-region ones.")
-    if shares:
-        parts.append(f"{100 * sum(shares) / len(shares):.1f}% of the weight gradient flows through "
+    if mean_share is not None:
+        parts.append(f"{100 * mean_share:.1f}% of the weight gradient flows through "
                      "the negative region (mean over layers).")
     return " ".join(parts) or "No hidden-layer gradients were measured."

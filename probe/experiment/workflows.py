@@ -1,14 +1,73 @@
-"""File-level workflows behind the CLI, callable from a notebook as well."""
+"""The notebook face of analysis: one call from a model and data to what ``probe analyze`` prints.
+
+Every entry point takes a model as an ``nn.Module``, a loaded model or a file
+path, and data as tensors, numpy arrays, a ``Dataset`` or a data file
+(:func:`probe.core.checks.as_dataset`); options are keyword arguments.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from probe.engines.analysis import AnalysisResult, analyze
-from probe.core.data import Dataset, load_data
+from probe.circuit import CircuitResult, trace_circuit
+from probe.circuit.validate import check_output
+from probe.core.checks import as_dataset
+from probe.core.data import Dataset
 from probe.core.errors import DataError
-from probe.models import LoadedModel, load_mlp
+from probe.core.losses import resolve_loss
+from probe.engines.analysis import AnalysisResult, diagnose
+from probe.models.coerce import as_model
+from probe.models.loading import LoadedModel
+
+
+def analyze(model: object, X: object, y: object = None, *, activation: str | None = None,
+            trust: bool = False, loss: str | None = None, batch_size: int = 4096,
+            near_dead_threshold: float = 0.01, dormant_tau: float = 0.025, circuit: bool = False,
+            circuit_output: int = 0, progress: Callable[[int, int], None] | None = None) -> AnalysisResult:
+    """Every diagnostic of a trained MLP on ``X`` (and ``y``): what ``probe analyze`` prints.
+
+    Args:
+        model: An ``nn.Module`` (chain-shaped MLP), a ``LoadedModel`` or a model file path.
+        X: Inputs ``[samples, features]`` (tensor, numpy array, ``Dataset`` or data file).
+        y: Targets (``[samples]`` or ``[samples, outputs]``), or None.
+        activation: Variant spec, needed for a bare state_dict file.
+        trust: Allow model files that carry code (pickled custom classes, TorchScript).
+        loss: ``mse`` (default with targets) or ``sum`` (default without).
+        batch_size: Samples per forward/backward pass; memory does not grow with the data.
+        near_dead_threshold: Active fraction below which a unit counts as near-dead.
+        dormant_tau: ReDo dormancy threshold.
+        circuit: Also trace the sign circuit of ``circuit_output`` (``result.circuit``).
+        circuit_output: The output whose circuit is traced.
+        progress: Called with ``(samples_done, samples_total)``.
+
+    Returns:
+        An :class:`AnalysisResult`; ``print`` it through rich, or ``to_dict()`` it.
+
+    Raises:
+        ProbeError: A model or data that probe cannot analyse, with the fix.
+    """
+    loaded = as_model(model, activation, trust=trust)
+    data = as_dataset(X, y)
+    return analyze_loaded(loaded, data, loss=loss, batch_size=batch_size,
+                          near_dead_threshold=near_dead_threshold, dormant_tau=dormant_tau,
+                          circuit_output=circuit_output if circuit else None, progress=progress)
+
+
+def analyze_loaded(loaded: LoadedModel, data: Dataset, *, loss: str | None = None, batch_size: int = 4096,
+                   near_dead_threshold: float = 0.01, dormant_tau: float = 0.025,
+                   circuit_output: int | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> AnalysisResult:
+    """:func:`analyze` on an already loaded model and validated data (``circuit_output=None``: no circuit)."""
+    if circuit_output is not None:  # refuse a bad index before the analysis, not after it
+        check_output(circuit_output, loaded.mlp.widths[-1])
+    loss = resolve_loss(loss, data.y is not None)
+    total = data.X.shape[0]
+    cb = None if progress is None else (lambda done: progress(done, total))
+    diag = diagnose(loaded, data, loss=loss, batch_size=batch_size, near_dead_threshold=near_dead_threshold,
+                    dormant_tau=dormant_tau, progress=cb)
+    traced = None if circuit_output is None else trace_circuit(loaded.mlp, data, output=circuit_output)
+    return AnalysisResult(loaded.to_dict(), data.to_dict(), loss, diag, traced)
 
 
 def scenario_eval_data(scenario: str | Path) -> Dataset:
@@ -19,15 +78,17 @@ def scenario_eval_data(scenario: str | Path) -> Dataset:
 
 
 def resolve_data(loaded: LoadedModel, data: str | Path | None, scenario: str | None,
-                 target: str | None) -> Dataset:
+                 target: str | None, **load_options) -> Dataset:
     """``--data``, else ``--scenario``, else the scenario recorded in a probe checkpoint."""
     if data is not None:
-        return load_data(data, target)
+        from probe.core.data import load_data
+
+        return load_data(data, target, **load_options)
     if scenario is None:
         recorded = loaded.meta.get("scenario_path")
         # the recorded file when it is still there (a user's own scenario), else the shipped name
-        scenario = recorded if recorded and Path(recorded).is_file() else loaded.meta.get("scenario")
-    if scenario is None:
+        scenario = recorded if isinstance(recorded, str) and Path(recorded).is_file() else loaded.meta.get("scenario")
+    if not isinstance(scenario, (str, Path)):
         raise DataError(
             "No evaluation data was given",
             expected="--data FILE, or --scenario NAME, or a probe checkpoint saved by probe compare",
@@ -38,51 +99,31 @@ def resolve_data(loaded: LoadedModel, data: str | Path | None, scenario: str | N
 
 def analyze_file(model: str | Path, *, data: str | Path | None = None, scenario: str | None = None,
                  target: str | None = None, activation: str | None = None, trust: bool = False,
-                 circuit_output: int | None = None,
-                 progress: Callable[[int, int], None] | None = None, **kwargs) -> AnalysisResult:
-    """Load a model file and its data, then :func:`probe.analyze` it.
+                 max_memory: int | None = None, circuit_output: int | None = None,
+                 progress: Callable[[int, int], None] | None = None, **options) -> AnalysisResult:
+    """Load a model file and its data (``data``, ``scenario`` or the checkpoint's scenario), then analyse.
 
-    Args:
-        model: Model file in any supported format.
-        data: Data file; default: the scenario's evaluation data.
-        scenario: Scenario whose evaluation data to use.
-        target: CSV target column.
-        activation: Variant spec (needed for a bare state_dict).
-        trust: Allow unpickling arbitrary code.
-        circuit_output: Also trace the sign circuit of this output (under ``circuit``).
-        progress: Called with ``(samples_done, samples_total)``.
-        **kwargs: Passed to :func:`probe.engines.analysis.diagnose`.
+    ``options`` are :func:`analyze_loaded`'s (``loss``, ``batch_size``, ...).
     """
-    loaded = load_mlp(model, activation, trust=trust)
-    if circuit_output is not None:  # before the analysis, not after it
-        from probe.circuit.validate import check_output
-
-        check_output(circuit_output, loaded.mlp.widths[-1])
-    dataset = resolve_data(loaded, data, scenario, target)
-    total = dataset.X.shape[0]
-    cb = None if progress is None else (lambda done: progress(done, total))
-    result = analyze(loaded, dataset, progress=cb, **kwargs)
+    memory = {} if max_memory is None else {"max_memory": max_memory}
+    loaded = as_model(model, activation, trust=trust, **memory)
     if circuit_output is not None:
-        from dataclasses import replace
-
-        from probe.circuit import circuit
-
-        traced = circuit(loaded.mlp, dataset, output=circuit_output)
-        result = replace(result, circuit=traced)
-    return result
+        check_output(circuit_output, loaded.mlp.widths[-1])
+    dataset = resolve_data(loaded, data, scenario, target, **memory)
+    return analyze_loaded(loaded, dataset, circuit_output=circuit_output, progress=progress, **options)
 
 
 def circuit_file(model: str | Path, *, data: str | Path | None = None, scenario: str | None = None,
                  target: str | None = None, activation: str | None = None, trust: bool = False,
-                 output: int = 0, progress: Callable[[int, int], None] | None = None, **kwargs):
+                 max_memory: int | None = None, output: int = 0,
+                 progress: Callable[[int, int], None] | None = None, **options) -> CircuitResult:
     """Load a model file and its data, then trace the sign circuit of ``output``.
 
-    Keyword arguments go to :func:`probe.circuit.circuit`.
+    ``options`` go to :func:`probe.circuit.trace_circuit` (``method``, ``baseline``, ``n_steps``, ...).
     """
-    from probe.circuit import circuit
-
-    loaded = load_mlp(model, activation, trust=trust)
-    dataset = resolve_data(loaded, data, scenario, target)
+    memory = {} if max_memory is None else {"max_memory": max_memory}
+    loaded = as_model(model, activation, trust=trust, **memory)
+    dataset = resolve_data(loaded, data, scenario, target, **memory)
     total = dataset.X.shape[0]
     cb = None if progress is None else (lambda done: progress(done, total))
-    return circuit(loaded.mlp, dataset, output=output, progress=cb, **kwargs)
+    return trace_circuit(loaded.mlp, dataset, output=output, progress=cb, **options)

@@ -4,34 +4,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from probe.core.io import StagedOutputs
+
 from probe.engines.analysis import AnalysisResult
 from probe.report.analyze_view import layers_table, sign_table
 from probe.report.diagnostic_plots import active_fraction_figure, grad_ratio_figure, sign_routes_figure
 from probe.report.markdown import ReportWriter, environment_lines, rich_table_markdown
-from probe.diagnostics.verdict import verdict
 
 
-def write_analysis_report(result: AnalysisResult, path: str | Path, command: str) -> Path:
+def write_analysis_report(result: AnalysisResult, path: str | Path, command: str, outputs: StagedOutputs | None = None) -> Path:
     """Write ``path`` (markdown) and its figures; atomic."""
     diag = result.diagnostics
     m, d = result.model, result.data
     label = m.get("activation", "model")
-    with ReportWriter(path) as rw:
+    with ReportWriter(path, outputs) as rw:
         rw.add(f"# probe analyze: {Path(m['path']).name if m.get('path') else 'model'}",
                "\n".join([*environment_lines(command),
                           f"- model: `{m['architecture']}` ({m['format']})",
                           f"- data: {d['source']}, {d['samples']} samples x {d['features']} features; "
                           f"loss: {result.loss}"]),
-               f"**Verdict.** {verdict(diag)}",
+               f"**Verdict.** {result.verdict}",
                "## Hidden layers", rich_table_markdown(layers_table(diag)))
         rw.figure(grad_ratio_figure({label: [diag]}), "grad_ratio.png",
                   "grad_ratio per layer against the nominal slope")
         rw.figure(active_fraction_figure(diag), "active_fraction.png", "per-unit active fractions")
         rw.add("## Sign construction at the output layer", rich_table_markdown(sign_table(diag)))
         if diag.sign:
-            rw.figure(sign_routes_figure({label: [diag]}), "sign_routes.png", "sign routes")
+            rw.figure(sign_routes_figure({label: diag.sign[0].negative_predictions.activation_route_share}),
+                      "sign_routes.png", "sign routes")
         if result.circuit is not None:
-            from probe.circuit import draw_circuit
+            from probe.report.circuit_figure import draw_circuit
             from probe.report.circuit_view import layer_table
 
             rw.add("## Sign circuit", rich_table_markdown(layer_table(result.circuit)))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from probe.engines.analysis import AnalysisResult
 from probe.diagnostics import NetworkDiagnostics
 from probe.report.fmt import fmt, pct
-from probe.diagnostics.verdict import verdict
 
 
 def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Table:
@@ -48,17 +48,22 @@ def sign_table(diag: NetworkDiagnostics) -> Table:
     return table
 
 
-def render_analysis(result: AnalysisResult, console: Console) -> None:
-    """Print the model summary, the layer table, the sign table and the verdict."""
+def analysis_renderable(result: AnalysisResult) -> Group:
+    """The model summary, the layer table, the sign table and the verdict (plain text: no markup)."""
     model, data = result.model, result.data
-    console.print(f"[bold]{model.get('path') or 'model'}[/bold]  {model['architecture']}  "
-                  f"({model['format']})")
-    console.print(f"data: {data['source']} — {data['samples']} samples × {data['features']} features; "
-                  f"loss: {result.loss}")
-    console.print(layers_table(result.diagnostics))
-    console.print(sign_table(result.diagnostics))
+    items = [Text.assemble((str(model.get("path") or "model"), "bold"),
+                           f"  {model['architecture']}  ({model['format']})"),
+             Text(f"data: {data['source']} — {data['samples']} samples × {data['features']} features; "
+                  f"loss: {result.loss}"),
+             layers_table(result.diagnostics), sign_table(result.diagnostics)]
     if result.circuit is not None:
         neg = result.circuit.group("negative")
-        console.print(f"Sign circuit of output {result.circuit.output}: {neg.samples} negative predictions "
-                      f"built by {neg.circuit_size} hidden units (90% of attribution); details: probe circuit.")
-    console.print(f"[bold]Verdict:[/bold] {verdict(result.diagnostics)}")
+        items.append(Text(f"Sign circuit of output {result.circuit.output}: {neg.samples} negative predictions "
+                          f"built by {neg.circuit_size} hidden units (90% of attribution); details: probe circuit."))
+    items.append(Text.assemble(("Verdict:", "bold"), f" {result.verdict}"))
+    return Group(*items)
+
+
+def render_analysis(result: AnalysisResult, console: Console) -> None:
+    """Print :func:`analysis_renderable`."""
+    console.print(analysis_renderable(result))

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.circuit import CircuitResult, draw_circuit
+from probe.core.io import StagedOutputs
+
+from probe.circuit import CircuitResult
+from probe.report.circuit_figure import draw_circuit
 from probe.report.circuit_view import driver_table, layer_table, path_table
 from probe.report.markdown import ReportWriter, environment_lines, rich_table_markdown
 
 
 def write_circuit_report(result: CircuitResult, path: str | Path, command: str,
-                         group: str = "negative") -> Path:
+                         group: str = "negative", outputs: StagedOutputs | None = None) -> Path:
     """Write the report with both groups' circuit pictures; atomic."""
     neg, pos = result.groups
     comp = result.completeness
-    with ReportWriter(path) as rw:
+    with ReportWriter(path, outputs) as rw:
         rw.add(f"# probe circuit: output {result.output} of {'-'.join(map(str, result.widths))} "
                f"{result.activation}",
                "\n".join([*environment_lines(command),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from probe.circuit import CircuitResult
 from probe.report.fmt import fmt, pct
@@ -55,20 +56,24 @@ def path_table(result: CircuitResult, group: str, n: int) -> Table:
     return table
 
 
-def render_circuit(result: CircuitResult, console: Console, *, paths: int = 5) -> None:
-    """Print per-layer circuit sizes and routes, driver units, top paths and completeness."""
+def circuit_renderable(result: CircuitResult, *, paths: int = 5) -> Group:
+    """Per-layer circuit sizes and routes, driver units, top paths and completeness."""
     neg, pos = result.groups
-    console.print(f"[bold]{result.activation}[/bold] {'-'.join(map(str, result.widths))}: "
-                  f"{neg.samples} negative and {pos.samples} positive predictions of output {result.output} "
-                  f"(baseline {result.baseline}, f(baseline) = {result.baseline_prediction:+.4g})")
-    console.print(layer_table(result))
+    items: list = [Text.assemble((result.activation, "bold"), f" {'-'.join(map(str, result.widths))}: "
+                   f"{neg.samples} negative and {pos.samples} positive predictions of output {result.output} "
+                   f"(baseline {result.baseline}, f(baseline) = {result.baseline_prediction:+.4g})"),
+                   layer_table(result)]
     if result.drivers_negative or result.drivers_positive:
-        console.print(driver_table(result))
-    for circ in result.groups:
-        if circ.paths:
-            console.print(path_table(result, circ.name, paths))
+        items.append(driver_table(result))
+    items += [path_table(result, circ.name, paths) for circ in result.groups if circ.paths]
     comp = result.completeness
     method = "integrated gradients" if result.method == "ig" else "DeepLift"
     steps = f", {result.n_steps} steps" if result.n_steps else ""
-    console.print(f"Completeness ({method}{steps}): largest error {max(comp.max_abs_error):.3g} "
-                  f"= {comp.max_rel_error:.2g} of the mean |f(x) - f(baseline)| ({comp.scale:.3g}).")
+    items.append(Text(f"Completeness ({method}{steps}): largest error {max(comp.max_abs_error):.3g} "
+                      f"= {comp.max_rel_error:.2g} of the mean |f(x) - f(baseline)| ({comp.scale:.3g})."))
+    return Group(*items)
+
+
+def render_circuit(result: CircuitResult, console: Console, *, paths: int = 5) -> None:
+    """Print :func:`circuit_renderable`."""
+    console.print(circuit_renderable(result, paths=paths))

@@ -1,4 +1,6 @@
-"""Figures of a ``probe compare`` result. They draw what the result holds; statistics come from probe.compare.stats."""
+"""Figures of a ``probe compare`` result. They draw what the result holds: every median and interval
+comes from its summaries (:mod:`probe.compare.summaries`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from probe.compare.run import CompareResult
-from probe.report.figures import colour, new_figure
+from probe.compare.results import CompareResult
+from probe.report.figures import colour, figure_and_axes, new_figure
 
 
 def _by_variant(result: CompareResult) -> dict[str, list]:
@@ -17,19 +19,26 @@ def _by_variant(result: CompareResult) -> dict[str, list]:
     return groups
 
 
-def loss_curves_figure(result: CompareResult) -> Figure:
-    """Training loss per epoch: median over seeds, interquartile band, log scale, target marked."""
-    fig, ax = new_figure(8.4, 4.0)
-    for i, (label, runs) in enumerate(_by_variant(result).items()):
-        curves = np.array([[np.nan if v is None else v for v in r.loss_curve] for r in runs], dtype=float)
-        if curves.size == 0 or np.all(np.isnan(curves)):
+def _floats(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def loss_curves_figure(result: CompareResult, ax=None) -> Figure:
+    """Training loss per epoch: median over seeds, interquartile band, log scale, target marked.
+
+    Args:
+        result: A compare result.
+        ax: Draw into these matplotlib axes (a notebook's own); default: a new figure.
+    """
+    fig, ax = figure_and_axes(ax, 8.4, 4.0)
+    for i, s in enumerate(result.summaries):
+        med = _floats(s.loss_curve_median)
+        if med.size == 0 or np.all(np.isnan(med)):
             continue
-        epochs = np.arange(1, curves.shape[1] + 1)
-        with np.errstate(all="ignore"):
-            med = np.nanmedian(curves, axis=0)
-            q1, q3 = np.nanpercentile(curves, [25, 75], axis=0)
-        ax.plot(epochs, med, color=colour(i), lw=1.8, label=f"{label} (median of {len(runs)} seeds)")
-        ax.fill_between(epochs, q1, q3, color=colour(i), alpha=0.18, lw=0)
+        epochs = np.arange(1, med.size + 1)
+        ax.plot(epochs, med, color=colour(i), lw=1.8, label=f"{s.variant} (median of {s.runs} seeds)")
+        ax.fill_between(epochs, _floats(s.loss_curve_q1), _floats(s.loss_curve_q3), color=colour(i),
+                        alpha=0.18, lw=0)
     target = result.scenario.train.target_loss
     ax.axhline(target, color="black", ls=":", lw=1.2, label=f"target loss {target:g}")
     from matplotlib.ticker import MaxNLocator
@@ -43,7 +52,7 @@ def loss_curves_figure(result: CompareResult) -> Figure:
     return fig
 
 
-def steps_paired_figure(result: CompareResult) -> Figure:
+def steps_paired_figure(result: CompareResult, ax=None) -> Figure:
     """Steps to target per seed, one grey line per seed joining the variants.
 
     A run that never reached the target is drawn as a hollow marker on the
@@ -51,7 +60,7 @@ def steps_paired_figure(result: CompareResult) -> Figure:
     """
     groups = _by_variant(result)
     labels = list(groups)
-    fig, ax = new_figure(max(4.0, 1.4 * len(labels) + 2.5), 4.0)
+    fig, ax = figure_and_axes(ax, max(4.0, 1.4 * len(labels) + 2.5), 4.0)
     never = result.budget * 1.08
     seeds = sorted({r.seed for r in result.runs})
     for seed in seeds:
@@ -91,28 +100,21 @@ def dead_rate_figure(result: CompareResult) -> Figure | None:
     of one unit does not look like a collapse; lines that coincide are dashed
     in turn so that each variant stays visible.
     """
-    import matplotlib.pyplot as plt
-
-    from probe.report.figures import STYLE
-
-    groups = _by_variant(result)
-    runs = [r for r in result.runs if r.dead_rate_history]
-    if not runs:
+    medians = [s.dead_rate_history_median for s in result.summaries]
+    if not any(medians):
         return None
-    n_layers = len(runs[0].dead_rate_history[0])
+    n_layers = len(next(m for m in medians if m)[0])
     ncols = min(n_layers, 3)
     nrows = -(-n_layers // ncols)
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols + 0.6, 2.6 * nrows + 0.8),
-                                 sharex=True, sharey=True, squeeze=False, constrained_layout=True)
+    fig, axes = new_figure(3.6 * ncols + 0.6, 2.6 * nrows + 0.8, ncols=ncols, nrows=nrows,
+                           sharex=True, sharey=True, squeeze=False)
     flat = axes.ravel()
     top = 5.0
     dashes = ["-", "--", "-.", ":", (0, (5, 1))]
-    for i, (label, vruns) in enumerate(groups.items()):
-        hist = np.array([r.dead_rate_history for r in vruns if r.dead_rate_history], dtype=float)
-        if hist.size == 0:
+    for i, (label, history) in enumerate(zip((s.variant for s in result.summaries), medians)):
+        if not history:
             continue
-        med = 100 * np.median(hist, axis=0)  # [epochs + 1, layers]
+        med = 100 * np.array(history, dtype=float)  # [epochs + 1, layers]
         top = max(top, float(med.max()) * 1.1)
         for layer in range(n_layers):
             flat[layer].plot(np.arange(med.shape[0]), med[:, layer], color=colour(i), lw=1.6,
@@ -135,33 +137,32 @@ def slope_sweep_figure(result: CompareResult) -> Figure | None:
     ReLU is drawn at slope 0 on a symmetric-log axis; PReLU (learned slope) at
     the median of its learned slopes, with a distinct marker.
     """
-    from probe.experiment.sweep import variant_intervals
-
     if len(result.variants) < 3:
         return None
     fig, (ax1, ax2) = new_figure(10.0, 4.0, ncols=2)
-    intervals = variant_intervals(result)
+    intervals = result.summaries
     lin = min((v.slope for v in result.variants if v.slope > 0), default=0.01)
     xs = _dodged([iv.slope for iv in intervals])
     for i, iv in enumerate(intervals):
         marker = "D" if iv.learnable else "o"
         x = xs[i]
-        for ax, (mid, lo, hi), censored_at in ((ax1, iv.steps, result.budget), (ax2, iv.final_loss, None)):
+        for ax, (mid, lo, hi), censored_at in ((ax1, iv.steps_interval, result.budget),
+                                               (ax2, iv.final_loss_interval, None)):
             if mid is None:
                 continue
             censored = censored_at is not None and mid > censored_at
             ax.errorbar([x], [mid], yerr=[[mid - lo], [hi - mid]], fmt=marker, color=colour(i), capsize=3,
                         mfc="none" if censored else colour(i),
-                        label=iv.label + (" (median not reached)" if censored else ""))
+                        label=iv.variant + (" (median not reached)" if censored else ""))
     for ax in (ax1, ax2):
         ax.set_xscale("symlog", linthresh=lin)
     ax1.set_ylabel("steps to target (median, 95% CI)")
-    if any(iv.steps[0] is not None and iv.steps[2] > result.budget for iv in intervals):
+    if any(iv.steps_interval[0] is not None and iv.steps_interval[2] > result.budget for iv in intervals):
         ax1.axhline(result.budget, color="black", ls=":", lw=1)
         ax1.text(0.99, result.budget, "budget", transform=ax1.get_yaxis_transform(), ha="right",
                  va="bottom", fontsize=8)
     ax2.set_ylabel("final training loss (median, 95% CI)")
-    losses = [v for iv in intervals for v in iv.final_loss if v is not None]
+    losses = [v for iv in intervals for v in iv.final_loss_interval if v is not None]
     if losses and min(losses) > 0 and max(losses) / min(losses) > 10:
         ax2.set_yscale("log")
     ax1.set_title("Does the slope need tuning? Speed")
@@ -191,3 +192,7 @@ def _dodged(slopes: list[float], close: float = 0.15, step: float = 0.07) -> lis
             xs[k] = slopes[k] * (1 + step * (rank - (len(group) - 1) / 2))
     return xs
 
+
+
+plot_loss_curves = loss_curves_figure
+plot_steps_to_target = steps_paired_figure

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.compare.run import CompareResult, file_safe
+from probe.core.io import StagedOutputs
+
+from probe.compare.results import CompareResult, file_safe
 from probe.report.compare_plots import (dead_rate_figure, loss_curves_figure, slope_sweep_figure,
                                         steps_paired_figure)
-from probe.circuit import draw_circuit
+from probe.report.circuit_figure import draw_circuit
 from probe.report.compare_view import circuit_table, convergence_table, diagnostics_table
 from probe.report.diagnostic_plots import grad_ratio_figure, sign_routes_figure
 from probe.report.fmt import fmt
@@ -47,7 +49,7 @@ def comparisons_table(result: CompareResult) -> str:
                      "reached target a – b"], rows)
 
 
-def write_compare_report(result: CompareResult, path: str | Path, command: str) -> Path:
+def write_compare_report(result: CompareResult, path: str | Path, command: str, outputs: StagedOutputs | None = None) -> Path:
     """Write the report and its figures atomically; returns the markdown path."""
     sc = result.scenario
     labels = ", ".join(v.label for v in result.variants)
@@ -55,7 +57,7 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
                              if r.variant == v.label and r.diagnostics is not None]
                    for v in result.variants}
     has_diag = all(diag_groups.values())
-    with ReportWriter(path) as rw:
+    with ReportWriter(path, outputs) as rw:
         rw.add(f"# probe compare: {labels} on {sc.name}",
                "\n".join([*environment_lines(command, result.device),
                           f"- seeds: {sc.train.seeds} per variant (seed k gives every variant the same "
@@ -68,13 +70,12 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
         rw.figure(steps_paired_figure(result), "steps_to_target.png", "steps to target paired by seed")
         sweep = slope_sweep_figure(result)
         if sweep is not None:
-            from probe.experiment.sweep import variant_intervals
-
             rw.add("## Slope sweep", md_table(
                 ["variant", "slope", "steps to target (median)", "95% CI", "final loss (median)", "95% CI"],
-                [[iv.label, f"{iv.slope:.3g}" + (" (learned)" if iv.learnable else ""),
-                  _steps(iv.steps[0], result.budget), _ci(iv.steps), fmt(iv.final_loss[0]), _ci(iv.final_loss)]
-                 for iv in variant_intervals(result)]),
+                [[iv.variant, f"{iv.slope:.3g}" + (" (learned)" if iv.learnable else ""),
+                  _steps(iv.steps_interval[0], result.budget), _ci(iv.steps_interval),
+                  fmt(iv.final_loss_interval[0]), _ci(iv.final_loss_interval)]
+                 for iv in result.summaries]),
                 f"*Never-reached runs count as {result.budget + 1} steps (the budget + 1), as in the paired "
                 "statistics.*")
             rw.figure(sweep, "slope_sweep.png", "steps to target and final loss against the slope")
@@ -85,7 +86,8 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str) 
                 rw.figure(dead, "dead_rate.png", "dead rate per layer over training")
             rw.figure(grad_ratio_figure(diag_groups), "grad_ratio.png",
                       "measured grad_ratio against the nominal slope")
-            rw.figure(sign_routes_figure(diag_groups), "sign_routes.png", "final-layer sign routes per variant")
+            rw.figure(sign_routes_figure({s.variant: s.negative_route_share for s in result.summaries}),
+                      "sign_routes.png", "final-layer sign routes per variant")
         if any(s.circuit for s in result.summaries):
             rw.add("## Sign circuits", rich_table_markdown(circuit_table(result)),
                    "The circuit of negative predictions of output 0, for the first seed of each variant "

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from probe.compare.run import CompareResult
+from probe.compare.results import CompareResult
 from probe.report.fmt import fmt, pct
 
 
 def convergence_table(result: CompareResult) -> Table:
     """Per variant: median final loss, median steps to target, reached n/N, diverged, born dead."""
     t = result.scenario.train
-    table = Table(title=f"Convergence on {result.scenario.name} (target loss {t.target_loss:g}, "
-                        f"{result.budget} steps = {result.epochs_completed} epochs x {result.steps_per_epoch})",
+    table = Table(title=Text(f"Convergence on {result.scenario.name} (target loss {t.target_loss:g}, "
+                             f"{result.budget} steps = {result.epochs_completed} epochs x "
+                             f"{result.steps_per_epoch})"),
                   title_justify="left", caption_justify="left",
                   caption="Medians over seeds. steps to target: first step whose running mean over one "
                           "epoch of minibatch losses is <= the target ('—': half or more never reached it).")
@@ -60,15 +61,21 @@ def circuit_table(result: CompareResult) -> Table:
     return table
 
 
-def render_compare(result: CompareResult, console: Console) -> None:
-    """Print the convergence table, the diagnostics table (when measured) and one verdict per pair."""
+def compare_renderable(result: CompareResult) -> Group:
+    """The convergence table, the diagnostics table (when measured) and one verdict per pair."""
+    items: list = []
     if result.interrupted:
-        console.print(Text(f"Interrupted: results after {result.epochs_completed} of "
-                           f"{result.scenario.train.epochs} epochs.", style="bold yellow"))
-    console.print(convergence_table(result))
+        items.append(Text(f"Interrupted: results after {result.epochs_completed} of "
+                          f"{result.scenario.train.epochs} epochs.", style="bold yellow"))
+    items.append(convergence_table(result))
     if any(r.diagnostics is not None for r in result.runs):
-        console.print(diagnostics_table(result))
+        items.append(diagnostics_table(result))
     if any(s.circuit for s in result.summaries):
-        console.print(circuit_table(result))
-    for c in result.comparisons:
-        console.print(Text.assemble((f"{c.a} vs {c.b}: ", "bold"), c.verdict))
+        items.append(circuit_table(result))
+    items += [Text.assemble((f"{c.a} vs {c.b}: ", "bold"), c.verdict) for c in result.comparisons]
+    return Group(*items)
+
+
+def render_compare(result: CompareResult, console: Console) -> None:
+    """Print :func:`compare_renderable`."""
+    console.print(compare_renderable(result))

@@ -8,10 +8,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from probe.diagnostics import NetworkDiagnostics
-from probe.report.figures import colour, new_figure
+from probe.report.figures import colour, figure_and_axes, new_figure
 
 
-def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]]) -> Figure:
+def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]], ax=None) -> Figure:
     """Measured grad_ratio per hidden layer against each variant's nominal slope.
 
     One dot per network and layer. A fixed-slope variant gets a dashed line at
@@ -19,8 +19,12 @@ def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]]) -> Fig
     (PReLU) slope differs per network and layer, so each of its dots gets a
     short tick at that layer's own learned slope instead. ReLU's ratio is
     exactly 0, which a log axis cannot show: it is named in the legend only.
+
+    Args:
+        groups: Label -> the diagnostics of its networks (one for ``probe analyze``).
+        ax: Draw into these matplotlib axes (a notebook's own); default: a new figure.
     """
-    fig, ax = new_figure(7.6, 4.0)
+    fig, ax = figure_and_axes(ax, 7.6, 4.0)
     n_layers = max(len(d.layers) for ds in groups.values() for d in ds)
     values: list[float] = []
     for i, (label, diags) in enumerate(groups.items()):
@@ -65,28 +69,20 @@ def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]]) -> Fig
     return fig
 
 
-def sign_routes_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]], output: int = 0,
+def sign_routes_figure(shares: Mapping[str, float | None], output: int = 0,
                        negative_only: bool = True) -> Figure:
     """Stacked bars of the final layer's downward mass: negative weights vs negative activations.
 
-    Each bar is a variant (median over its networks) of the shares of
-    ``neg_pos`` (W<0, h>0) and ``pos_neg`` (W>0, h<0) in the downward mass, over
-    the samples predicted negative (or all samples).
+    Each bar is a label's ``activation_route_share`` (``pos_neg``, W>0, h<0) and
+    its complement (``neg_pos``, W<0, h>0) in the downward mass, over the samples
+    predicted negative (or all samples): one network's value, or a variant's
+    median from its summary. None: not measured (no negative prediction).
     """
     fig, ax = new_figure(6.4, 3.6)
-    labels, weight_share, act_share, measured = [], [], [], []
-    for label, diags in groups.items():
-        shares = []
-        for d in diags:
-            if output < len(d.sign):
-                m = d.sign[output].negative_predictions if negative_only else d.sign[output].all_samples
-                if m.activation_route_share is not None:
-                    shares.append(m.activation_route_share)
-        labels.append(label)
-        a = float(np.median(shares)) if shares else 0.0
-        act_share.append(a)
-        weight_share.append(1 - a if shares else 0.0)
-        measured.append(bool(shares))
+    labels = list(shares)
+    measured = [shares[k] is not None for k in labels]
+    act_share = [float(shares[k]) if shares[k] is not None else 0.0 for k in labels]
+    weight_share = [1 - a if ok else 0.0 for a, ok in zip(act_share, measured)]
     x = np.arange(len(labels))
     if not any(weight_share) and not any(act_share):
         ax.text(0.5, 0.5, f"no sample is predicted negative for output {output}", ha="center",
@@ -125,3 +121,6 @@ def active_fraction_figure(diag: NetworkDiagnostics) -> Figure:
         ax.set_xlabel("fraction of samples with z > 0")
     axes[0].set_ylabel("units")
     return fig
+
+
+plot_grad_ratio = grad_ratio_figure

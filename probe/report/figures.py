@@ -1,13 +1,15 @@
-"""One matplotlib style for every probe figure (non-interactive backend)."""
+"""One matplotlib style for every probe figure, on plain ``Figure`` objects.
+
+Figures are built as ``matplotlib.figure.Figure`` (as scikit-learn's Display
+objects do), never through pyplot: importing probe or drawing a report leaves
+matplotlib's global backend and state alone, and a figure function given an
+``ax`` draws into the caller's own axes.
+"""
 
 from __future__ import annotations
 
 import matplotlib
-
-matplotlib.use("Agg")  # never open a window; reports are written from terminals and CI
-
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
 #: Colour per variant family, stable across figures.
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -26,12 +28,20 @@ STYLE = {
 }
 
 
-def new_figure(width: float = 6.4, height: float = 4.0, ncols: int = 1) -> tuple[Figure, object]:
-    """A figure in probe's style with ``ncols`` side-by-side axes."""
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=True,
-                                 constrained_layout=True)
+def new_figure(width: float = 6.4, height: float = 4.0, ncols: int = 1, nrows: int = 1,
+               **subplots) -> tuple[Figure, object]:
+    """A figure in probe's style with ``nrows x ncols`` axes (squeezed, like ``plt.subplots``)."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(width, height), layout="constrained")
+        axes = fig.subplots(nrows, ncols, **{"squeeze": True, **subplots})
     return fig, axes
+
+
+def figure_and_axes(ax, width: float, height: float) -> tuple[Figure, object]:
+    """The caller's ``ax`` and its figure, or a new styled figure with one axes."""
+    if ax is not None:
+        return ax.figure, ax
+    return new_figure(width, height)
 
 
 def colour(i: int) -> str:

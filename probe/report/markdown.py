@@ -7,17 +7,16 @@ place at the end, the markdown last: an interrupted run leaves no half report.
 
 from __future__ import annotations
 
-import os
 import platform
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
-from probe.core.io import atomic_write_text
+from probe.core.errors import ProbeError
+from probe.core.io import StagedOutputs, atomic_write_text
+from probe.core.version import __version__
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -31,8 +30,6 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 def environment_lines(command: str, device: str = "cpu") -> list[str]:
     """What a reader needs to rerun the report."""
-    from probe import __version__
-
     return [f"- command: `{command}`", f"- probe {__version__}, torch {torch.__version__}, "
             f"Python {platform.python_version()}, device {device}, {torch.get_num_threads()} CPU threads"]
 
@@ -40,20 +37,27 @@ def environment_lines(command: str, device: str = "cpu") -> list[str]:
 class ReportWriter:
     """Collects markdown text and figures; :meth:`commit` moves them into place.
 
-    Use as a context manager: on an exception nothing is left behind.
+    ``name.md`` and its figures folder ``name_files/`` are staged as part of an
+    output set (:class:`probe.core.io.StagedOutputs`): the caller's, published
+    with the rest of its outputs, or the writer's own, published by
+    :meth:`commit`. Use as a context manager: on an exception nothing is left behind.
 
     Args:
-        path: The markdown file to write (``.md``).
+        path: The markdown file to write; it must end in ``.md``.
+        outputs: The output set to stage into (default: the writer's own).
+
+    Raises:
+        ProbeError: ``path`` does not end in ``.md``.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if self.path.suffix.lower() != ".md":
-            self.path = self.path.with_suffix(".md")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | Path, outputs: StagedOutputs | None = None) -> None:
+        self.path = check_report_path(path)
         self.files_name = f"{self.path.stem}_files"
-        self.tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.stem}."))
-        (self.tmp / self.files_name).mkdir()
+        self._own = outputs is None
+        self.outputs = StagedOutputs() if outputs is None else outputs
+        self.markdown = self.outputs.stage(self.path)
+        self.files = self.outputs.stage(self.path.parent / self.files_name)
+        self.files.mkdir()
         self.parts: list[str] = []
         self.figures: list[str] = []
 
@@ -63,38 +67,28 @@ class ReportWriter:
 
     def figure(self, fig: Figure, name: str, alt: str) -> str:
         """Save ``fig`` as a PNG and append its image link; returns the relative path."""
-        import matplotlib.pyplot as plt
-
-        rel = f"{self.files_name}/{name}"
-        fig.savefig(self.tmp / rel, format="png")
-        plt.close(fig)
-        self.figures.append(rel)
-        self.add(f"![{alt}]({rel})")
-        return rel
+        fig.savefig(self.image_path(name, alt), format="png")
+        return f"{self.files_name}/{name}"
 
     def image_path(self, name: str, alt: str) -> Path:
         """A path in the figures folder for a PNG written by other code; appends its link."""
         rel = f"{self.files_name}/{name}"
         self.figures.append(rel)
         self.add(f"![{alt}]({rel})")
-        return self.tmp / rel
+        return self.files / name
 
     def commit(self) -> Path:
-        """Move figures then the markdown into place."""
-        final_files = self.path.parent / self.files_name
+        """Finish the markdown; publish it with its figures unless the caller's output set will."""
         if not self.figures:
-            (self.tmp / self.files_name).rmdir()
-        elif final_files.exists():
-            old = self.tmp / "old"
-            os.replace(final_files, old)
-        if self.figures:
-            os.replace(self.tmp / self.files_name, final_files)
-        atomic_write_text(self.path, "\n\n".join(self.parts).rstrip() + "\n")
-        shutil.rmtree(self.tmp, ignore_errors=True)
+            self.files.rmdir()  # an older report's figures stay where they are
+        self.markdown.write_text("\n\n".join(self.parts).rstrip() + "\n", encoding="utf-8")
+        if self._own:
+            self.outputs.publish()
         return self.path
 
     def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self._own:
+            self.outputs.discard()
 
     def __enter__(self) -> ReportWriter:
         return self
@@ -104,6 +98,15 @@ class ReportWriter:
             self.commit()
         else:
             self.discard()
+
+
+def check_report_path(path: str | Path) -> Path:
+    """A report path, which must end in ``.md`` (probe writes markdown, and says so rather than renaming)."""
+    path = Path(path)
+    if path.suffix.lower() != ".md":
+        raise ProbeError(f"Cannot write a report to {path}", expected="a markdown file name ending in .md",
+                         found=f"'{path.suffix or 'no suffix'}'", fix=f"use --report {path.with_suffix('.md')}")
+    return path
 
 
 def rich_table_markdown(table) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from probe.engines.analysis import _loss
+from probe.core.losses import batch_share, member_mse, squared_error
 from probe.diagnostics import Collector, NetworkDiagnostics
 from probe.engines.training.ensemble import Ensemble
 
@@ -60,7 +60,7 @@ def probe_batch_stats(ens: Ensemble, X: torch.Tensor, y: torch.Tensor
     collector = Collector(ens.n_hidden, gradients=True, weight_grads=False)
     with torch.enable_grad():
         out, zs, pending = ens.forward(X, collector)
-        loss = ((out - y) ** 2).mean(dim=(1, 2)).sum()
+        loss = member_mse(out, y).sum()
         grads = torch.autograd.grad(loss, zs)
     for p, g in zip(pending, grads):
         collector.backward(p, g)
@@ -75,7 +75,7 @@ def dataset_loss(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, batch_size: in
     total = torch.zeros(ens.members, dtype=torch.float64, device=ens.device)
     for lo, hi in _batches(X.shape[0], batch_size):
         out, _, _ = ens.forward(X[lo:hi])
-        total += ((out - y[lo:hi]) ** 2).mean(2).sum(1).double()
+        total += squared_error(out, y[lo:hi]).sum(1).double()
     return (total / X.shape[0]).cpu()
 
 
@@ -84,7 +84,7 @@ def member_diagnostics(ens: Ensemble, X: torch.Tensor, y: torch.Tensor,
     """``probe analyze``'s diagnostics of every member over ``(X, y)``, one per member.
 
     The loss is the MSE over the whole set, split into batch shares exactly as
-    :func:`probe.engines.analysis._loss` does, so the accumulated ``dL/dz`` are full-set
+    :func:`probe.core.losses.batch_share` does, so the accumulated ``dL/dz`` are full-set
     gradients; the member losses are summed, which leaves each member's
     gradient its own. Parameter gradients are not touched.
     """
@@ -96,7 +96,7 @@ def member_diagnostics(ens: Ensemble, X: torch.Tensor, y: torch.Tensor,
         with torch.enable_grad():
             out, zs, pending = ens.forward(X[lo:hi], collector)
             k = out.shape[2]
-            loss = _loss("mse", out.reshape(-1, k), y[lo:hi].repeat(m, 1), n)
+            loss = batch_share("mse", out.reshape(-1, k), y[lo:hi].repeat(m, 1), n)
             grads = torch.autograd.grad(loss, zs)
         for p, g in zip(pending, grads):
             collector.backward(p, g)

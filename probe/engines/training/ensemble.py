@@ -2,7 +2,7 @@
 
 Member ``m`` has weights ``W_l[m]`` of shape ``[out, in]`` and biases
 ``b_l[m]``; a layer is ``z = b + x W^T`` for all members at once
-(``torch.baddbmm``) and the activation is ``where(z > 0, z, slope * z)`` with a
+(``torch.baddbmm``) and the activation is :func:`probe.core.variants.leaky_relu` with a
 per-member slope ``[M, 1, 1]``. Slope 0 is ReLU, a constant slope is a leaky
 ReLU, and a PReLU member has a learnable slope per hidden layer (one scalar, as
 ``torch.nn.PReLU()``), initialised at 0.25. Members never interact: the
@@ -22,6 +22,7 @@ import torch
 
 from probe.diagnostics import Collector
 from probe.diagnostics.collector import PendingBackward
+from probe.core.variants import leaky_relu
 from probe.models.mlp import MLP
 from probe.engines.training.init import Params, init_params, stack_params
 from probe.core.variants import Variant
@@ -105,7 +106,7 @@ class Ensemble:
                 # detached: the Collector's accumulators must not hold a PReLU slope's graph
                 pending.append(collector.forward(i, h, z, slope.detach()))
                 zs.append(z)
-            h = torch.where(z > 0, z, z * slope)
+            h = leaky_relu(z, slope)
         out = torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))
         return out, zs, pending
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from probe.core.losses import member_mse
 from probe.engines.training.diagnose import probe_batch_stats
 from probe.engines.training.ensemble import Ensemble
 
@@ -122,7 +123,7 @@ def train(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, config: TrainConfig, 
             for s in range(steps_per_epoch):
                 xb, yb = xe[:, s * bs:(s + 1) * bs], ye[:, s * bs:(s + 1) * bs]
                 out, _, _ = ens.forward(xb)
-                losses = ((out - yb) ** 2).mean(dim=(1, 2))
+                losses = member_mse(out, yb)
                 objective = (torch.where(alive, losses, 0.0) if frozen is not None else losses).sum()
                 opt.zero_grad(set_to_none=True)
                 objective.backward()

@@ -15,20 +15,15 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")  # before pyplot-free figure creation, so no display is ever needed
-
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from probe.circuit.graph import contributions  # noqa: E402
-from probe.circuit.result import CircuitResult  # noqa: E402
-from probe.circuit.validate import check_positive_int  # noqa: E402
-from probe.core.io import atomic_write_bytes  # noqa: E402
+from probe.circuit.result import CircuitResult, contributions
+from probe.circuit.validate import check_positive_int
+from probe.core.io import atomic_write_bytes
 
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "#2166ac", "#b2182b"
 LABEL_ALL_UP_TO = 16  # wider layers label only their strongest units, so text never overlaps
@@ -48,17 +43,26 @@ def _strongest(contrib: np.ndarray, keep: int) -> list[tuple[int, int]]:
 
 def draw_circuit(result: CircuitResult, path: str | Path, group: str = "negative", *,
                  top_edges: int = 240, dpi: int = 150) -> Path:
-    """Draw one group's circuit to a PNG file, atomically.
-
-    Args:
-        result: From :func:`probe.circuit.circuit`.
-        path: Destination ``.png``.
-        group: ``negative`` or ``positive``.
-        top_edges: How many edges to draw in all (split evenly over the layers).
-        dpi: Resolution.
+    """Draw one group's circuit to a PNG file, atomically (see :func:`circuit_figure`).
 
     Returns:
         The path written.
+    """
+    fig = circuit_figure(result, group, top_edges=top_edges, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def circuit_figure(result: CircuitResult, group: str = "negative", *, top_edges: int = 240,
+                   dpi: int = 150) -> Figure:
+    """One group's circuit as a matplotlib ``Figure`` (no pyplot, no global backend).
+
+    Args:
+        result: From :func:`probe.circuit.trace_circuit`.
+        group: ``negative`` or ``positive``.
+        top_edges: How many edges to draw in all (split evenly over the layers).
+        dpi: Resolution.
     """
     check_positive_int("top_edges", top_edges)
     circ = result.group(group)
@@ -125,6 +129,7 @@ def draw_circuit(result: CircuitResult, path: str | Path, group: str = "negative
                  f"({circ.samples} samples, {result.activation}); "
                  + ("all edges" if per_layer >= max(c.size for c in contribs)
                     else f"strongest {per_layer} edges per layer by |W·mean a|"), fontsize=10)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return atomic_write_bytes(path, buf.getvalue())
+    return fig
+
+
+plot_circuit = circuit_figure
