@@ -6,18 +6,38 @@ captum, and returns a :class:`CircuitResult`: per group, the 90% circuit per
 layer, the sign routes layer by layer, the strongest paths, and a layered
 ``networkx.DiGraph`` (``result.graph("negative")``) for export with
 :func:`write_graphml` or :func:`probe.report.circuit_figure.draw_circuit`.
+
+Names are imported on first use, so that code needing only the result types
+does not load captum.
 """
 
-from probe.circuit.core import smallest_cover, trace_circuit
-from probe.circuit.graph import write_graphml
-from probe.circuit.paths import CircuitPath, node_id, top_paths
-from probe.circuit.result import (CircuitResult, Completeness, Driver, GroupCircuit, LayerCircuit, build_graph,
-                                  summarize_for_compare)
-from probe.circuit.routes import LayerRoutes
-from probe.circuit.validate import CircuitError
+from __future__ import annotations
 
-__all__ = [
-    "CircuitError", "CircuitPath", "CircuitResult", "Completeness", "Driver", "GroupCircuit",
-    "LayerCircuit", "LayerRoutes", "build_graph", "node_id",
-    "smallest_cover", "summarize_for_compare", "top_paths", "trace_circuit", "write_graphml",
-]
+import importlib
+
+_EXPORTS = {
+    "smallest_cover": "probe.circuit.core", "trace_circuit": "probe.circuit.core",
+    "write_graphml": "probe.circuit.graph",
+    "CircuitPath": "probe.circuit.paths", "node_id": "probe.circuit.paths", "top_paths": "probe.circuit.paths",
+    "CircuitResult": "probe.circuit.result", "Completeness": "probe.circuit.result",
+    "Driver": "probe.circuit.result", "GroupCircuit": "probe.circuit.result",
+    "LayerCircuit": "probe.circuit.result", "build_graph": "probe.circuit.result",
+    "summarize_for_compare": "probe.circuit.result",
+    "LayerRoutes": "probe.circuit.routes",
+    "CircuitError": "probe.circuit.validate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'probe.circuit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import networkx as nx
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from probe.circuit.paths import CircuitPath, node_id
 from probe.circuit.routes import LayerRoutes, pooled_share
 from probe.circuit.validate import GROUPS, check_group
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 def _floats(values: np.ndarray) -> tuple[float, ...]:
@@ -267,6 +271,8 @@ def build_graph(result: CircuitResult, group: GroupCircuit) -> nx.DiGraph:
     ``param = W[k, j]``. Graph attributes: ``group``, ``output``, ``samples``,
     ``method``, ``baseline``, ``activation``.
     """
+    import networkx as nx  # loaded only when a graph is built
+
     g = nx.DiGraph(group=group.name, output=result.output, samples=group.samples,
                    method=result.method, baseline=result.baseline, activation=result.activation)
     last = len(group.layers) - 1

@@ -104,12 +104,12 @@ def analyze(
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to FILE.md."),
 ) -> None:
     """Diagnose a trained MLP: dead units, negative-region gradients, sign routes."""
-    from probe.core.io import StagedOutputs
-    from probe.experiment.workflows import analyze_file
-
     check_share("--near-dead", near_dead)
     check_share("--dormant-tau", dormant_tau)
     check_outputs(Path(json_path) if json_path not in (None, "-") else None, report=report)
+    from probe.core.io import StagedOutputs
+    from probe.experiment.workflows import analyze_file
+
     with StagedOutputs() as outputs:
         with progress_bar() as bar:
             task = bar.add_task("analyzing", total=None)
@@ -191,14 +191,15 @@ def circuit(
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to FILE.md."),
 ) -> None:
     """Trace how the network builds negative (and positive) values of one output, layer by layer."""
-    from probe.circuit import write_graphml
+    check_outputs(graph, png, Path(json_path) if json_path not in (None, "-") else None, report=report)
     from probe.circuit.validate import check_group
+
+    check_group(group)
+    from probe.circuit import write_graphml
     from probe.core.io import StagedOutputs
     from probe.experiment.workflows import circuit_file
     from probe.report.circuit_figure import draw_circuit
 
-    check_outputs(graph, png, Path(json_path) if json_path not in (None, "-") else None, report=report)
-    check_group(group)
     with StagedOutputs() as outputs:
         with progress_bar() as bar:
             task = bar.add_task("tracing", total=None)
@@ -226,10 +227,10 @@ def study(
     json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP),
 ) -> None:
     """Run relu, leaky, leaky:0.1, leaky:0.3 and prelu on every scenario; write reports and an index."""
+    check_outputs(Path(json_path) if json_path not in (None, "-") else None, folder=out_dir)
     from probe.experiment.study import STUDY_VARIANTS, run_study
     from probe.report.study_report import write_study
 
-    check_outputs(Path(json_path) if json_path not in (None, "-") else None, folder=out_dir)
     command = "probe study" + (f" --seeds {seeds}" if seeds != 10 else "") + \
         "".join(f" --scenario {s}" for s in scenario or []) + \
         (f" --out {out_dir}" if out_dir != Path("reports/leaky-vs-relu") else "")

@@ -76,8 +76,7 @@ def check_outputs(*files: Path | None, folder: Path | None = None, report: Path 
     writable folder, with a UTF-8 name; no two outputs may be the same path
     (a report also claims its ``NAME_files/`` folder).
     """
-    from probe.core.io import check_output_path
-    from probe.report.markdown import check_report_path
+    from probe.core.io import check_output_path, check_report_path
 
     claimed: dict[Path, str] = {}
 

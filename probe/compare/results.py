@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from probe.circuit import CircuitResult, summarize_for_compare
+from probe.circuit.result import CircuitResult, summarize_for_compare
 from probe.compare.stats import PairedComparison
 from probe.core.io import finite_json
 from probe.core.variants import Variant

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from probe.circuit import trace_circuit
 from probe.compare.results import PROBE_BATCH, CompareResult, RunResult, file_safe
 from probe.compare.stats import compare_steps
 from probe.compare.summaries import summarize_runs
@@ -200,7 +199,11 @@ def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, 
         div = outcome.diverged_epoch[m]
         model = cpu_ens.to_mlp(m)
         # the sign circuit of output 0 per trained member (diverged ones have no meaningful circuit)
-        traced = trace_circuit(model, eval_set, output=0) if diagnostics and circuits and div is None else None
+        traced = None
+        if diagnostics and circuits and div is None:
+            from probe.circuit.core import trace_circuit  # captum: loaded only when circuits are traced
+
+            traced = trace_circuit(model, eval_set, output=0)
         runs.append(RunResult(
             variant=variant.label, seed=seed, init_digest=digests[m % len(ens.seeds)],
             born_dead=bool(born_dead[m]),

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from probe.circuit import summarize_for_compare
+from probe.circuit.result import summarize_for_compare
 from probe.compare.results import RunResult
 from probe.compare.stats import bootstrap_median_ci, finite_median, median_steps
 from probe.core.variants import Variant

@@ -170,3 +170,14 @@ class StagedOutputs:
 
     def __exit__(self, *exc: object) -> None:
         self.discard()
+
+
+def check_report_path(path: str | Path) -> Path:
+    """A report path, which must end in ``.md`` (probe writes markdown, and says so rather than renaming)."""
+    path = Path(path)
+    if path.suffix.lower() != ".md":
+        from probe.core.errors import ProbeError
+
+        raise ProbeError(f"Cannot write a report to {path}", expected="a markdown file name ending in .md",
+                         found=f"'{path.suffix or 'no suffix'}'", fix=f"use --report {path.with_suffix('.md')}")
+    return path

@@ -10,18 +10,24 @@ from probe.compare.results import CompareResult
 from probe.report.fmt import fmt, pct
 
 
+def variant_table(title: str | Text, caption: str, columns: tuple[str, ...]) -> Table:
+    """A table with one row per variant: a left-aligned ``variant`` column, then right-aligned numbers."""
+    table = Table(title=title, title_justify="left", caption_justify="left", caption=caption)
+    table.add_column("variant", justify="left", no_wrap=True)
+    for col in columns:
+        table.add_column(col, justify="right", no_wrap=True)
+    return table
+
+
 def convergence_table(result: CompareResult) -> Table:
     """Per variant: median final loss, median steps to target, reached n/N, diverged, born dead."""
     t = result.scenario.train
-    table = Table(title=Text(f"Convergence on {result.scenario.name} (target loss {t.target_loss:g}, "
-                             f"{result.budget} steps = {result.epochs_completed} epochs x "
-                             f"{result.steps_per_epoch})"),
-                  title_justify="left", caption_justify="left",
-                  caption="Medians over seeds. steps to target: first step whose running mean over one "
-                          "epoch of minibatch losses is <= the target ('—': half or more never reached it).")
-    for col in ("variant", "final loss", "steps to target", "reached", "mean step loss", "diverged",
-                "born dead"):
-        table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
+    table = variant_table(
+        Text(f"Convergence on {result.scenario.name} (target loss {t.target_loss:g}, {result.budget} steps = "
+             f"{result.epochs_completed} epochs x {result.steps_per_epoch})"),
+        "Medians over seeds. steps to target: first step whose running mean over one epoch of minibatch "
+        "losses is <= the target ('—': half or more never reached it).",
+        ("final loss", "steps to target", "reached", "mean step loss", "diverged", "born dead"))
     for s in result.summaries:
         table.add_row(s.variant, fmt(s.median_final_loss), fmt(s.median_steps_to_target),
                       f"{s.reached}/{s.runs}", fmt(s.median_loss_auc), f"{s.diverged}/{s.runs}",
@@ -31,13 +37,12 @@ def convergence_table(result: CompareResult) -> Table:
 
 def diagnostics_table(result: CompareResult) -> Table:
     """Per variant: dead rate at init and at the end, grad_ratio against the slope, route share."""
-    table = Table(title="Diagnostics on the evaluation set (medians over seeds, layer means)",
-                  title_justify="left", caption_justify="left",
-                  caption="dead: share of hidden units with z<=0 on every sample. grad_ratio: mean |dL/dz| "
-                          "where z<=0 over where z>0 (for a leaky ReLU the local ratio is the slope). "
-                          "act. route: share of the output's downward mass carried by negative activations.")
-    for col in ("variant", "dead at init", "dead at end", "grad_ratio", "nominal slope", "act. route (all)"):
-        table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
+    table = variant_table(
+        "Diagnostics on the evaluation set (medians over seeds, layer means)",
+        "dead: share of hidden units with z<=0 on every sample. grad_ratio: mean |dL/dz| where z<=0 over "
+        "where z>0 (for a leaky ReLU the local ratio is the slope). act. route: share of the output's "
+        "downward mass carried by negative activations.",
+        ("dead at init", "dead at end", "grad_ratio", "nominal slope", "act. route (all)"))
     for s in result.summaries:
         table.add_row(s.variant, pct(s.dead_rate_init), pct(s.dead_rate_final), fmt(s.grad_ratio),
                       fmt(s.nominal_slope, "g"), pct(s.activation_route_share))
@@ -46,13 +51,12 @@ def diagnostics_table(result: CompareResult) -> Table:
 
 def circuit_table(result: CompareResult) -> Table:
     """Per variant: how output 0's negative predictions are built (medians over seeds)."""
-    table = Table(title="Sign circuits of negative predictions (output 0; medians over seeds)",
-                  title_justify="left", caption_justify="left",
-                  caption="circuit: hidden units carrying 90% of the attribution. act. route: share of the "
-                          "downward mass through negative activations (into the output; pooled over "
-                          "hidden-to-hidden layers). cancel: total mass / net mass.")
-    for col in ("variant", "circuit units", "of hidden", "act. route out", "act. route hidden", "cancel"):
-        table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
+    table = variant_table(
+        "Sign circuits of negative predictions (output 0; medians over seeds)",
+        "circuit: hidden units carrying 90% of the attribution. act. route: share of the downward mass "
+        "through negative activations (into the output; pooled over hidden-to-hidden layers). "
+        "cancel: total mass / net mass.",
+        ("circuit units", "of hidden", "act. route out", "act. route hidden", "cancel"))
     for s in result.summaries:
         c = s.circuit or {}
         table.add_row(s.variant, fmt(c.get("circuit_size_negative"), ".3g"), pct(c.get("circuit_fraction_negative")),

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from probe.core.errors import ProbeError
-from probe.core.io import StagedOutputs, atomic_write_text
+from probe.core.io import StagedOutputs, atomic_write_text, check_report_path
 from probe.core.version import __version__
 
 
@@ -98,15 +97,6 @@ class ReportWriter:
             self.commit()
         else:
             self.discard()
-
-
-def check_report_path(path: str | Path) -> Path:
-    """A report path, which must end in ``.md`` (probe writes markdown, and says so rather than renaming)."""
-    path = Path(path)
-    if path.suffix.lower() != ".md":
-        raise ProbeError(f"Cannot write a report to {path}", expected="a markdown file name ending in .md",
-                         found=f"'{path.suffix or 'no suffix'}'", fix=f"use --report {path.with_suffix('.md')}")
-    return path
 
 
 def rich_table_markdown(table) -> str:
