@@ -27,7 +27,7 @@ import time
 import torch
 from torch import nn
 
-from probe.compare.run import compare
+from probe.compare.run import compare_variants as compare
 from probe.models.mlp import MLP
 from probe.experiment.scenarios import load_scenario, make_datasets
 from probe.engines.training import epoch_order, init_params
