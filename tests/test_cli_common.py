@@ -150,3 +150,30 @@ def test_markup_in_names_is_shown_as_text(tmp_path):
                               "--epochs", "1", "--no-circuit"])
     assert res.exit_code == 0, res.output
     assert "odd [/] [bold]name" in res.output
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to see the signal handler")
+def test_sigterm_unwinds_like_ctrl_c(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "probe", "compare", "relu", "leaky", "--seeds", "2",
+                             "--epochs", "2000", "--no-circuit", "--json", str(tmp_path / "r.json"),
+                             "--save-dir", str(tmp_path / "runs")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until probe has installed its SIGTERM handler
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+        if caught & (1 << (signal.SIGTERM - 1)):
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "nothing was written" in err
+    assert not (tmp_path / "r.json").exists() and not any(tmp_path.rglob("*.pt"))
+    assert not any(tmp_path.rglob(".probe-staging-*"))

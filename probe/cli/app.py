@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 from typer.core import TyperCommand
 
+from probe.cli.signals import deferred_signals
 from probe.cli.common import (Interrupted, check_outputs, check_share, command_line, err, handles_errors,
                               json_text, out, progress_bar)
 from probe.core.version import __version__
@@ -107,8 +108,11 @@ def analyze(
     check_share("--near-dead", near_dead)
     check_share("--dormant-tau", dormant_tau)
     check_outputs(Path(json_path) if json_path not in (None, "-") else None, report=report)
-    from probe.core.io import StagedOutputs
-    from probe.experiment.workflows import analyze_file
+    with deferred_signals():
+        from probe.core.io import StagedOutputs
+        from probe.experiment.workflows import analyze_file
+        if report is not None:  # matplotlib: only when a report is asked for
+            from probe.report.analysis_report import write_analysis_report
 
     with StagedOutputs() as outputs:
         with progress_bar() as bar:
@@ -118,7 +122,6 @@ def analyze(
                                   near_dead_threshold=near_dead, dormant_tau=dormant_tau,
                                   circuit_output=None if no_circuit else output, progress=_bar_callback(bar, task))
         if report is not None:
-            from probe.report.analysis_report import write_analysis_report
             write_analysis_report(result, report, command=command_line(), outputs=outputs)
         _publish(outputs, result.to_dict(), json_path)
     _show(result.to_dict() if json_path == "-" else None, result, {"json": json_path, "report": report})
@@ -149,10 +152,12 @@ def compare(
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to FILE.md."),
 ) -> None:
     """Train variants under one scenario with matched seeds and compare convergence."""
-    from probe.compare.run import compare_variants
-    from probe.core.io import StagedOutputs
-
     check_outputs(Path(json_path) if json_path not in (None, "-") else None, report=report, folder=save_dir)
+    with deferred_signals():
+        from probe.compare.run import compare_variants
+        from probe.core.io import StagedOutputs
+        if report is not None:  # matplotlib: only when a report is asked for
+            from probe.report.compare_report import write_compare_report
     with StagedOutputs() as outputs:
         with progress_bar() as bar:
             task = bar.add_task("training", total=None)
@@ -163,7 +168,6 @@ def compare(
             out.print(result)
             raise Interrupted
         if report is not None:
-            from probe.report.compare_report import write_compare_report
             write_compare_report(result, report, command=command_line(), outputs=outputs)
         _publish(outputs, result.to_dict(), json_path)
     _show(result.to_dict() if json_path == "-" else None, result,
@@ -192,13 +196,15 @@ def circuit(
 ) -> None:
     """Trace how the network builds negative (and positive) values of one output, layer by layer."""
     check_outputs(graph, png, Path(json_path) if json_path not in (None, "-") else None, report=report)
-    from probe.circuit.validate import check_group
-
+    with deferred_signals():
+        from probe.circuit.validate import check_group
+        from probe.circuit import write_graphml
+        from probe.core.io import StagedOutputs
+        from probe.experiment.workflows import circuit_file
+        from probe.report.circuit_figure import draw_circuit
+        if report is not None:  # matplotlib: only when a report is asked for
+            from probe.report.circuit_report import write_circuit_report
     check_group(group)
-    from probe.circuit import write_graphml
-    from probe.core.io import StagedOutputs
-    from probe.experiment.workflows import circuit_file
-    from probe.report.circuit_figure import draw_circuit
 
     with StagedOutputs() as outputs:
         with progress_bar() as bar:
@@ -211,7 +217,6 @@ def circuit(
         if png is not None:
             draw_circuit(result, outputs.stage(png), group)
         if report is not None:
-            from probe.report.circuit_report import write_circuit_report
             write_circuit_report(result, report, command=command_line(), group=group, outputs=outputs)
         _publish(outputs, result.to_dict(), json_path)
     _show(result.to_dict() if json_path == "-" else None, result,
@@ -228,8 +233,9 @@ def study(
 ) -> None:
     """Run relu, leaky, leaky:0.1, leaky:0.3 and prelu on every scenario; write reports and an index."""
     check_outputs(Path(json_path) if json_path not in (None, "-") else None, folder=out_dir)
-    from probe.experiment.study import STUDY_VARIANTS, run_study
-    from probe.report.study_report import write_study
+    with deferred_signals():
+        from probe.experiment.study import STUDY_VARIANTS, run_study
+        from probe.report.study_report import write_study
 
     command = "probe study" + (f" --seeds {seeds}" if seeds != 10 else "") + \
         "".join(f" --scenario {s}" for s in scenario or []) + \
@@ -280,7 +286,7 @@ def scenarios(json_path: Optional[str] = typer.Option(None, "--json", metavar="[
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``probe.cli.main`` sets up the signals first)."""
     try:
         app()
     except KeyboardInterrupt:  # outside a command (argument parsing): no traceback

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.text import Text
 
 from probe.core.errors import ProbeError
@@ -55,9 +56,10 @@ def handles_errors(fn: Callable) -> Callable:
 
 
 def progress_bar() -> Progress:
-    """A rich progress bar with elapsed time on stderr, so that ``--json`` stdout stays clean."""
+    """A rich progress bar with elapsed and estimated remaining time, on stderr (``--json`` stdout stays clean)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
+                    disable=not err.is_terminal)
 
 
 def _printable(path: Path) -> None:
