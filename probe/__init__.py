@@ -38,8 +38,6 @@ _EXPORTS = {
     "load_scenario": "probe.experiment.scenarios",
     "make_datasets": "probe.experiment.scenarios",
     "analyze": "probe.experiment.workflows",
-    "analyze_file": "probe.experiment.workflows",
-    "circuit_file": "probe.experiment.workflows",
     "CompareResult": "probe.compare.results",
     "compare_variants": "probe.compare.run",
     "plot_loss_curves": "probe.report.compare_plots",
