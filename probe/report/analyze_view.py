@@ -8,7 +8,7 @@ from rich.text import Text
 
 from probe.engines.analysis import AnalysisResult
 from probe.diagnostics import NetworkDiagnostics
-from probe.report.fmt import fmt, pct
+from probe.report.fmt import fmt, legible_group, pct
 
 
 def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Table:
@@ -61,7 +61,7 @@ def analysis_renderable(result: AnalysisResult) -> Group:
         items.append(Text(f"Sign circuit of output {result.circuit.output}: {neg.samples} negative predictions "
                           f"built by {neg.circuit_size} hidden units (90% of attribution); details: probe circuit."))
     items.append(Text.assemble(("Verdict:", "bold"), f" {result.verdict}"))
-    return Group(*items)
+    return legible_group(*items)
 
 
 def render_analysis(result: AnalysisResult, console: Console) -> None:

@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from probe.circuit import CircuitResult
-from probe.report.fmt import fmt, pct
+from probe.report.fmt import fmt, legible_group, pct
 
 
 def layer_table(result: CircuitResult) -> Table:
@@ -71,7 +71,7 @@ def circuit_renderable(result: CircuitResult, *, paths: int = 5) -> Group:
     steps = f", {result.n_steps} steps" if result.n_steps else ""
     items.append(Text(f"Completeness ({method}{steps}): largest error {max(comp.max_abs_error):.3g} "
                       f"= {comp.max_rel_error:.2g} of the mean |f(x) - f(baseline)| ({comp.scale:.3g})."))
-    return Group(*items)
+    return legible_group(*items)
 
 
 def render_circuit(result: CircuitResult, console: Console, *, paths: int = 5) -> None:

@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from probe.compare.results import CompareResult
-from probe.report.fmt import fmt, pct
+from probe.report.fmt import fmt, legible_group, pct
 
 
 def variant_table(title: str | Text, caption: str, columns: tuple[str, ...]) -> Table:
@@ -77,7 +77,7 @@ def compare_renderable(result: CompareResult) -> Group:
     if any(s.circuit for s in result.summaries):
         items.append(circuit_table(result))
     items += [Text.assemble((f"{c.a} vs {c.b}: ", "bold"), c.verdict) for c in result.comparisons]
-    return Group(*items)
+    return legible_group(*items)
 
 
 def render_compare(result: CompareResult, console: Console) -> None:

@@ -13,3 +13,73 @@ def fmt(value: float | None, spec: str = ".3g") -> str:
 def pct(value: float | None) -> str:
     """A share in [0, 1] as a percentage with one decimal."""
     return MISSING if value is None else f"{100 * value:.1f}%"
+
+
+
+class Legible:
+    """A rich ``Table`` that stays legible in a narrow terminal: values are never cut.
+
+    When the table fits, it is shown as it is. Otherwise it is redrawn compactly:
+    light rules instead of boxes, no outer padding, every column as wide as its
+    widest cell (a variant name or a number is never cut or wrapped), and the
+    headers wrap onto more lines, at spaces (``pos_pos`` becomes ``pos`` over
+    ``pos``, still told apart from ``pos neg``).
+    """
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def __rich_console__(self, console, options):
+        from rich.measure import Measurement
+
+        if _natural_width(console, options, self.table, "maximum") <= options.max_width:
+            yield self.table
+            return
+        loose = _compact(self.table, tight=False)
+        yield loose if _least_width(loose) <= options.max_width else _compact(self.table, tight=True)
+
+
+def _least_width(table) -> int:
+    """Width of a compact table with every column at its minimum: cells, padding, one-space rules."""
+    pad = table.padding[1] + table.padding[3]
+    return sum(c.min_width for c in table.columns) + len(table.columns) * pad + len(table.columns) - 1
+
+
+def _natural_width(console, options, table, which: str) -> int:
+    """The table's width with no limit (rich clamps measurements to the console otherwise)."""
+    from rich.measure import Measurement
+
+    return getattr(Measurement.get(console, options.update(max_width=10**6), table), which)
+
+
+def _compact(table, tight: bool):
+    import copy
+
+    from rich import box
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    compact = copy.copy(table)
+    compact.columns = [copy.copy(c) for c in table.columns]
+    compact.box = box.SIMPLE_HEAD
+    compact.padding = (0, 0) if tight else (0, 1)
+    compact.pad_edge = False
+    compact.show_edge = False
+    compact.collapse_padding = True
+    for col in compact.columns:
+        header = col.header.replace("_", " ") if isinstance(col.header, str) else col.header
+        col.header = header
+        words = str(header).split() or [""]
+        widest = max((cell_len(c.plain if isinstance(c, Text) else str(c)) for c in col._cells), default=1)
+        col.min_width = max(widest, max(cell_len(w) for w in words), 1)
+        col.no_wrap = False
+        col.overflow = "fold"
+    return compact
+
+
+def legible_group(*items):
+    """A rich ``Group`` of the items, each table wrapped in :class:`Legible`."""
+    from rich.console import Group
+    from rich.table import Table
+
+    return Group(*(Legible(item) if isinstance(item, Table) else item for item in items))
