@@ -72,6 +72,7 @@ def _compact(table, tight: bool):
         words = str(header).split() or [""]
         widest = max((cell_len(c.plain if isinstance(c, Text) else str(c)) for c in col._cells), default=1)
         col.min_width = max(widest, max(cell_len(w) for w in words), 1)
+        col.width = col.min_width  # fixed: rich would otherwise squeeze a value to widen a header
         col.no_wrap = False
         col.overflow = "fold"
     return compact
