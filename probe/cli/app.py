@@ -17,8 +17,8 @@ import typer
 from typer.core import TyperCommand
 
 from probe.cli.signals import deferred_signals
-from probe.cli.common import (Interrupted, check_outputs, check_share, command_line, err, handles_errors,
-                              json_text, out, progress_bar)
+from probe.cli.common import (Interrupted, check_outputs, command_line, err, handles_errors, json_text, out,
+                              progress_bar)
 from probe.core.version import __version__
 
 JSON_HELP = "Write the results as JSON: to stdout with no PATH (instead of the tables), else to PATH."
@@ -105,8 +105,10 @@ def analyze(
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to FILE.md."),
 ) -> None:
     """Diagnose a trained MLP: dead units, negative-region gradients, sign routes."""
-    check_share("--near-dead", near_dead)
-    check_share("--dormant-tau", dormant_tau)
+    from probe.core.checks import check_fraction
+
+    check_fraction("--near-dead", near_dead)
+    check_fraction("--dormant-tau", dormant_tau)
     check_outputs(Path(json_path) if json_path not in (None, "-") else None, report=report)
     with deferred_signals():
         from probe.core.io import StagedOutputs

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -104,14 +103,6 @@ def check_outputs(*files: Path | None, folder: Path | None = None, report: Path 
     if folder is not None:
         _printable(folder)
         check_output_path(folder, directory=True)
-
-
-def check_share(name: str, value: float, *, upper: float = 1.0) -> float:
-    """A finite number in [0, upper] (typer lets 'nan' through a float option)."""
-    if not (math.isfinite(value) and 0.0 <= value <= upper):
-        raise ProbeError(f"{name} is out of range", expected=f"a number in [0, {upper:g}]", found=repr(value),
-                         fix=f"pass e.g. {name} 0.01")
-    return value
 
 
 def json_text(doc: dict) -> str:

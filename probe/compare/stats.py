@@ -127,7 +127,7 @@ def is_clear(c: PairedComparison) -> bool:
 
 
 def _fmt_p(p: float | None) -> str:
-    return "p not defined: every seed tied" if p is None else (f"p={p:.2g}" if p >= 0.001 else "p<0.001")
+    return "no p-value: every seed tied" if p is None else (f"p={p:.2g}" if p >= 0.001 else "p<0.001")
 
 
 def verdict(c: PairedComparison) -> str:

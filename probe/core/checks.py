@@ -88,3 +88,21 @@ def as_dataset(X: object, y: object = None, *, source: str | None = None,
             raise DataError("X and y have different numbers of samples", expected="one target row per input row",
                             found=f"{xt.shape[0]} rows in X, {yt.shape[0]} in y", fix="pass matching X and y")
     return Dataset(xt, yt, source or "array")
+
+
+def check_fraction(name: str, value: object) -> float:
+    """A finite number in [0, 1] (a share or a threshold on one); ``nan`` and ``-1`` are refused.
+
+    Raises:
+        ProbeError: Not a number in [0, 1].
+    """
+    from probe.core.errors import ProbeError
+
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not 0.0 <= number <= 1.0:  # False for NaN too
+        raise ProbeError(f"{name} must be a fraction", expected="a number in [0, 1]", found=repr(value),
+                         fix=f"pass {name} as a share, e.g. 0.01 for 1%")
+    return number

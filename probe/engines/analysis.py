@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from probe.core.checks import as_dataset
+from probe.core.checks import as_dataset, check_fraction
 from probe.core.data import check_data
+from probe.core.errors import DataError
 from probe.core.losses import LOSSES, batch_share, resolve_loss
 from probe.diagnostics import Collector, NetworkDiagnostics
 from probe.diagnostics.verdict import verdict
@@ -33,6 +34,11 @@ def diagnose(model: object, X: object, y: object = None, *, loss: str | None = N
         dormant_tau: ReDo threshold.
         progress: Called with the number of samples done after each batch.
     """
+    check_fraction("near_dead_threshold", near_dead_threshold)
+    check_fraction("dormant_tau", dormant_tau)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError("batch_size must be a positive integer", expected="an integer >= 1",
+                        found=repr(batch_size), fix="pass batch_size=4096")
     mlp = as_model(model).mlp
     data = as_dataset(X, y)
     loss = resolve_loss(loss, data.y is not None)

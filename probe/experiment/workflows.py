@@ -79,22 +79,45 @@ def scenario_eval_data(scenario: str | Path) -> Dataset:
 
 def resolve_data(loaded: LoadedModel, data: str | Path | None, scenario: str | None,
                  target: str | None, **load_options) -> Dataset:
-    """``--data``, else ``--scenario``, else the scenario recorded in a probe checkpoint."""
+    """``--data``, else ``--scenario``, else the scenario recorded in a probe checkpoint.
+
+    Raises:
+        DataError: Both ``data`` and ``scenario`` given (one would be ignored), a
+            ``target`` column for a file that has no columns, or no data at all.
+    """
+    if data is not None and scenario is not None:
+        raise DataError("Both --data and --scenario were given", expected="one source of evaluation data",
+                        found=f"--data {data} and --scenario {scenario}", fix="drop one of them")
+    if target is not None and (data is None or Path(data).suffix.lower() != ".csv"):
+        raise DataError("--target names a CSV column, but the data is not a CSV file",
+                        expected="--target with --data FILE.csv",
+                        found=f"--target {target} with {f'--data {data}' if data is not None else 'scenario data'}",
+                        fix="drop --target (.npz and .pt files carry y, scenarios carry their targets)")
     if data is not None:
         from probe.core.data import load_data
 
         return load_data(data, target, **load_options)
-    if scenario is None:
-        recorded = loaded.meta.get("scenario_path")
-        # the recorded file when it is still there (a user's own scenario), else the shipped name
-        scenario = recorded if isinstance(recorded, str) and Path(recorded).is_file() else loaded.meta.get("scenario")
-    if not isinstance(scenario, (str, Path)):
-        raise DataError(
-            "No evaluation data was given",
-            expected="--data FILE, or --scenario NAME, or a probe checkpoint saved by probe compare",
-            found=f"a {loaded.format} without a recorded scenario",
-            fix="pass --data eval.npz (arrays X and y) or --scenario signed_regression")
-    return scenario_eval_data(scenario)
+    if scenario is not None:
+        return scenario_eval_data(scenario)
+    recorded, name = loaded.meta.get("scenario_path"), loaded.meta.get("scenario")
+    if isinstance(recorded, str) and Path(recorded).is_file():  # a user's own scenario, still in place
+        return scenario_eval_data(recorded)
+    if isinstance(name, str):
+        from probe.core.errors import ScenarioError
+        from probe.experiment.scenarios import list_scenarios
+
+        if name in {n for n, _ in list_scenarios()}:
+            return scenario_eval_data(name)
+        where = f" from {recorded}, which is no longer there" if isinstance(recorded, str) else ""
+        raise ScenarioError(f"The checkpoint was trained on scenario '{name}'{where}",
+                            expected="the scenario file the checkpoint recorded, or a shipped scenario",
+                            found=f"no file at {recorded}" if where else f"no shipped scenario named '{name}'",
+                            fix="pass --scenario path/to/that.toml (or --data FILE with the evaluation data)")
+    raise DataError(
+        "No evaluation data was given",
+        expected="--data FILE, or --scenario NAME, or a probe checkpoint saved by probe compare",
+        found=f"a {loaded.format} without a recorded scenario",
+        fix="pass --data eval.npz (arrays X and y) or --scenario signed_regression")
 
 
 def analyze_file(model: str | Path, *, data: str | Path | None = None, scenario: str | None = None,

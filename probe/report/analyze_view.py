@@ -48,6 +48,19 @@ def sign_table(diag: NetworkDiagnostics) -> Table:
     return table
 
 
+def circuit_line(output: int, negatives: int, units: int) -> str:
+    """One sentence on the negative-prediction circuit, worded for the empty cases too."""
+    head = f"Sign circuit of output {output}: "
+    if negatives == 0:
+        return head + "no sample is predicted negative, so there is no negative circuit."
+    if units == 0:
+        return (head + f"{negatives} negative predictions, but no hidden unit carries any attribution: the "
+                "output does not vary with the hidden units on this data (a dead or collapsed network?).")
+    unit_word = "unit" if units == 1 else "units"
+    return head + (f"{negatives} negative predictions built by {units} hidden {unit_word} "
+                   "(90% of attribution); details: probe circuit.")
+
+
 def analysis_renderable(result: AnalysisResult) -> Group:
     """The model summary, the layer table, the sign table and the verdict (plain text: no markup)."""
     model, data = result.model, result.data
@@ -58,8 +71,7 @@ def analysis_renderable(result: AnalysisResult) -> Group:
              layers_table(result.diagnostics), sign_table(result.diagnostics)]
     if result.circuit is not None:
         neg = result.circuit.group("negative")
-        items.append(Text(f"Sign circuit of output {result.circuit.output}: {neg.samples} negative predictions "
-                          f"built by {neg.circuit_size} hidden units (90% of attribution); details: probe circuit."))
+        items.append(Text(circuit_line(result.circuit.output, neg.samples, neg.circuit_size)))
     items.append(Text.assemble(("Verdict:", "bold"), f" {result.verdict}"))
     return legible_group(*items)
 
