@@ -291,25 +291,26 @@ def _as_2d(name: str, arr: object, path: Path) -> torch.Tensor:
     if isinstance(arr, torch.Tensor):
         _check_tensor(name, arr, path)
         src = arr.detach()
-        t = src.to(torch.float32)
-        wide = src.dtype == torch.float64
     else:
         try:
-            a = np.asarray(arr)
+            src = np.asarray(arr)
         except (TypeError, ValueError) as exc:  # ragged nested lists
             raise DataError(f"Array {name} in {path} is not numeric", expected="a rectangular array of numbers",
                             found=str(exc).splitlines()[0][:200], fix="convert the data to floats before saving") from None
-        _check_numpy_dtype(name, a.dtype, path)
-        src = a
+        _check_numpy_dtype(name, src.dtype, path)
+    if src.ndim not in (1, 2):
+        raise DataError(f"Array {name} in {path} has the wrong shape",
+                        expected="a 2-D array [samples, features] (or 1-D, one value per sample)",
+                        found=f"shape {tuple(src.shape)}", fix="flatten each sample into one row")
+    if isinstance(src, torch.Tensor):
+        t = src.to(torch.float32)
+        wide = src.dtype == torch.float64
+    else:
         with np.errstate(over="ignore"):  # overflow is reported below
-            t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-        wide = a.dtype.kind == "f" and a.dtype.itemsize > 4
+            t = torch.from_numpy(np.ascontiguousarray(src, dtype=np.float32))
+        wide = src.dtype.kind == "f" and src.dtype.itemsize > 4
     if t.dim() == 1:
         t = t[:, None]
-    if t.dim() != 2:
-        raise DataError(f"Array {name} in {path} has the wrong shape",
-                        expected="a 2-D array [samples, features]", found=f"shape {tuple(t.shape)}",
-                        fix="flatten each sample into one row")
     if wide:  # float64 values past float32's range would turn into silent infinities
         inf = torch.isinf(t).reshape(src.shape)
         if bool(inf.any()):
