@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from probe.core.errors import DataError, ProbeError
-from probe.core.limits import check_bytes, format_bytes
+from probe.core.limits import check_bytes
 
 FORMATS = ".npz (arrays X and optionally y), .npy (X only), .csv (numeric, --target names y) or .pt (dict with X, y)"
 

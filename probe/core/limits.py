@@ -58,6 +58,7 @@ def check_bytes(nbytes: float, what: str, max_memory: int | None = None) -> None
                              f"raise the limit with --max-memory (e.g. --max-memory "
                              f"{format_bytes(2 * nbytes).replace(' ', '')})")
 
+
 # Scenario limits (probe.experiment.scenarios), refused when a scenario is loaded or overridden
 MAX_SEEDS = 1000  # train.seeds and --seeds
 MAX_MEMBER_PARAMETERS = 10_000_000  # weights and biases of one network: sum of (fan_in + 1) x fan_out
