@@ -56,3 +56,14 @@ def test_check_data_width_and_nan(tmp_path) -> None:
     np.savez(tmp_path / "nan.npz", X=X)
     with pytest.raises(DataError, match="NaN"):
         check_data(load_data(tmp_path / "nan.npz"), 3, 1)
+
+
+def test_csv_header_rule_and_budget(tmp_path) -> None:
+    # a header only when a cell is non-empty and not a number; every other line is a sample
+    (tmp_path / "h.csv").write_text("\ufeffnan,1\n2,3\n", encoding="utf-8")
+    assert load_data(tmp_path / "h.csv").X.shape == (2, 2)
+    (tmp_path / "e.csv").write_text("1,,2\n3,4,5\n")
+    with pytest.raises(DataError, match="Line 1 .* empty cell in column 2"):
+        load_data(tmp_path / "e.csv")
+    with pytest.raises(DataError, match="too large"):
+        load_data(tmp_path / "h.csv", max_memory=8)

@@ -145,3 +145,18 @@ def test_unknown_key_inside_a_section_is_refused(tmp_path) -> None:
     bad.write_text(text.replace("[train]\n", "[train]\nmomentun = 0.9\n"))
     with pytest.raises(ScenarioError, match="train.momentun"):
         load_scenario(bad)
+
+
+def test_limits_are_documented_in_the_module_docstring():
+    import probe.experiment.scenarios as scenarios
+
+    for name in ("MAX_SCENARIO_FILE_BYTES", "MAX_DATA_SEED", "MAX_HIDDEN_LAYERS", "MAX_MEMBER_PARAMETERS",
+                 "MAX_SEEDS", "MAX_MEMBER_STEPS", "MAX_LR", "DEFAULT_MAX_MEMORY"):
+        assert name in scenarios.__doc__, name
+
+
+def test_limits_name_key_value_limit_and_fix(tmp_path):
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, GOOD.replace("seeds = 2", "seeds = 5000")))
+    text = str(err.value)
+    assert "'train.seeds'" in text and "5000" in text and "1000" in text and "Fix:" in text

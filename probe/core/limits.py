@@ -57,3 +57,11 @@ def check_bytes(nbytes: float, what: str, max_memory: int | None = None) -> None
                          fix="check the file; if it is really that large and the machine has the memory, "
                              f"raise the limit with --max-memory (e.g. --max-memory "
                              f"{format_bytes(2 * nbytes).replace(' ', '')})")
+
+
+# Scenario limits (probe.experiment.scenarios), refused when a scenario is loaded or overridden
+MAX_SEEDS = 1000  # train.seeds and --seeds
+MAX_MEMBER_PARAMETERS = 10_000_000  # weights and biases of one network: sum of (fan_in + 1) x fan_out
+MAX_DATA_SEED = 2**64 - 1  # data.seed: the range of torch.Generator.manual_seed
+MAX_SCENARIO_FILE_BYTES = 2**20  # a scenario TOML file (the shipped ones are under 1 KiB)
+MAX_LR = 1e6  # train.lr: far above any useful rate, far below float32 overflow in the optimiser's scalars
