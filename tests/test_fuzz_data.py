@@ -491,7 +491,7 @@ def test_whole_run_check_for_compare() -> None:
     ("n_eval = 32", "n_eval = 32\nnoise = 1e30"),
 ])
 def test_extreme_but_legal_values_train_without_error(tmp_path, old, new) -> None:
-    from probe.compare.run import compare
+    from probe.compare.run import compare_variants as compare
 
     result = compare(["relu", "leaky"], scenario_file(tmp_path, old, new), seeds=1, epochs=2, circuits=False)
     assert len(result.runs) == 2
@@ -550,7 +550,7 @@ def _run_all(cases: dict, limit: int) -> dict:
 def test_cli_refuses_hostile_inputs_cleanly(cli_files) -> None:
     d = cli_files
     analyze = [sys.executable, "-m", "probe", "analyze", str(d / "m.pt"), "--no-circuit", "--data"]
-    compare = [sys.executable, "-m", "probe", "compare", "relu", "leaky", "--no-circuits", "--scenario"]
+    compare = [sys.executable, "-m", "probe", "compare", "relu", "leaky", "--no-circuit", "--scenario"]
     cases = {
         "bom csv, no header": (analyze + [str(d / "bom.csv"), "--json"], 0, '"samples": 3'),
         "empty cell in the first row": (analyze + [str(d / "empty.csv")], 2, "Line 1"),
