@@ -82,22 +82,31 @@ def test_state_dict_with_custom_key_names(tmp_path) -> None:
     _same(load_mlp(tmp_path / "sd.pt", "leaky:0.2").mlp, net)
 
 
+def test_torchscript_needs_trust(tmp_path) -> None:
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    torch.jit.save(torch.jit.script(net), str(tmp_path / "s.pt"))
+    with pytest.raises(ModelLoadError, match="TorchScript.*runs when it is loaded") as info:
+        load_mlp(tmp_path / "s.pt")
+    assert "--trust" in str(info.value) and "torch.save(model.state_dict()" in str(info.value)
+    _same(load_mlp(tmp_path / "s.pt", trust=True).mlp, net)
+
+
 def test_torchscript_with_functional_activation(tmp_path) -> None:
     net = ScriptedNet()
     torch.jit.save(torch.jit.script(net), str(tmp_path / "s.pt"))
-    loaded = load_mlp(tmp_path / "s.pt")
+    loaded = load_mlp(tmp_path / "s.pt", trust=True)
     assert loaded.format == "torchscript"
     assert loaded.mlp.activation_spec == "leaky:0.2"
     _same(loaded.mlp, net)
     # An explicit --activation that contradicts the model is caught by the output check.
     with pytest.raises(ModelLoadError, match="differ"):
-        load_mlp(tmp_path / "s.pt", "relu")
+        load_mlp(tmp_path / "s.pt", "relu", trust=True)
 
 
 def test_torchscript_sequential(tmp_path) -> None:
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
     torch.jit.save(torch.jit.script(net), str(tmp_path / "s.pt"))
-    _same(load_mlp(tmp_path / "s.pt").mlp, net)
+    _same(load_mlp(tmp_path / "s.pt", trust=True).mlp, net)
 
 
 def test_pickled_torch_nn_module_loads_without_trust(tmp_path) -> None:
@@ -131,7 +140,7 @@ def test_conv_and_residual_are_not_mlps(tmp_path) -> None:
         load_mlp(tmp_path / "res.pt", trust=True)
     torch.jit.save(torch.jit.script(Residual()), str(tmp_path / "res.ts"))
     with pytest.raises(ModelLoadError, match="not an MLP"):
-        load_mlp(tmp_path / "res.ts")
+        load_mlp(tmp_path / "res.ts", trust=True)
 
 
 def test_missing_truncated_and_foreign_files(tmp_path, random_mlp: MLP) -> None:
