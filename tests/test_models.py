@@ -82,22 +82,31 @@ def test_state_dict_with_custom_key_names(tmp_path) -> None:
     _same(load_mlp(tmp_path / "sd.pt", "leaky:0.2").mlp, net)
 
 
+def test_torchscript_needs_trust(tmp_path) -> None:
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    torch.jit.save(torch.jit.script(net), str(tmp_path / "s.pt"))
+    with pytest.raises(ModelLoadError, match="TorchScript.*runs when it is loaded") as info:
+        load_mlp(tmp_path / "s.pt")
+    assert "--trust" in str(info.value) and "torch.save(model.state_dict()" in str(info.value)
+    _same(load_mlp(tmp_path / "s.pt", trust=True).mlp, net)
+
+
 def test_torchscript_with_functional_activation(tmp_path) -> None:
     net = ScriptedNet()
     torch.jit.save(torch.jit.script(net), str(tmp_path / "s.pt"))
-    loaded = load_mlp(tmp_path / "s.pt")
+    loaded = load_mlp(tmp_path / "s.pt", trust=True)
     assert loaded.format == "torchscript"
     assert loaded.mlp.activation_spec == "leaky:0.2"
     _same(loaded.mlp, net)
     # An explicit --activation that contradicts the model is caught by the output check.
     with pytest.raises(ModelLoadError, match="differ"):
-        load_mlp(tmp_path / "s.pt", "relu")
+        load_mlp(tmp_path / "s.pt", "relu", trust=True)
 
 
 def test_torchscript_sequential(tmp_path) -> None:
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
     torch.jit.save(torch.jit.script(net), str(tmp_path / "s.pt"))
-    _same(load_mlp(tmp_path / "s.pt").mlp, net)
+    _same(load_mlp(tmp_path / "s.pt", trust=True).mlp, net)
 
 
 def test_pickled_torch_nn_module_loads_without_trust(tmp_path) -> None:
@@ -131,7 +140,7 @@ def test_conv_and_residual_are_not_mlps(tmp_path) -> None:
         load_mlp(tmp_path / "res.pt", trust=True)
     torch.jit.save(torch.jit.script(Residual()), str(tmp_path / "res.ts"))
     with pytest.raises(ModelLoadError, match="not an MLP"):
-        load_mlp(tmp_path / "res.ts")
+        load_mlp(tmp_path / "res.ts", trust=True)
 
 
 def test_missing_truncated_and_foreign_files(tmp_path, random_mlp: MLP) -> None:
@@ -201,3 +210,43 @@ def test_negative_prelu_slopes_give_non_negative_magnitudes() -> None:
     neg = z <= 0
     assert a.act_neg_mean_abs == pytest.approx(float((0.5 * z.abs())[neg].mean()), rel=1e-5)
     assert a.act_ratio > 0
+
+
+def test_user_hooks_do_not_reach_probes_copy() -> None:
+    from probe.models import module_to_mlp
+
+    torch.manual_seed(7)
+    net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    x = torch.randn(16, 3)
+    with torch.no_grad():
+        plain = net(x)
+    handles = [net.register_forward_hook(lambda module, args, out: out * 10),
+               net[2].register_forward_hook(lambda module, args, out: out + 1),
+               net[0].register_forward_pre_hook(lambda module, args: (args[0] * 0,)),
+               net[2].register_full_backward_hook(lambda module, gin, gout: None)]
+    net[0].train()
+    mlp = module_to_mlp(net)
+    with torch.no_grad():
+        assert torch.allclose(mlp(x), plain, atol=1e-6)  # the hooks changed nothing in probe's MLP
+        # ...and still run on the user's model: input zeroed, +1 after the last layer, x10 at the end
+        hooked = (F.linear(torch.relu(net[0].bias).expand(16, 5), net[2].weight, net[2].bias) + 1) * 10
+        assert torch.allclose(net(x), hooked, atol=1e-5)
+    for module in mlp.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks and not module._backward_hooks
+    assert len(net._forward_hooks) == 1 and len(net[2]._forward_hooks) == 1
+    assert len(net[0]._forward_pre_hooks) == 1 and len(net[2]._backward_hooks) == 1
+    assert net[0].training and net.training  # each module's own mode is put back
+    for handle in handles:
+        handle.remove()
+
+
+def test_module_to_mlp_copies_instead_of_sharing() -> None:
+    from probe.models import module_to_mlp
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.2), nn.Linear(4, 1)).double()
+    mlp = module_to_mlp(net)
+    assert mlp[0] is not net[0] and mlp[0].weight.data_ptr() != net[0].weight.data_ptr()
+    assert mlp[0].weight.dtype == torch.float32 and mlp[1].negative_slope == 0.2
+    with torch.no_grad():
+        mlp[0].weight.zero_()
+    assert net[0].weight.abs().sum() > 0

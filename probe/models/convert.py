@@ -4,11 +4,16 @@ Every conversion ends with :func:`verify_same_function`: the canonical MLP must
 compute what the original computes on random inputs, so a model that only
 *looks* like an MLP (a residual add, a hidden normalisation) is refused rather
 than analysed wrongly.
+
+The canonical MLP is always built from fresh modules with copied weights, never
+deep copies: whatever else a source module carries (hooks a user registered,
+extra attributes) stays behind. Before any copy, the source's tensors are
+checked (:mod:`probe.models.guards`): kind, declared size against the memory
+budget, number of layers and nesting depth.
 """
 
 from __future__ import annotations
 
-import copy
 import operator
 import re
 
@@ -17,8 +22,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from probe.core.errors import ModelLoadError
-from probe.models.mlp import MLP
 from probe.core.variants import Variant, parse_variant
+from probe.models.guards import (check_layer_count, check_tensors, check_widths, clip, finite_number,
+                                 module_tensors, plain_eval, short, walk_modules)
+from probe.models.mlp import MLP
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.PReLU)
 PASSTHROUGH = (nn.Dropout, nn.Identity, nn.Flatten, nn.AlphaDropout)
@@ -43,11 +50,13 @@ def assemble(linears: list[nn.Linear], acts: list[nn.Module]) -> MLP:
     """Interleave Linear layers and activations into a canonical :class:`MLP`."""
     if not linears:
         raise not_mlp("no Linear layer at all")
+    check_layer_count(len(linears))
     if len(acts) != len(linears) - 1:
         raise not_mlp(f"{len(linears)} Linear layers but {len(acts)} activations between them")
     for a, b in zip(linears, linears[1:]):
         if a.out_features != b.in_features:
             raise not_mlp(f"a Linear with {a.out_features} outputs feeding one with {b.in_features} inputs")
+    check_widths([linears[0].in_features] + [lin.out_features for lin in linears])
     for i, lin in enumerate(linears):
         if not all(torch.isfinite(p).all() for p in lin.parameters()):
             raise ModelLoadError(
@@ -62,31 +71,80 @@ def assemble(linears: list[nn.Linear], acts: list[nn.Module]) -> MLP:
     return MLP(*layers)
 
 
-def linears_from_state(state: dict[str, torch.Tensor], variant: Variant | str) -> MLP:
+def _float_copy(t: torch.Tensor) -> torch.Tensor:
+    """A dense float32 copy on the same device (a stride-0 view becomes real memory: check first)."""
+    out = torch.empty(tuple(t.shape), dtype=torch.float32, device=t.device)
+    with torch.no_grad():
+        out.copy_(t.detach())
+    return out
+
+
+def new_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """A fresh ``nn.Linear`` holding float32 copies of ``weight`` (out x in) and ``bias``."""
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    lin.weight = nn.Parameter(_float_copy(weight))
+    if bias is not None:
+        lin.bias = nn.Parameter(_float_copy(bias))
+    return lin
+
+
+def new_prelu(weight: torch.Tensor) -> nn.PReLU:
+    """A fresh ``nn.PReLU`` holding a float32 copy of the slopes ``weight``."""
+    act = nn.PReLU(num_parameters=max(weight.numel(), 1))
+    act.weight = nn.Parameter(_float_copy(weight.reshape(-1)))
+    return act
+
+
+def _state_problem(state: object) -> str | None:
+    """What is wrong with a would-be state_dict, or ``None``: a dict of str keys to tensors."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__} ({short(state, 60)})"
+    for key, value in state.items():
+        if not isinstance(key, str):
+            return f"a dict with the key {short(key, 40)} of type {type(key).__name__}"
+        if not isinstance(value, torch.Tensor):
+            return f"a non-tensor entry {short(key, 60)} ({type(value).__name__})"
+    return None
+
+
+def linears_from_state(state: dict[str, torch.Tensor], variant: Variant | str, *,
+                       max_memory: int | None = None) -> MLP:
     """Build an MLP from a bare state_dict whose Linear weights appear in forward order.
 
     A 2-D tensor starts a Linear layer; a 1-D tensor right after it of matching
     length is its bias; a 1-D tensor between Linear layers is a PReLU slope
-    (used when ``variant`` is ``prelu``). Anything else is refused.
+    (used when ``variant`` is ``prelu``). Anything else is refused, as are
+    tensors probe cannot analyse, more than ``max_memory`` bytes of declared
+    weights and more than ``MAX_HIDDEN_LAYERS`` hidden layers: all before any
+    tensor is copied.
     """
     variant = parse_variant(variant) if isinstance(variant, str) else variant
+    problem = _state_problem(state)
+    if problem is not None:
+        raise ModelLoadError("This state_dict is malformed", expected="a dict of parameter names (str) to tensors",
+                             found=problem, fix="save model.state_dict() with torch.save")
+    check_tensors(state.items(), "this state_dict", max_memory)
+    shapes = [tuple(v.shape) for v in state.values() if v.dim() == 2]
+    check_layer_count(len(shapes))
+    if shapes:
+        check_widths([shapes[0][1]] + [s[0] for s in shapes])
     linears: list[nn.Linear] = []
+    biases: dict[int, torch.Tensor] = {}
     slopes: dict[int, torch.Tensor] = {}
     for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise not_mlp(f"a non-tensor entry '{key}' in the state_dict")
         if value.dim() == 2:
-            lin = nn.Linear(value.shape[1], value.shape[0], bias=False)
-            lin.weight = nn.Parameter(value.detach().clone().float())
-            linears.append(lin)
-        elif value.dim() == 1 and linears and key.endswith("bias") and linears[-1].bias is None \
+            linears.append(new_linear(value, None))
+        elif value.dim() == 1 and linears and key.endswith("bias") and len(linears) - 1 not in biases \
                 and value.numel() == linears[-1].out_features:
-            linears[-1].bias = nn.Parameter(value.detach().clone().float())
-        elif value.dim() == 1 and linears and key.endswith("weight") and variant.learnable:
-            slopes[len(linears) - 1] = value.detach().clone().float()
+            biases[len(linears) - 1] = value
+        elif value.dim() == 1 and linears and key.endswith("weight") and variant.learnable \
+                and value.numel() in (1, linears[-1].out_features):
+            slopes[len(linears) - 1] = value
         else:
-            raise not_mlp(f"state_dict entry '{key}' of shape {tuple(value.shape)}, which is neither "
+            raise not_mlp(f"state_dict entry {short(key, 60)} of shape {tuple(value.shape)}, which is neither "
                           "a Linear weight nor its bias")
+    for i, bias in biases.items():
+        linears[i].bias = nn.Parameter(_float_copy(bias))
     if variant.learnable and len(linears) > 1 and not slopes:
         raise ModelLoadError(
             "This state_dict has no PReLU slope tensors, so it cannot be a PReLU model",
@@ -97,8 +155,7 @@ def linears_from_state(state: dict[str, torch.Tensor], variant: Variant | str) -
     for i in range(len(linears) - 1):
         act = variant.make_module()
         if isinstance(act, nn.PReLU) and i in slopes:
-            act = nn.PReLU(num_parameters=slopes[i].numel())
-            act.weight = nn.Parameter(slopes[i])
+            act = new_prelu(slopes[i])
         acts.append(act)
     return assemble(linears, acts)
 
@@ -110,7 +167,8 @@ def _module_sequence(module: nn.Module) -> list[nn.Module]:
     except Exception as exc:  # tracing fails on data-dependent control flow
         if isinstance(module, nn.Sequential):
             return _flatten_sequential(module)
-        raise not_mlp(f"a {type(module).__name__} whose forward could not be traced ({exc})") from None
+        raise not_mlp(f"a {type(module).__name__} whose forward could not be traced "
+                      f"({type(exc).__name__}: {clip(str(exc), 160)})") from None
     named = dict(module.named_modules())
     seq: list[nn.Module] = []
     prev = None
@@ -147,8 +205,10 @@ def _node_module(node: fx.Node, named: dict[str, nn.Module]) -> list[nn.Module]:
         if node.target in _FN_RELU:
             return [nn.ReLU()]
         if node.target in _FN_LEAKY:
-            slope = node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)
-            return [nn.LeakyReLU(float(slope))]
+            slope = finite_number(node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01))
+            if slope is None:
+                raise not_mlp(f"a leaky_relu at node '{node.name}' whose slope is not a number")
+            return [nn.LeakyReLU(slope)]
         if node.target in _FN_SKIP:
             return []
         name = getattr(node.target, "__name__", str(node.target))
@@ -189,16 +249,73 @@ def _split(seq: list[nn.Module]) -> tuple[list[nn.Linear], list[nn.Module]]:
     return linears, acts
 
 
-def module_to_mlp(module: nn.Module) -> MLP:
+def _tensor_attr(module: nn.Module, attr: str, dims: int, where: str) -> torch.Tensor:
+    """``module.<attr>``, which must be a tensor with ``dims`` dimensions, else a clear refusal."""
+    try:
+        value = getattr(module, attr)
+    except Exception:
+        value = None
+    if not isinstance(value, torch.Tensor) or value.dim() != dims:
+        found = "none" if value is None else (f"a {value.dim()}-D tensor" if isinstance(value, torch.Tensor)
+                                              else f"a {type(value).__name__}")
+        raise not_mlp(f"{where} whose '{attr}' is {found}, not a {dims}-D tensor")
+    return value
+
+
+def _fresh_linear(module: nn.Module, where: str) -> nn.Linear:
+    weight = _tensor_attr(module, "weight", 2, where)
+    try:
+        bias = getattr(module, "bias")
+    except Exception:
+        bias = None
+    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],)):
+        raise not_mlp(f"{where} whose bias {short(bias, 40)} does not match its {weight.shape[0]} outputs")
+    return new_linear(weight, bias)
+
+
+def _fresh_activation(kind: str, module: nn.Module, where: str) -> nn.Module:
+    inplace = getattr(module, "inplace", False) is True
+    if kind == "ReLU":
+        return nn.ReLU(inplace=inplace)
+    if kind == "LeakyReLU":
+        slope = finite_number(getattr(module, "negative_slope", None))
+        if slope is None:
+            raise not_mlp(f"{where} whose negative_slope is {short(getattr(module, 'negative_slope', None), 40)}, "
+                          "not a finite number")
+        return nn.LeakyReLU(slope, inplace=inplace)
+    return new_prelu(_tensor_attr(module, "weight", 1, where))
+
+
+def _fresh(module: nn.Module) -> nn.Module:
+    """A new module computing what ``module`` computes, with copied weights and nothing else.
+
+    Hooks a user registered on ``module`` (and any other attribute) do not come along.
+    """
+    where = f"a {type(module).__name__}"
+    if isinstance(module, nn.Linear):
+        return _fresh_linear(module, where)
+    kind = next(k.__name__ for k in ACTIVATIONS if isinstance(module, k))
+    return _fresh_activation(kind, module, where)
+
+
+def module_to_mlp(module: nn.Module, *, max_memory: int | None = None) -> MLP:
     """Convert any chain-shaped ``nn.Module`` into an independent canonical MLP.
 
-    The original is left untouched: its layers are deep-copied.
+    The original is left untouched: the MLP is made of new modules holding float32
+    copies of its weights, so hooks registered on the original do not come along.
+    Before anything is copied or traced, the module tree's depth and size, its
+    number of Linear layers and its tensors (kind and declared bytes, against
+    ``max_memory``) are checked.
+
+    Raises:
+        ModelLoadError: Not a chain-shaped MLP, or over one of those limits.
     """
-    if isinstance(module, MLP):
-        return copy.deepcopy(module)
+    nodes = walk_modules(module)
+    check_layer_count(sum(isinstance(m, nn.Linear) for _, m in nodes))
+    check_tensors(module_tensors(nodes), "this model", max_memory)
     linears, acts = _split(_module_sequence(module))
     # float32 throughout probe; a float64 model is converted (and checked against the original)
-    mlp = assemble([copy.deepcopy(m) for m in linears], [copy.deepcopy(a) for a in acts]).float()
+    mlp = assemble([_fresh(m) for m in linears], [_fresh(a) for a in acts])
     verify_same_function(module, mlp)
     return mlp
 
@@ -217,34 +334,38 @@ def _script_slopes(code: str) -> list[float]:
     return []
 
 
-def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None) -> MLP:
-    """Convert a TorchScript MLP; ``variant`` overrides the activation found in its code."""
-    linears: list[nn.Linear] = []
-    acts: list[nn.Module] = []
-    for name, sub in script.named_modules():
-        kind = getattr(sub, "original_name", type(sub).__name__)
+def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
+                  max_memory: int | None = None) -> MLP:
+    """Convert a TorchScript MLP; ``variant`` overrides the activation found in its code.
+
+    Submodules are recognised by their original class name; one named ``Linear``
+    must hold a 2-D ``weight`` (and a matching ``bias`` or none), one named
+    ``LeakyReLU`` a finite ``negative_slope``. Layer count and tensors are checked
+    before any weight is copied.
+    """
+    nodes = walk_modules(script)
+    layers: list[tuple[str, str, nn.Module]] = []
+    for name, sub in nodes:
+        kind = getattr(sub, "original_name", None)
+        kind = kind if isinstance(kind, str) else type(sub).__name__
         if not name or kind in PASSTHROUGH_NAMES:
             continue
-        if kind == "Linear":
-            lin = nn.Linear(sub.weight.shape[1], sub.weight.shape[0], bias=sub.bias is not None)
-            with torch.no_grad():
-                lin.weight.copy_(sub.weight)
-                if sub.bias is not None:
-                    lin.bias.copy_(sub.bias)
-            linears.append(lin)
-        elif kind in ("ReLU", "LeakyReLU", "PReLU"):
-            if kind == "PReLU":
-                act = nn.PReLU(num_parameters=sub.weight.numel())
-                act.weight = nn.Parameter(sub.weight.detach().clone())
-            elif kind == "LeakyReLU":
-                act = nn.LeakyReLU(float(sub.negative_slope))
-            else:
-                act = nn.ReLU()
-            acts.append(act)
+        if kind in ("Linear", "ReLU", "LeakyReLU", "PReLU"):
+            layers.append((name, kind, sub))
         elif any(True for _ in sub.children()):
             continue  # a container of other modules
         else:
-            raise not_mlp(f"a {kind} layer at '{name}' in the TorchScript model")
+            raise not_mlp(f"a {clip(kind, 40)} layer at '{clip(name, 60)}' in the TorchScript model")
+    check_layer_count(sum(kind == "Linear" for _, kind, _ in layers))
+    check_tensors(module_tensors(nodes), "this TorchScript model", max_memory)
+    linears: list[nn.Linear] = []
+    acts: list[nn.Module] = []
+    for name, kind, sub in layers:
+        where = f"a TorchScript {kind} at '{clip(name, 60)}'"
+        if kind == "Linear":
+            linears.append(_fresh_linear(sub, where))
+        else:
+            acts.append(_fresh_activation(kind, sub, where))
     if variant is not None:
         acts = [variant.make_module() for _ in range(len(linears) - 1)]
     elif not acts:
@@ -274,19 +395,21 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None) -> ML
 
 @torch.no_grad()
 def verify_same_function(original: nn.Module, mlp: MLP, hint: str = "") -> None:
-    """Refuse a conversion whose result computes something else than the original."""
+    """Refuse a conversion whose result computes something else than the original.
+
+    The original runs in eval mode without the hooks its user registered
+    (:func:`probe.models.guards.plain_eval`); both are restored afterwards.
+    """
     width = mlp.linears[0].in_features
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(64, width, generator=gen) * 3
-    was_training = original.training
-    original.eval()
     dtype = next((p.dtype for p in original.parameters() if p.is_floating_point()), torch.float32)
-    try:
-        want = original(x.clone().to(dtype))
-    except Exception as exc:
-        raise not_mlp(f"a model that fails on a batch of width {width}: {exc}") from None
-    finally:
-        original.train(was_training)
+    with plain_eval(original):
+        try:
+            want = original(x.clone().to(dtype))
+        except Exception as exc:
+            raise not_mlp(f"a model that fails on a batch of width {width}: "
+                          f"{type(exc).__name__}: {clip(str(exc), 160)}") from None
     got = mlp.eval()(x.clone())
     if not isinstance(want, torch.Tensor) or want.shape != got.shape or \
             not torch.allclose(want.float(), got, rtol=1e-4, atol=1e-5):
