@@ -82,8 +82,8 @@ def _bar_callback(bar, task):
 
 MODEL_HELP = "Model file: probe checkpoint, state_dict, TorchScript (with --trust) or pickled nn.Module."
 DATA_HELP = "Evaluation data: .npz (X, y), .npy, .csv or .pt."
-TRUST_HELP = "Allow files that carry code (pickled custom classes, TorchScript). Only for files you trust."
-MEMORY_HELP = "Largest size a model or data file may declare (e.g. 8GiB; default 4GiB)."
+TRUST_HELP = "Allow code from the file to run: pickled custom classes and TorchScript. Only for files you trust."
+MEMORY_HELP = "Memory budget: the largest size a file, the data or the ensemble may declare (e.g. 8GiB; default 4GiB)."
 
 
 @app.command(cls=Command)
@@ -148,6 +148,7 @@ def compare(
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds per variant (default: the scenario's)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Epochs (0 = initialisation only)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MEMORY_HELP),
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write each run as DIR/<variant>-seed<k>.pt."),
     no_circuit: bool = typer.Option(False, "--no-circuit", help="Skip tracing each run's sign circuit."),
     json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP),
@@ -165,6 +166,7 @@ def compare(
             task = bar.add_task("training", total=None)
             result = compare_variants(variants, scenario, seeds=seeds, epochs=epochs, device=device,
                                       save_dir=save_dir, outputs=outputs, circuits=not no_circuit,
+                                      max_memory=_memory(max_memory),
                                       progress=_bar_callback(bar, task))
         if result.interrupted:  # show what finished; publish nothing (a partial run must not replace outputs)
             out.print(result)
@@ -231,6 +233,7 @@ def study(
     out_dir: Path = typer.Option(Path("reports/leaky-vs-relu"), "--out", help="Folder for the reports and index.md."),
     seeds: int = typer.Option(10, "--seeds", min=1, help="Seeds per variant."),
     scenario: Optional[list[str]] = typer.Option(None, "--scenario", help="Only these scenarios (repeatable)."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MEMORY_HELP),
     json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP),
 ) -> None:
     """Run relu, leaky, leaky:0.1, leaky:0.3 and prelu on every scenario; write reports and an index."""
@@ -244,7 +247,7 @@ def study(
         (f" --out {out_dir}" if out_dir != Path("reports/leaky-vs-relu") else "")
     with progress_bar() as bar:
         task = bar.add_task("study", total=None)
-        outcomes = run_study(seeds=seeds, scenarios=scenario, progress=lambda name, done, total: bar.update(
+        outcomes = run_study(seeds=seeds, scenarios=scenario, max_memory=_memory(max_memory), progress=lambda name, done, total: bar.update(
             task, description=name, completed=done, total=total))
     index = write_study(outcomes, out_dir, command)
     doc = {"variants": list(STUDY_VARIANTS), "index": str(index),

@@ -20,7 +20,6 @@ from probe.compare.stats import compare_steps
 from probe.compare.summaries import summarize_runs
 from probe.core.errors import ProbeError, VariantError
 from probe.core.io import StagedOutputs
-from probe.core.limits import MAX_MEMBER_STEPS
 from probe.core.variants import Variant, parse_variant
 from probe.engines.training import convergence
 from probe.engines.training.diagnose import activity_at, dataset_loss, member_diagnostics
@@ -74,21 +73,11 @@ def check_device(device: str) -> str:
     return str(dev)
 
 
-def _check_work(sc: Scenario, members: int) -> None:
-    """Refuse up front a run whose members x optimiser steps exceed :data:`MAX_MEMBER_STEPS`."""
-    steps = sc.train.epochs * math.ceil(sc.data.n_samples / sc.train.batch_size)
-    if members * steps > MAX_MEMBER_STEPS:
-        raise ProbeError("This comparison is too large to run here",
-                         expected=f"at most {MAX_MEMBER_STEPS:,} member-steps (runs x optimiser steps)",
-                         found=f"{members} runs x {steps:,} steps = {members * steps:,}",
-                         fix="lower --epochs or --seeds, or compare fewer variants at once")
-
-
 def compare_variants(variants: Sequence[str | Variant], scenario: str | Path | Scenario, *,
                      seeds: int | None = None, epochs: int | None = None, device: str = "cpu",
                      diagnostics: bool = True, circuits: bool = True, save_dir: str | Path | None = None,
-                     outputs: StagedOutputs | None = None, progress: Progress | None = None,
-                     threads: int | None = 1) -> CompareResult:
+                     outputs: StagedOutputs | None = None, max_memory: int | None = None,
+                     progress: Progress | None = None, threads: int | None = 1) -> CompareResult:
     """Train every variant on every seed of a scenario, all at once, and compare convergence.
 
     Args:
@@ -108,6 +97,8 @@ def compare_variants(variants: Sequence[str | Variant], scenario: str | Path | S
             at the end and only if training completed.
         outputs: Stage the checkpoints into this output set instead of publishing
             them at once (the CLI publishes checkpoints, JSON and report together).
+        max_memory: Memory budget in bytes for the scenario's data and the
+            ensemble (default 4 GiB, :mod:`probe.core.limits`).
         progress: Called as ``progress(epochs_done, epochs_total)`` after each epoch.
         threads: torch CPU threads for the duration of the call (restored after);
             None keeps the current setting. The default, 1, is fastest for
@@ -123,13 +114,16 @@ def compare_variants(variants: Sequence[str | Variant], scenario: str | Path | S
     Raises:
         VariantError: Bad or duplicate variant specs, fewer than two.
         ScenarioError: Unknown or malformed scenario, bad seeds/epochs.
-        ProbeError: An unsupported device, or more work than :data:`MAX_MEMBER_STEPS`.
+        ProbeError: An unsupported device.
+        ScenarioError: More work (runs x optimiser steps) or memory than the
+            documented limits (:meth:`Scenario.check_run`).
     """
     parsed = _parse_variants(variants)
-    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
-    sc = sc.with_overrides(seeds=seeds, epochs=epochs)
+    memory = {} if max_memory is None else {"max_memory": max_memory}
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, **memory)
+    sc = sc.with_overrides(seeds=seeds, epochs=epochs, **memory)
     device = check_device(device)
-    _check_work(sc, len(parsed) * sc.train.seeds)
+    sc.check_run(len(parsed), max_memory)
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

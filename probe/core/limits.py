@@ -65,3 +65,6 @@ MAX_MEMBER_PARAMETERS = 10_000_000  # weights and biases of one network: sum of 
 MAX_DATA_SEED = 2**64 - 1  # data.seed: the range of torch.Generator.manual_seed
 MAX_SCENARIO_FILE_BYTES = 2**20  # a scenario TOML file (the shipped ones are under 1 KiB)
 MAX_LR = 1e6  # train.lr: far above any useful rate, far below float32 overflow in the optimiser's scalars
+MAX_MODULE_DEPTH = 32  # an MLP is a chain; a few levels of containers are plenty
+MAX_MODULES = 10_000  # 64 hidden layers need ~130 modules; room for dropouts and wrappers
+MAX_PICKLE_BYTES = 16 * 2**20  # the pickled part of a file (data.pkl), not its tensor records

@@ -41,7 +41,7 @@ class ScenarioOutcome:
 
 
 def run_study(*, variants: Sequence[str] = STUDY_VARIANTS, seeds: int | None = 10, epochs: int | None = None,
-              scenarios: Sequence[str] | None = None,
+              scenarios: Sequence[str] | None = None, max_memory: int | None = None,
               progress: Callable[[str, int, int], None] | None = None) -> list[ScenarioOutcome]:
     """Run the study: every variant on every scenario (write it with :func:`probe.report.study_report.write_study`).
 
@@ -50,6 +50,7 @@ def run_study(*, variants: Sequence[str] = STUDY_VARIANTS, seeds: int | None = 1
         seeds: Seeds per variant (None: each scenario's own).
         epochs: Epochs (None: each scenario's own; small values are for quick checks).
         scenarios: Scenario names; default every shipped scenario.
+        max_memory: Memory budget per scenario in bytes (default 4 GiB).
         progress: Called as ``progress(scenario, epochs_done, epochs_total)``.
 
     Raises:
@@ -61,7 +62,8 @@ def run_study(*, variants: Sequence[str] = STUDY_VARIANTS, seeds: int | None = 1
     for name in names:
         start = time.perf_counter()
         cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
-        result = compare_variants(list(variants), name, seeds=seeds, epochs=epochs, progress=cb)
+        result = compare_variants(list(variants), name, seeds=seeds, epochs=epochs, max_memory=max_memory,
+                                  progress=cb)
         if result.interrupted:  # compare_variants stops at an epoch boundary; the study stops too
             raise KeyboardInterrupt
         outcomes.append(ScenarioOutcome(result, time.perf_counter() - start))

@@ -70,11 +70,11 @@ def analyze_loaded(loaded: LoadedModel, data: Dataset, *, loss: str | None = Non
     return AnalysisResult(loaded.to_dict(), data.to_dict(), loss, diag, traced)
 
 
-def scenario_eval_data(scenario: str | Path) -> Dataset:
-    """The evaluation split of a scenario (shipped name or TOML path)."""
+def scenario_eval_data(scenario: str | Path, **load_options) -> Dataset:
+    """The evaluation split of a scenario (shipped name or TOML path); ``load_options``: ``max_memory``."""
     from probe.experiment.scenarios import load_scenario, make_datasets
 
-    return make_datasets(load_scenario(scenario))[1]
+    return make_datasets(load_scenario(scenario, **load_options))[1]
 
 
 def resolve_data(loaded: LoadedModel, data: str | Path | None, scenario: str | None,
@@ -98,16 +98,16 @@ def resolve_data(loaded: LoadedModel, data: str | Path | None, scenario: str | N
 
         return load_data(data, target, **load_options)
     if scenario is not None:
-        return scenario_eval_data(scenario)
+        return scenario_eval_data(scenario, **load_options)
     recorded, name = loaded.meta.get("scenario_path"), loaded.meta.get("scenario")
     if isinstance(recorded, str) and Path(recorded).is_file():  # a user's own scenario, still in place
-        return scenario_eval_data(recorded)
+        return scenario_eval_data(recorded, **load_options)
     if isinstance(name, str):
         from probe.core.errors import ScenarioError
         from probe.experiment.scenarios import list_scenarios
 
         if name in {n for n, _ in list_scenarios()}:
-            return scenario_eval_data(name)
+            return scenario_eval_data(name, **load_options)
         where = f" from {recorded}, which is no longer there" if isinstance(recorded, str) else ""
         raise ScenarioError(f"The checkpoint was trained on scenario '{name}'{where}",
                             expected="the scenario file the checkpoint recorded, or a shipped scenario",

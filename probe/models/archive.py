@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import IO
 
 from probe.core.errors import ModelLoadError
+from probe.core.limits import MAX_PICKLE_BYTES
 from probe.models.guards import QUANTIZED_FIX, budget, clip
 
-MAX_PICKLE_BYTES = 16 * 2**20  # the pickled part of a file (data.pkl), not its tensor records
 
 TORCHSCRIPT, ZIP, LEGACY = "torchscript", "zip", "legacy"
 

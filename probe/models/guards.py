@@ -25,10 +25,8 @@ import torch
 from torch import nn
 
 from probe.core.errors import ModelLoadError, ProbeError
-from probe.core.limits import MAX_HIDDEN_LAYERS, check_bytes
+from probe.core.limits import MAX_HIDDEN_LAYERS, MAX_MODULE_DEPTH, MAX_MODULES, check_bytes
 
-MAX_MODULE_DEPTH = 32  # an MLP is a chain; a few levels of containers are plenty
-MAX_MODULES = 10_000  # 64 hidden layers need ~130 modules; room for dropouts and wrappers
 
 #: Hook tables a module's ``__call__`` consults; they are emptied while probe runs a user's model.
 _HOOK_TABLES = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -192,7 +190,7 @@ def walk_modules(root: nn.Module) -> list[tuple[str, nn.Module]]:
             raise ModelLoadError(
                 "This model's modules are nested too deeply",
                 expected=f"at most {MAX_MODULE_DEPTH} levels of modules inside modules "
-                         "(MAX_MODULE_DEPTH in probe.models.guards)",
+                         "(MAX_MODULE_DEPTH in probe.core.limits)",
                 found=f"more than {MAX_MODULE_DEPTH} levels (e.g. nn.Sequential inside nn.Sequential)",
                 fix="flatten the model into one nn.Sequential, or save its state_dict and load that with "
                     "--activation")
