@@ -279,9 +279,9 @@ CASES = [
     Case("complex_module", _ckpt(lambda: nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
                                  .to(torch.complex64)), r"complex tensor"),
     # 3. memory bombs: declared sizes are checked before anything is materialised
-    # (the honest bomb needs a small budget, which the CLI cannot set yet: in-process only)
+    # (the honest bomb is tried under a small budget, --max-memory 1048576)
     Case("zip_deflate_bomb", _zip_bomb, r"too large to load.*at most 1 MiB.*8\.0\d* MiB declared",
-         max_memory=2**20),
+         max_memory=2**20, cli=True),
     Case("zip_declaring_8gib", _zip_declaring_8gib, r"too large to load.*at most 4 GiB.*8 GiB declared",
          cli=True),
     Case("stride0_view_149gib", _stride0, r"too large to load.*149 GiB declared", cli=True),
@@ -314,6 +314,8 @@ def _cli(case: Case, path: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "probe", "analyze", str(path), "--scenario", "signed_regression", *case.cli_args]
     if case.trust:
         cmd.append("--trust")
+    if case.max_memory is not None:
+        cmd += ["--max-memory", str(case.max_memory)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "1000"}
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=CLI_TIMEOUT, env=env,
@@ -325,7 +327,7 @@ def _cli(case: Case, path: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def cli_runs(files) -> dict[str, subprocess.CompletedProcess]:
     """Every CLI case, run once, in parallel (each is mostly interpreter start-up)."""
-    todo = [case for case in CLI_CASES if case.max_memory is None]  # the CLI cannot set a budget yet
+    todo = CLI_CASES
     with ThreadPoolExecutor(max_workers=max(2, min(8, (os.cpu_count() or 2) + 1))) as pool:
         results = pool.map(lambda case: _cli(case, files[case.name]), todo)
         return {case.name: result for case, result in zip(todo, results)}
@@ -349,8 +351,6 @@ def test_load_mlp_refuses_cleanly(case: Case, files) -> None:
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
 def test_cli_refuses_cleanly(case: Case, files, cli_runs) -> None:
-    if case.name not in cli_runs:
-        pytest.skip("needs a memory budget below the default, which the command line cannot set yet")
     run = cli_runs[case.name]
     assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
     assert "Traceback" not in run.stderr, run.stderr[-2000:]
