@@ -29,7 +29,7 @@ def test_analyze_json_contract(files) -> None:
     res = runner.invoke(app, ["analyze", str(files / "m.pt"), "--data", str(files / "d.npz"), "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert [lay["layer"] for lay in doc["layers"]] == [0, 1]
+    assert [lay["layer"] for lay in doc["layers"]] == [1, 2]  # 1-based, as the tables
     for key in ("units", "negative_slope", "dead_units", "dead_rate", "grad_ratio", "neg_grad_share"):
         assert key in doc["layers"][0]
     assert len(doc["sign"]) == 2

@@ -50,7 +50,7 @@ def test_analyze_report_matches_json(tmp_path, model_and_data) -> None:
     text = md.read_text()
     assert "probe analyze" in text and "torch" in text
     for layer in doc["layers"]:
-        row = next(line for line in text.splitlines() if line.startswith(f"| {layer['layer'] + 1} |"))
+        row = next(line for line in text.splitlines() if line.startswith(f"| {layer['layer']} |"))
         assert fmt(layer["grad_ratio"]) in row
         assert f"{100 * layer['neg_grad_share']:.1f}%" in row
     assert fmt(doc["sign"][0]["neg_pos"]) in text

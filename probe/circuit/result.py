@@ -118,9 +118,16 @@ class Driver:
                 "mean_attribution": self.mean_attribution, "selectivity": self.selectivity}
 
 
+COMPLETENESS_TOLERANCE = 0.05  # largest error, relative to the mean |f(x) - f(baseline)|, taken as exact enough
+
+
 @dataclass(frozen=True)
 class Completeness:
     """How far attributions are from summing to ``f_K(x) - f_K(baseline)``.
+
+    Above :data:`COMPLETENESS_TOLERANCE` (5% of the mean change of the output) the
+    attributions are approximate: every report says so and suggests more
+    integration steps (``n_steps``) or DeepLift.
 
     Attributes:
         max_abs_error: Per attributed layer (0 inputs, 1..L hidden), the largest
@@ -139,8 +146,14 @@ class Completeness:
         worst = max(self.max_abs_error)
         return worst / self.scale if self.scale > 0 else (0.0 if worst == 0 else float("inf"))
 
+    @property
+    def within_tolerance(self) -> bool:
+        """The largest relative error is at most :data:`COMPLETENESS_TOLERANCE`."""
+        return self.max_rel_error <= COMPLETENESS_TOLERANCE
+
     def to_dict(self) -> dict:
         return {"max_abs_error": max(self.max_abs_error), "max_rel_error": self.max_rel_error,
+                "tolerance": COMPLETENESS_TOLERANCE, "within_tolerance": self.within_tolerance,
                 "scale": self.scale,
                 "per_layer": [{"layer": i, "max_abs_error": m, "mean_abs_error": a}
                               for i, (m, a) in enumerate(zip(self.max_abs_error, self.mean_abs_error))]}

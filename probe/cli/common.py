@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,20 +38,31 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def handles_errors(fn: Callable) -> Callable:
-    """Turn ProbeError, OSError and Ctrl-C into one paragraph on stderr and a non-zero exit code."""
+    """Turn ProbeError, OSError and Ctrl-C into one paragraph on stderr and a non-zero exit code.
+
+    Warnings raised by the libraries underneath (numpy, torch, captum) are
+    collected rather than printed as they come: when the command fails, probe's
+    own paragraph says what is wrong and they are dropped; when it succeeds,
+    each distinct one is shown once, as a one-line ``warning:``.
+    """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ProbeError as exc:
-            # the message is plain text: '[data]' in it must not be read as rich markup
-            raise fail(str(exc), exc.exit_code) from None
-        except OSError as exc:  # a disk full, a path that vanished mid-run
-            raise fail(f"Could not write or read a file: {exc}. Nothing was published. "
-                       "Fix: check the path, the permissions and the free disk space.") from None
-        except (KeyboardInterrupt, Interrupted):
-            err.print("interrupted: nothing was written")
-            raise typer.Exit(130) from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                result = fn(*args, **kwargs)
+            except ProbeError as exc:
+                # the message is plain text: '[data]' in it must not be read as rich markup
+                raise fail(str(exc), exc.exit_code) from None
+            except OSError as exc:  # a disk full, a path that vanished mid-run
+                raise fail(f"Could not write or read a file: {exc}. Nothing was published. "
+                           "Fix: check the path, the permissions and the free disk space.") from None
+            except (KeyboardInterrupt, Interrupted):
+                err.print("interrupted: nothing was written")
+                raise typer.Exit(130) from None
+        for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+            err.print(Text.assemble(("warning: ", "yellow"), message), highlight=False, soft_wrap=True)
+        return result
     return wrapper
 
 

@@ -44,3 +44,12 @@ class ScenarioError(ProbeError):
 
 class VariantError(ProbeError):
     """An activation spec does not follow the variant grammar."""
+
+
+def article(name: str) -> str:
+    """``name`` with its indefinite article, as read aloud: "an ELU", "a ReLU", "an LSTM", "a Conv2d"."""
+    if not name:
+        return name
+    acronym = len(name) > 1 and name[:2].isupper()
+    vowel_sound = name[0] in "AEIOUaeiou" or (acronym and name[0] in "FHLMNRSX")
+    return f"{'an' if vowel_sound else 'a'} {name}"

@@ -23,8 +23,12 @@ class LayerDiagnostics:
         return self.activity.units
 
     def to_dict(self) -> dict:
-        """Flat JSON keys: ``layer``, ``units``, ``negative_slope``, ``dead_units``, ..."""
-        d = {"layer": self.index, "negative_slope": self.negative_slope}
+        """Flat JSON keys: ``layer``, ``units``, ``negative_slope``, ``dead_units``, ...
+
+        ``layer`` counts hidden layers from 1, as the tables and the circuit graph do
+        (where layer 0 is the inputs).
+        """
+        d = {"layer": self.index + 1, "negative_slope": self.negative_slope}
         d.update(self.activity.to_dict())
         if self.gradient is not None:
             d.update(self.gradient.to_dict())

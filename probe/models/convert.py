@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from probe.core.errors import ModelLoadError
+from probe.core.errors import ModelLoadError, article
 from probe.core.variants import Variant, parse_variant
 from probe.models.guards import (check_layer_count, check_tensors, check_widths, clip, finite_number,
                                  module_tensors, plain_eval, short, walk_modules)
@@ -98,7 +98,7 @@ def new_prelu(weight: torch.Tensor) -> nn.PReLU:
 def _state_problem(state: object) -> str | None:
     """What is wrong with a would-be state_dict, or ``None``: a dict of str keys to tensors."""
     if not isinstance(state, dict):
-        return f"a {type(state).__name__} ({short(state, 60)})"
+        return f"{article(type(state).__name__)} ({short(state, 60)})"
     for key, value in state.items():
         if not isinstance(key, str):
             return f"a dict with the key {short(key, 40)} of type {type(key).__name__}"
@@ -167,7 +167,7 @@ def _module_sequence(module: nn.Module) -> list[nn.Module]:
     except Exception as exc:  # tracing fails on data-dependent control flow
         if isinstance(module, nn.Sequential):
             return _flatten_sequential(module)
-        raise not_mlp(f"a {type(module).__name__} whose forward could not be traced "
+        raise not_mlp(f"{article(type(module).__name__)} whose forward could not be traced "
                       f"({type(exc).__name__}: {clip(str(exc), 160)})") from None
     named = dict(module.named_modules())
     seq: list[nn.Module] = []
@@ -200,7 +200,7 @@ def _node_module(node: fx.Node, named: dict[str, nn.Module]) -> list[nn.Module]:
             return [mod]
         if isinstance(mod, PASSTHROUGH):
             return []
-        raise not_mlp(f"a {type(mod).__name__} layer at '{node.target}'")
+        raise not_mlp(f"{article(type(mod).__name__)} layer at '{node.target}'")
     if node.op == "call_function":
         if node.target in _FN_RELU:
             return [nn.ReLU()]
@@ -228,7 +228,7 @@ def _flatten_sequential(module: nn.Module) -> list[nn.Module]:
         elif isinstance(child, (nn.Linear,) + ACTIVATIONS):
             out.append(child)
         elif not isinstance(child, PASSTHROUGH):
-            raise not_mlp(f"a {type(child).__name__} layer")
+            raise not_mlp(f"{article(type(child).__name__)} layer")
     return out
 
 
@@ -241,7 +241,7 @@ def _split(seq: list[nn.Module]) -> tuple[list[nn.Linear], list[nn.Module]]:
             linears.append(mod)
         else:
             if len(acts) != len(linears) - 1 or not linears:
-                raise not_mlp(f"a {type(mod).__name__} that does not follow a Linear layer "
+                raise not_mlp(f"{article(type(mod).__name__)} that does not follow a Linear layer "
                               "(two activations in a row, or one before the first Linear)")
             acts.append(mod)
     if len(acts) == len(linears) and linears:
@@ -257,7 +257,7 @@ def _tensor_attr(module: nn.Module, attr: str, dims: int, where: str) -> torch.T
         value = None
     if not isinstance(value, torch.Tensor) or value.dim() != dims:
         found = "none" if value is None else (f"a {value.dim()}-D tensor" if isinstance(value, torch.Tensor)
-                                              else f"a {type(value).__name__}")
+                                              else f"{article(type(value).__name__)}")
         raise not_mlp(f"{where} whose '{attr}' is {found}, not a {dims}-D tensor")
     return value
 
@@ -291,7 +291,7 @@ def _fresh(module: nn.Module) -> nn.Module:
 
     Hooks a user registered on ``module`` (and any other attribute) do not come along.
     """
-    where = f"a {type(module).__name__}"
+    where = f"{article(type(module).__name__)}"
     if isinstance(module, nn.Linear):
         return _fresh_linear(module, where)
     kind = next(k.__name__ for k in ACTIVATIONS if isinstance(module, k))

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from probe.core.errors import ModelLoadError, ProbeError
+from probe.core.errors import ModelLoadError, ProbeError, article
 from probe.core.limits import MAX_HIDDEN_LAYERS, MAX_MODULE_DEPTH, MAX_MODULES, check_bytes
 
 
@@ -158,7 +158,7 @@ def _children(module: nn.Module) -> list[tuple[str, nn.Module]]:
     if not isinstance(table, dict):
         raise ModelLoadError("A module in this model is broken",
                              expected="nn.Module objects with their table of submodules",
-                             found=f"a {type(module).__name__} whose submodule table is {short(table, 40)}",
+                             found=f"{article(type(module).__name__)} whose submodule table is {short(table, 40)}",
                              fix=f"re-save the model: {_RESAVE}")
     for key, child in table.items():
         if child is not None and not isinstance(child, nn.Module):

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from probe.core.errors import ModelLoadError, ProbeError
+from probe.core.errors import ModelLoadError, ProbeError, article
 from probe.core.io import atomic_write_bytes
 from probe.core.variants import Variant, parse_variant
 from probe.models.archive import TORCHSCRIPT, corrupt, inspect_file, torchscript_refused
@@ -133,12 +133,18 @@ def _torch_load(path: Path, trust: bool) -> object:
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except (ModuleNotFoundError, AttributeError) as exc:
+            if "__main__" in str(exc):  # defined in the training script itself: no path can import it
+                fix = ("the class was defined in the script that saved the model (its __main__), which no "
+                       "other program can import; in that script, save the weights instead: "
+                       "torch.save(model.state_dict(), 'model.pt') and pass --activation, or "
+                       "probe.save_checkpoint(probe.as_model(model).mlp, 'model.pt')")
+            else:
+                fix = ("run with PYTHONPATH set to the folder of the module that defines the class "
+                       "(e.g. PYTHONPATH=. probe ...), or save model.state_dict() instead")
             raise ModelLoadError(
                 f"The model class pickled in {path} cannot be imported here",
                 expected="the module that defines the model's class to be importable",
-                found=f"{type(exc).__name__}: {clip(str(exc), 160)}",
-                fix="run with PYTHONPATH set to the folder of that module (e.g. PYTHONPATH=. probe ...), "
-                    "or save model.state_dict() instead") from None
+                found=f"{type(exc).__name__}: {clip(str(exc), 160)}", fix=fix) from None
         except Exception as exc:
             raise _corrupt(path, exc) from None
     try:
@@ -272,7 +278,7 @@ def _from_object(obj: object, path: Path, variant: Variant | None, max_memory: i
     keys = f" with keys {_keys(obj)}" if isinstance(obj, dict) else ""
     raise ModelLoadError(f"{path} holds no model probe recognises",
                          expected="a probe checkpoint, a state_dict, TorchScript or an nn.Module",
-                         found=f"a {type(obj).__name__}{keys}",
+                         found=f"{article(type(obj).__name__)}{keys}",
                          fix="save model.state_dict() or the model itself with torch.save")
 
 

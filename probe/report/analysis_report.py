@@ -24,11 +24,11 @@ def write_analysis_report(result: AnalysisResult, path: str | Path, command: str
                           f"- data: {d['source']}, {d['samples']} samples x {d['features']} features; "
                           f"loss: {result.loss}"]),
                f"**Verdict.** {result.verdict}",
-               "## Hidden layers", rich_table_markdown(layers_table(diag)))
+               rich_table_markdown(layers_table(diag), heading=2))
         rw.figure(grad_ratio_figure({label: [diag]}), "grad_ratio.png",
                   "grad_ratio per layer against the nominal slope")
         rw.figure(active_fraction_figure(diag), "active_fraction.png", "per-unit active fractions")
-        rw.add("## Sign construction at the output layer", rich_table_markdown(sign_table(diag)))
+        rw.add(rich_table_markdown(sign_table(diag), heading=2))
         if diag.sign:
             rw.figure(sign_routes_figure({label: diag.sign[0].negative_predictions.activation_route_share}),
                       "sign_routes.png", "sign routes")
@@ -36,7 +36,7 @@ def write_analysis_report(result: AnalysisResult, path: str | Path, command: str
             from probe.report.circuit_figure import draw_circuit
             from probe.report.circuit_view import layer_table
 
-            rw.add("## Sign circuit", rich_table_markdown(layer_table(result.circuit)))
+            rw.add(rich_table_markdown(layer_table(result.circuit), heading=2))
             if result.circuit.group("negative").samples:
                 draw_circuit(result.circuit, rw.image_path("circuit_negative.png", "negative circuit"),
                              "negative")

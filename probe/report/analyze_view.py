@@ -14,7 +14,8 @@ from probe.report.fmt import fmt, legible_group, pct
 def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Table:
     """One row per hidden layer: activity, gradients through each side, output magnitude."""
     table = Table(title=title, title_justify="left", caption_justify="left",
-                  caption="grad_ratio: mean |dL/dz| where z<=0 over where z>0. neg share: share of "
+                  caption="active: median over the layer's units of the share of samples with z>0. "
+                          "grad_ratio: mean |dL/dz| where z<=0 over where z>0. neg share: share of "
                           "the weight gradient through z<=0. |h| n/p: mean |activation| ratio.")
     for col in ("layer", "units", "slope", "dead", "near-dead", "dormant", "active",
                 "grad_ratio", "neg share", "|h| n/p"):

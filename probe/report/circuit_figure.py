@@ -25,7 +25,8 @@ from probe.circuit.result import CircuitResult, contributions
 from probe.circuit.validate import check_positive_int
 from probe.core.io import atomic_write_bytes
 
-POSITIVE_COLOUR, NEGATIVE_COLOUR = "#2166ac", "#b2182b"
+POSITIVE_COLOUR, NEGATIVE_COLOUR = "#2166ac", "#b2182b"  # edges: blue pushes its receiver up, red down
+NODE_CMAP = "PuOr"  # nodes: orange pushes output K down, purple up (other hues than the edges' meaning)
 LABEL_ALL_UP_TO = 16  # wider layers label only their strongest units, so text never overlaps
 
 
@@ -99,7 +100,7 @@ def circuit_figure(result: CircuitResult, group: str = "negative", *, top_edges:
         values = np.asarray(lay.mean_attribution) if lay.kind != "output" else np.zeros(n)
         ring = np.isin(np.arange(n), lay.circuit_units)
         size = 60 if n <= LABEL_ALL_UP_TO else 22
-        scatter = ax.scatter(np.full(n, lay.layer), ys[lay.layer], c=values, cmap="RdBu", norm=norm, s=size,
+        scatter = ax.scatter(np.full(n, lay.layer), ys[lay.layer], c=values, cmap=NODE_CMAP, norm=norm, s=size,
                              edgecolors=np.where(ring, "black", "#999999"), linewidths=np.where(ring, 1.1, 0.4),
                              zorder=5)
         if lay.kind == "output":
@@ -119,10 +120,11 @@ def circuit_figure(result: CircuitResult, group: str = "negative", *, top_edges:
 
     cbar_ax = fig.add_axes((0.87, 0.30, 0.015, 0.45))
     cbar = fig.colorbar(scatter, cax=cbar_ax)
-    cbar.set_label(f"mean attribution of output {result.output}", fontsize=8)
+    cbar.set_label(f"mean attribution of output {result.output}\n(orange: pushes it down, purple: up)",
+                   fontsize=8)
     cbar.ax.tick_params(labelsize=7)
-    handles = [Line2D([], [], color=POSITIVE_COLOUR, lw=2, label="contribution > 0 (pushes up)"),
-               Line2D([], [], color=NEGATIVE_COLOUR, lw=2, label="contribution < 0 (pushes down)"),
+    handles = [Line2D([], [], color=POSITIVE_COLOUR, lw=2, label="edge: contribution > 0 (pushes its receiver up)"),
+               Line2D([], [], color=NEGATIVE_COLOUR, lw=2, label="edge: contribution < 0 (pushes its receiver down)"),
                Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="in 90% circuit (by mean |attribution|; fill = signed mean)")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"Sign circuit of output {result.output}, {circ.name} predictions "

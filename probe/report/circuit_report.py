@@ -8,7 +8,7 @@ from probe.core.io import StagedOutputs
 
 from probe.circuit import CircuitResult
 from probe.report.circuit_figure import draw_circuit
-from probe.report.circuit_view import driver_table, layer_table, path_table
+from probe.report.circuit_view import completeness_warning, driver_table, layer_table, path_table
 from probe.report.markdown import ReportWriter, environment_lines, rich_table_markdown
 
 
@@ -27,6 +27,8 @@ def write_circuit_report(result: CircuitResult, path: str | Path, command: str,
                           f"largest completeness error {comp.max_rel_error:.2g} of the mean "
                           f"|f(x) - f(baseline)| (relative)"]),
                rich_table_markdown(layer_table(result)))
+        if not comp.within_tolerance:
+            rw.add(f"**{completeness_warning(result)}**")
         if result.drivers_negative or result.drivers_positive:
             rw.add(rich_table_markdown(driver_table(result)))
         for name in ("negative", "positive"):

@@ -6,7 +6,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from probe.circuit import CircuitResult
+from probe.circuit.result import COMPLETENESS_TOLERANCE, CircuitResult
 from probe.report.fmt import fmt, legible_group, pct
 
 
@@ -56,6 +56,20 @@ def path_table(result: CircuitResult, group: str, n: int) -> Table:
     return table
 
 
+def completeness_warning(result: CircuitResult) -> str:
+    """The sentence shown when attributions miss completeness by more than the tolerance."""
+    comp = result.completeness
+    if result.method == "ig":
+        fix = f"rerun with more integration steps (--n-steps {max(4 * (result.n_steps or 32), 256)})"
+        if not result.activation.startswith("prelu"):
+            fix += " or --method deeplift (exact for ReLU and leaky models)"
+    else:
+        fix = "check the model: DeepLift should be exact for ReLU and leaky models"
+    return (f"Warning: the attributions miss completeness by {100 * comp.max_rel_error:.0f}%, above the "
+            f"{100 * COMPLETENESS_TOLERANCE:.0f}% tolerance, so circuit sizes and driver units are approximate; "
+            f"{fix}.")
+
+
 def circuit_renderable(result: CircuitResult, *, paths: int = 5) -> Group:
     """Per-layer circuit sizes and routes, driver units, top paths and completeness."""
     neg, pos = result.groups
@@ -71,6 +85,8 @@ def circuit_renderable(result: CircuitResult, *, paths: int = 5) -> Group:
     steps = f", {result.n_steps} steps" if result.n_steps else ""
     items.append(Text(f"Completeness ({method}{steps}): largest error {max(comp.max_abs_error):.3g} "
                       f"= {comp.max_rel_error:.2g} of the mean |f(x) - f(baseline)| ({comp.scale:.3g})."))
+    if not comp.within_tolerance:
+        items.append(Text(completeness_warning(result), style="yellow"))
     return legible_group(*items)
 
 

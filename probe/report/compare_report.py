@@ -64,11 +64,16 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str, 
                           f"initial weights and data order); epochs run: {result.epochs_completed}"
                           + (" (interrupted)" if result.interrupted else "")]),
                "## Verdict", "\n".join(f"- **{c.a} vs {c.b}:** {c.verdict}" for c in result.comparisons),
-               "## Convergence", rich_table_markdown(convergence_table(result)), BORN_DEAD_NOTE,
+               rich_table_markdown(convergence_table(result), heading=2), BORN_DEAD_NOTE,
                comparisons_table(result))
-        rw.figure(loss_curves_figure(result), "loss_curves.png", "loss curves per variant")
-        rw.figure(steps_paired_figure(result), "steps_to_target.png", "steps to target paired by seed")
-        sweep = slope_sweep_figure(result)
+        trained = result.epochs_completed > 0
+        if trained:
+            rw.figure(loss_curves_figure(result), "loss_curves.png", "loss curves per variant")
+            rw.figure(steps_paired_figure(result), "steps_to_target.png", "steps to target paired by seed")
+        else:
+            rw.add("*No training was run (0 epochs): this report describes the networks at initialisation, "
+                   "so it has no loss curves, steps to target or slope sweep.*")
+        sweep = slope_sweep_figure(result) if trained else None
         if sweep is not None:
             rw.add("## Slope sweep", md_table(
                 ["variant", "slope", "steps to target (median)", "95% CI", "final loss (median)", "95% CI"],
@@ -80,7 +85,7 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str, 
                 "statistics.*")
             rw.figure(sweep, "slope_sweep.png", "steps to target and final loss against the slope")
         if has_diag:
-            rw.add("## Diagnostics", rich_table_markdown(diagnostics_table(result)))
+            rw.add(rich_table_markdown(diagnostics_table(result), heading=2))
             dead = dead_rate_figure(result)
             if dead is not None:
                 rw.figure(dead, "dead_rate.png", "dead rate per layer over training")
@@ -89,7 +94,7 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str, 
             rw.figure(sign_routes_figure({s.variant: s.negative_route_share for s in result.summaries}),
                       "sign_routes.png", "final-layer sign routes per variant")
         if any(s.circuit for s in result.summaries):
-            rw.add("## Sign circuits", rich_table_markdown(circuit_table(result)),
+            rw.add(rich_table_markdown(circuit_table(result), heading=2),
                    "The circuit of negative predictions of output 0, for the first seed of each variant "
                    "(edge colour: sign of the contribution; width: its size; wide layers show their strongest "
                    "edges only):")

@@ -57,10 +57,14 @@ def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]], ax=Non
         else:
             ax.axhline(slope, color=colour(i), ls="--", lw=1)
             values.append(slope)
-    ax.set_yscale("log")
-    if values:  # at least a factor of 3 either side, so the lines and dots read clearly
+    if not values:  # ReLU only: every ratio is exactly 0, which a log axis cannot show
+        ax.text(0.5, 0.5, "grad_ratio is exactly 0 in every layer:\nno gradient passes the negative "
+                "side of a ReLU", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
+    else:  # at least a factor of 3 either side, so the lines and dots read clearly
+        ax.set_yscale("log")
         ax.set_ylim(min(values) / 3, min(max(values) * 3, 10.0))
-    ax.set_xticks(range(1, n_layers + 1))
+    ax.set_xticks(layer_ticks(n_layers))
     ax.set_xlim(0.5, n_layers + 0.5)
     ax.set_xlabel("hidden layer")
     ax.set_ylabel("grad_ratio = mean|g| (z≤0) / mean|g| (z>0)")
@@ -107,19 +111,58 @@ def sign_routes_figure(shares: Mapping[str, float | None], output: int = 0,
     return fig
 
 
+MAX_PANELS = 16  # past this many hidden layers, the histograms become one heatmap
+
+
+def layer_ticks(n_layers: int, most: int = 12) -> list[int]:
+    """Hidden-layer numbers to label on an axis: all of them up to ``most``, else an even subset."""
+    step = max(1, -(-n_layers // most))
+    return list(range(1, n_layers + 1, step))
+
+
 def active_fraction_figure(diag: NetworkDiagnostics) -> Figure:
-    """Histogram of per-unit active fractions, one panel per hidden layer."""
+    """Histogram of per-unit active fractions per hidden layer.
+
+    Panels wrap four to a row, so 1 to 16 layers stay legible; deeper networks
+    get one heatmap (layer x active-fraction bin, colour = share of the layer's
+    units) instead. Counts are shown as shares of the layer's units, so a
+    1024-wide layer reads like a 4-wide one.
+    """
     n = len(diag.layers)
-    fig, axes = new_figure(min(3.0 * n, 12), 3.0, ncols=n)
-    axes = np.atleast_1d(axes)
-    for ax, lay in zip(axes, diag.layers):
-        hist = lay.activity.active_fraction_histogram
+    if n > MAX_PANELS:
+        return _active_fraction_heatmap(diag)
+    ncols = min(n, 4)
+    nrows = -(-n // ncols)
+    fig, axes = new_figure(3.0 * ncols + 0.6, 2.4 * nrows + 0.6, ncols=ncols, nrows=nrows, sharex=True,
+                           sharey=True, squeeze=False)
+    flat = axes.ravel()
+    for ax, lay in zip(flat, diag.layers):
+        hist = np.asarray(lay.activity.active_fraction_histogram, dtype=float)
         edges = np.linspace(0, 1, len(hist) + 1)
-        ax.bar(edges[:-1], hist, width=edges[1] - edges[0], align="edge", color=colour(0),
-               edgecolor="white")
-        ax.set_title(f"layer {lay.index + 1}: {lay.activity.dead_units} dead")
-        ax.set_xlabel("fraction of samples with z > 0")
-    axes[0].set_ylabel("units")
+        ax.bar(edges[:-1], 100 * hist / max(hist.sum(), 1), width=edges[1] - edges[0], align="edge",
+               color=colour(0), edgecolor="white")
+        ax.set_title(f"layer {lay.index + 1}: {lay.activity.dead_units}/{lay.units} dead", fontsize=9)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    fig.supxlabel("fraction of samples with z > 0 (per unit)", fontsize=9)
+    fig.supylabel("% of the layer's units", fontsize=9)
+    return fig
+
+
+def _active_fraction_heatmap(diag: NetworkDiagnostics) -> Figure:
+    n = len(diag.layers)
+    fig, ax = new_figure(7.0, min(0.25 * n + 1.5, 9.0))
+    rows = []
+    for lay in diag.layers:
+        hist = np.asarray(lay.activity.active_fraction_histogram, dtype=float)
+        rows.append(100 * hist / max(hist.sum(), 1))
+    image = ax.imshow(np.array(rows), aspect="auto", cmap="viridis", origin="upper",
+                      extent=(0.0, 1.0, n + 0.5, 0.5))
+    ax.set_yticks(layer_ticks(n, most=20))
+    ax.set_xlabel("fraction of samples with z > 0 (per unit)")
+    ax.set_ylabel("hidden layer")
+    ax.grid(False)
+    fig.colorbar(image, ax=ax, label="% of the layer's units")
     return fig
 
 

@@ -99,17 +99,18 @@ class ReportWriter:
             self.discard()
 
 
-def rich_table_markdown(table) -> str:
+def rich_table_markdown(table, heading: int | None = None) -> str:
     """A rich ``Table`` as a markdown table, so reports show exactly the terminal's numbers.
 
-    The title becomes a bold line above, the caption an italic line below.
+    The title becomes a bold line above (with ``heading=N``, a level-N heading
+    instead, so a section is not titled twice), the caption an italic line below.
     """
     header = [str(col.header) for col in table.columns]
     columns = [[str(cell) for cell in col.cells] for col in table.columns]
     rows = list(zip(*columns)) if columns else []
     parts = []
     if table.title:
-        parts.append(f"**{table.title}**\n")
+        parts.append(f"{'#' * heading} {table.title}\n" if heading else f"**{table.title}**\n")
     parts.append(md_table(header, rows))
     if table.caption:
         parts.append(f"\n*{table.caption}*")
