@@ -66,7 +66,9 @@ def check_output(output: object, out_features: int) -> int:
         raise CircuitError(f"Output index {output!r} does not exist in this model",
                            expected=f"an integer from 0 to {out_features - 1} "
                            f"(the model has {out_features} output{'s' if out_features != 1 else ''})",
-                           found=repr(output), fix=f"pass --output between 0 and {out_features - 1}")
+                           found=repr(output),
+                           fix="leave --output out (output=0): the model has a single output" if out_features == 1
+                           else f"pass --output (output= in Python) between 0 and {out_features - 1}")
     return output
 
 
