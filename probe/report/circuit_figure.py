@@ -113,10 +113,12 @@ def circuit_figure(result: CircuitResult, group: str = "negative", *, top_edges:
             ax.annotate(str(u), (lay.layer, ys[lay.layer][u]), xytext=(5, 0), textcoords="offset points",
                         fontsize=7, va="center", zorder=6,
                         bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
+        crowded = len(widths) > 6  # narrow columns: short labels, the legend explains them
         title = ("inputs" if lay.kind == "input" else f"output {result.output}" if lay.kind == "output"
-                 else f"hidden {lay.layer}")
-        size_note = "" if lay.kind == "output" else f"\n{len(lay.circuit_units)}/{n} in circuit"
-        ax.text(lay.layer, 1.05, title + size_note, ha="center", va="bottom", fontsize=9)
+                 else f"h{lay.layer}" if crowded else f"hidden {lay.layer}")
+        size_note = "" if lay.kind == "output" else (f"\n{len(lay.circuit_units)}/{n}" if crowded
+                                                       else f"\n{len(lay.circuit_units)}/{n} in circuit")
+        ax.text(lay.layer, 1.05, title + size_note, ha="center", va="bottom", fontsize=8 if crowded else 9)
 
     cbar_ax = fig.add_axes((0.87, 0.30, 0.015, 0.45))
     cbar = fig.colorbar(scatter, cax=cbar_ax)
@@ -125,8 +127,9 @@ def circuit_figure(result: CircuitResult, group: str = "negative", *, top_edges:
     cbar.ax.tick_params(labelsize=7)
     handles = [Line2D([], [], color=POSITIVE_COLOUR, lw=2, label="edge: contribution > 0 (pushes its receiver up)"),
                Line2D([], [], color=NEGATIVE_COLOUR, lw=2, label="edge: contribution < 0 (pushes its receiver down)"),
-               Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="in 90% circuit (by mean |attribution|; fill = signed mean)")]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+               Line2D([], [], ls="", marker="o", mfc="white", mec="black",
+                      label="in 90% circuit (k/n above each layer; by mean |attribution|, fill = signed mean)")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(f"Sign circuit of output {result.output}, {circ.name} predictions "
                  f"({circ.samples} samples, {result.activation}); "
                  + ("all edges" if per_layer >= max(c.size for c in contribs)
