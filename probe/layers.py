@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("circuit", ("probe.circuit",)),
     ("experiment", ("probe.experiment", "probe.compare")),
     ("report", ("probe.report",)),
-    ("cli", ("probe.cli", "probe.__main__")),
+    ("cli", ("probe.cli", "probe.integrations", "probe.__main__")),
 )
 FACE = "probe"  # the package itself: lazy re-exports for notebooks, above every layer
 
