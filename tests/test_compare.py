@@ -19,7 +19,8 @@ from probe.experiment.scenarios import load_scenario, make_datasets
 SMALL = dict(seeds=2, epochs=2)
 RUN_KEYS = {"variant", "seed", "init_digest", "born_dead", "final_loss", "eval_loss", "steps_to_target",
             "loss_auc", "diverged", "diverged_epoch", "loss_curve", "dead_rate_init", "dead_rate_history",
-            "grad_ratio_history", "diagnostics", "checkpoint", "circuit"}
+            "grad_ratio_history", "diagnostics", "checkpoint", "circuit", "steps_by_target",
+            "collapsed_layer_at_init"}
 
 
 @pytest.fixture(scope="module")

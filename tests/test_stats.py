@@ -19,10 +19,12 @@ def test_hand_computed_comparison_with_never_reached():
     assert c.speedup == pytest.approx(2.0)
     assert (c.wins_a, c.wins_b, c.ties) == (1, 4, 0)
     assert (c.reached_a, c.reached_b, c.seeds) == (4, 4, 5)
-    sa, sb = np.array([100, 200, 300, 401, 150.0]), np.array([50, 100, 100, 200, 401.0])
-    assert c.p_value == pytest.approx(sps.wilcoxon(np.log(sa) - np.log(sb)).pvalue)
+    # sign test on the 5 decided pairs, b winning 4: P(|X - 2.5| >= 1.5) for X ~ Bin(5, 1/2) = 12/32
+    assert c.p_value == pytest.approx(sps.binomtest(4, 5, 0.5).pvalue) == pytest.approx(12 / 32)
     assert c.ci_low <= c.speedup <= c.ci_high
-    assert "no clear difference" in c.verdict and "too few seeds" in c.verdict
+    # restricted means: mean of min(steps, budget)
+    assert c.restricted_mean_a == pytest.approx((100 + 200 + 300 + 400 + 150) / 5)
+    assert c.winner is None and c.verdict.startswith("inconclusive") and "5 seeds cannot reach p < 0.05" in c.verdict
 
 
 def test_never_reached_is_slower_than_any_reached():
@@ -37,10 +39,10 @@ def test_clear_win_verdict():
     assert c.speedup == pytest.approx(2.0, abs=0.06)
     assert c.wins_b == 10 and c.p_value == pytest.approx(2 / 2 ** 10)  # exact two-sided
     assert c.ci_low > 1
-    assert c.verdict.startswith("leaky reached the target 2") and "10/10 seeds" in c.verdict
+    assert c.verdict.startswith("leaky reached the target first: 2") and "10 of 10 decided pairs" in c.verdict
     flipped = compare_steps("leaky", "relu", b, a, budget=1000)
     assert flipped.speedup == pytest.approx(1 / c.speedup, rel=0.05)
-    assert flipped.verdict.startswith("leaky reached the target")
+    assert flipped.verdict.startswith("leaky reached the target first")
 
 
 def test_ties_and_nothing_reached():
@@ -48,6 +50,7 @@ def test_ties_and_nothing_reached():
     assert tie.ties == 3 and tie.p_value is None and tie.speedup == 1.0
     none = compare_steps("a", "b", [None] * 4, [None] * 4, budget=50)
     assert none.speedup is None and none.p_value is None and "neither" in none.verdict
+    assert none.verdict.startswith("inconclusive")
     with pytest.raises(ValueError):
         compare_steps("a", "b", [1], [1, 2], budget=5)
 
@@ -87,4 +90,55 @@ def test_winner_is_called_only_on_clear_evidence() -> None:
     assert slower.winner == "relu"
     # alternating wins: no winner
     mixed = compare_steps("relu", "leaky", [100, 200] * 5, [200, 100] * 5, budget=1000)
-    assert mixed.winner is None and "no clear difference" in mixed.verdict
+    assert mixed.winner is None and mixed.verdict.startswith("inconclusive") and "p=1" in mixed.verdict
+
+
+def test_censoring_does_not_hide_a_win():
+    """Most pairs tied (both never reached); leaky wins every decided pair: a winner, not "no difference"."""
+    relu = [None] * 12 + [None] * 8
+    leaky = [None] * 12 + [300, 250, 400, 350, 320, 280, 310, 330]
+    c = compare_steps("relu", "leaky", relu, leaky, budget=1000)
+    assert (c.decided, c.wins_b, c.ties) == (8, 8, 12)
+    assert c.speedup == pytest.approx(1.0)  # the median ratio over all 20 seeds still sits at 1 ...
+    assert c.p_value == pytest.approx(2 / 2 ** 8) and c.winner == "leaky"  # ... the decided pairs do not
+    assert c.verdict.startswith("leaky reached the target first") and "lower bound" in c.verdict
+    assert "sign test" in c.test
+
+
+def test_too_few_seeds_is_inconclusive_not_no_difference():
+    c = compare_steps("relu", "leaky", [700, 680, 720, 690, 710], [100, 105, 98, 101, 99], budget=1000)
+    assert c.wins_b == 5 and c.speedup > 6 and c.winner is None  # 2 / 2**5 = 0.0625: cannot reach 0.05
+    assert c.verdict.startswith("inconclusive at the target (5 seeds cannot reach p < 0.05)")
+    assert "no clear difference" not in c.verdict and "no difference" not in c.verdict
+    few_decided = compare_steps("a", "b", [None] * 16 + [9, 9, 9, 9], [None] * 16 + [5, 5, 5, 5], budget=50)
+    assert few_decided.winner is None and "only 4 of 20 seed pairs decided" in few_decided.verdict
+
+
+def test_headline_names_who_leads_at_which_target():
+    """A crossover: b is ahead at the loose targets, a on the plateau; final losses cannot tell them apart."""
+    from probe.compare.stats import compare_losses, paired_comparison
+
+    n = 10
+    loose = compare_steps("relu", "leaky:0.3", [100] * n, [60] * n, budget=1000, target=0.1)
+    tight = compare_steps("relu", "leaky:0.3", [300] * n, [450] * n, budget=1000, target=0.05)
+    unreached = compare_steps("relu", "leaky:0.3", [None] * n, [None] * n, budget=1000, target=0.01)
+    rng = np.random.default_rng(0)
+    final = compare_losses("final_loss", "relu", "leaky:0.3", list(0.01 + 0.001 * rng.normal(size=n)),
+                           list(0.01 + 0.001 * rng.normal(size=n)))
+    c = paired_comparison(tight, [unreached, tight, loose], [final])
+    assert c.verdict.startswith("relu reaches 0.05 first; leaky:0.3 reaches 0.1 first; neither reached 0.01")
+    assert "final loss: inconclusive" in c.verdict
+    d = c.to_dict()
+    assert [t["target"] for t in d["by_target"]] == [0.01, 0.05, 0.1]
+    assert {"target", "speedup", "ci_low", "ci_high", "wins_a", "wins_b", "p_value", "winner"} <= set(d["by_target"][0])
+    assert d["losses"]["final_loss"]["test"].startswith("two-sided Wilcoxon")
+
+
+def test_loss_comparison_matches_scipy():
+    from probe.compare.stats import compare_losses
+
+    a = [0.10, 0.12, 0.11, 0.13, 0.09, 0.14, 0.12, 0.10]
+    b = [0.08, 0.09, 0.10, 0.10, 0.07, 0.11, 0.09, 0.08]
+    c = compare_losses("final_loss", "relu", "leaky", a, b)
+    assert c.p_value == pytest.approx(sps.wilcoxon(np.array(a) - np.array(b)).pvalue)
+    assert c.winner == "leaky" and c.wins_b == 8 and c.verdict.startswith("final loss: leaky lower")

@@ -23,14 +23,25 @@ DEFINITIONS = {
     "eval_loss": "evaluation-set MSE of the final parameters",
     "steps_to_target": "first optimiser step t at which the running mean of the last steps_per_epoch "
                        "minibatch losses is <= target_loss (null if never)",
+    "steps_by_target": "steps_to_target at each loss level of 'targets' (target_loss x 1, 2, 4, 8 and any "
+                       "listed in [train] targets), in that order",
     "loss_auc": "mean of the per-step minibatch losses over all steps",
     "loss_curve": "mean minibatch loss of each epoch",
-    "born_dead": "collapsed at initialisation on the evaluation set: some hidden layer has every "
-                 "unit with z <= 0 on every sample",
+    "born_dead": "the network's output is constant at initialisation on the evaluation set: some hidden "
+                 "layer has every unit with z <= 0 on every sample and passes nothing there (negative "
+                 "slope 0, i.e. ReLU; Lu et al. 2019)",
+    "collapsed_layer_at_init": "some hidden layer has every unit with z <= 0 on every evaluation sample at "
+                               "initialisation (for a leaky variant the layer is then linear with its slope, "
+                               "and the network still passes signal)",
     "dead_rate_history": "per epoch (row 0 = init) and hidden layer, fraction of units dead on a fixed "
                          f"probe batch of {PROBE_BATCH} training samples",
     "grad_ratio_history": "same rows, mean |dL/dz| on z <= 0 over mean |dL/dz| on z > 0 (null if undefined)",
-    "speedup": "median over seeds of steps_a / steps_b; > 1 means b is faster",
+    "speedup": "median over seeds of steps_a / steps_b (never-reached as budget + 1); > 1 means b is faster",
+    "decided": "seed pairs with a winner: one run reached the target and the other did not, or both did in "
+               "different numbers of steps; pairs where neither reached it are ties",
+    "p_value": "two-sided exact sign test on the decided pairs (steps); Wilcoxon signed-rank on paired "
+               "differences (losses)",
+    "restricted_mean": "mean over seeds of min(steps_to_target, budget)",
 }
 
 
@@ -47,9 +58,11 @@ class RunResult:
     seed: int
     init_digest: str
     born_dead: bool
+    collapsed_layer_at_init: bool
     final_loss: float | None
     eval_loss: float | None
     steps_to_target: int | None
+    steps_by_target: tuple[int | None, ...]
     loss_auc: float | None
     diverged: bool
     diverged_epoch: int | None
@@ -65,7 +78,7 @@ class RunResult:
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__
              if k not in ("diagnostics", "circuit", "model")}
-        for k in ("loss_curve", "dead_rate_init"):
+        for k in ("loss_curve", "dead_rate_init", "steps_by_target"):
             d[k] = list(d[k])
         for k in ("dead_rate_history", "grad_ratio_history"):
             d[k] = None if d[k] is None else [list(r) for r in d[k]]
@@ -100,6 +113,7 @@ class CompareResult:
     epochs_completed: int
     interrupted: bool
     device: str
+    targets: tuple[float, ...] = ()
     definitions: dict = field(default_factory=lambda: dict(DEFINITIONS))
 
     def __rich__(self):
@@ -115,6 +129,7 @@ class CompareResult:
             "device": self.device,
             "steps_per_epoch": self.steps_per_epoch,
             "budget": self.budget,
+            "targets": list(self.targets),
             "epochs_completed": self.epochs_completed,
             "interrupted": self.interrupted,
             "runs": [r.to_dict() for r in self.runs],

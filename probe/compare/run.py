@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from probe.compare.results import PROBE_BATCH, CompareResult, RunResult, file_safe
-from probe.compare.stats import compare_steps
+from probe.compare.stats import PairedComparison, compare_losses, compare_steps, paired_comparison
 from probe.compare.summaries import summarize_runs
 from probe.core.errors import ProbeError, VariantError
 from probe.core.io import StagedOutputs
@@ -157,29 +157,39 @@ def _compare(parsed: list[Variant], sc: Scenario, device: str, diagnostics: bool
     train_set, eval_set = make_datasets(sc)
     ens = Ensemble(sc.widths, parsed, list(range(sc.train.seeds)), sc.model.init, device)
     digests = [init_digest(p) for p in ens.initial]
-    dead_init, born_dead = activity_at(ens, eval_set.X)
+    dead_init, collapsed = activity_at(ens, eval_set.X)
     probe = (train_set.X[:PROBE_BATCH].to(device), train_set.y[:PROBE_BATCH].to(device)) if diagnostics else None
     config = TrainConfig(sc.train.optimizer, sc.train.lr, sc.train.batch_size, sc.train.epochs,
                          sc.train.momentum)
     outcome = train(ens, train_set.X, train_set.y, config, probe=probe, progress=progress)
-    runs = _run_records(ens, outcome, sc, train_set, eval_set, digests, dead_init, born_dead,
+    runs = _run_records(ens, outcome, sc, train_set, eval_set, digests, dead_init, collapsed,
                         diagnostics, circuits, save_dir)
     budget = outcome.steps_per_epoch * outcome.epochs_completed
     summaries = tuple(summarize_runs(v, [r for r in runs if r.variant == v.label], budget) for v in parsed)
-    comparisons = tuple(
-        compare_steps(a.label, b.label, [r.steps_to_target for r in runs if r.variant == a.label],
-                      [r.steps_to_target for r in runs if r.variant == b.label], budget)
-        for i, a in enumerate(parsed) for b in parsed[i + 1:])
+    comparisons = tuple(_compare_pair(a.label, b.label, runs, sc, budget)
+                        for i, a in enumerate(parsed) for b in parsed[i + 1:])
     return CompareResult(sc, tuple(parsed), tuple(runs), summaries, comparisons, outcome.steps_per_epoch,
-                         budget, outcome.epochs_completed, outcome.interrupted, device)
+                         budget, outcome.epochs_completed, outcome.interrupted, device, targets=sc.targets)
+
+
+def _compare_pair(a: str, b: str, runs: list[RunResult], sc: Scenario, budget: int) -> PairedComparison:
+    """Steps at every target (censoring-aware) and the losses of two variants, paired by seed."""
+    ra, rb = [r for r in runs if r.variant == a], [r for r in runs if r.variant == b]
+    by_target = [compare_steps(a, b, [r.steps_by_target[k] for r in ra], [r.steps_by_target[k] for r in rb],
+                               budget, target=t) for k, t in enumerate(sc.targets)]
+    primary = by_target[sc.targets.index(sc.train.target_loss)]
+    losses = [compare_losses(m, a, b, [getattr(r, m) for r in ra], [getattr(r, m) for r in rb])
+              for m in ("final_loss", "eval_loss", "loss_auc")]
+    return paired_comparison(primary, by_target, losses)
 
 
 def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, eval_set, digests,
-                 dead_init, born_dead, diagnostics: bool, circuits: bool,
+                 dead_init, collapsed, diagnostics: bool, circuits: bool,
                  save_dir: str | Path | None) -> list[RunResult]:
     """One :class:`RunResult` per member: convergence measures, losses, diagnostics, circuit."""
     losses, spe = outcome.step_losses, outcome.steps_per_epoch
-    steps = convergence.steps_to_target(losses, spe, sc.train.target_loss)
+    by_target = [convergence.steps_to_target(losses, spe, t) for t in sc.targets]
+    steps = by_target[sc.targets.index(sc.train.target_loss)]
     aucs = convergence.loss_auc(losses)
     curves = convergence.epoch_curve(losses, spe)
     final = dataset_loss(ens, train_set.X, train_set.y)
@@ -200,10 +210,12 @@ def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, 
             traced = trace_circuit(model, eval_set, output=0)
         runs.append(RunResult(
             variant=variant.label, seed=seed, init_digest=digests[m % len(ens.seeds)],
-            born_dead=bool(born_dead[m]),
+            # born dead: a collapsed layer that passes nothing (slope 0) makes the output constant
+            born_dead=bool(collapsed[m]) and variant.slope == 0 and not variant.learnable,
+            collapsed_layer_at_init=bool(collapsed[m]),
             final_loss=None if div is not None else _num(float(final[m])),
             eval_loss=None if div is not None else _num(float(final_eval[m])),
-            steps_to_target=steps[m], loss_auc=aucs[m], diverged=div is not None, diverged_epoch=div,
+            steps_to_target=steps[m], steps_by_target=tuple(s[m] for s in by_target), loss_auc=aucs[m], diverged=div is not None, diverged_epoch=div,
             loss_curve=tuple(curves[m]), dead_rate_init=tuple(dead_init[m].tolist()),
             dead_rate_history=None if outcome.dead_rate is None
             else tuple(tuple(r) for r in outcome.dead_rate[:, m].tolist()),

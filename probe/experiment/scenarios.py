@@ -124,6 +124,7 @@ class TrainSpec:
     target_loss: float
     seeds: int
     momentum: float = 0.0
+    targets: tuple[float, ...] = ()  # further loss levels to measure steps at (besides target_loss x 1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,14 @@ class Scenario:
     extra: dict = field(default_factory=dict)
     #: the memory budget (bytes) it was validated against; None: the default. Not part of the scenario.
     max_memory: int | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def targets(self) -> tuple[float, ...]:
+        """The loss levels steps to target are measured at, ascending: ``target_loss`` x 1, 2, 4, 8
+        and any listed in ``train.targets``."""
+        base = self.train.target_loss
+        levels = {float(f"{base * k:.12g}") for k in TARGET_FACTORS} | set(self.train.targets)
+        return tuple(sorted(levels))
 
     @property
     def widths(self) -> list[int]:
@@ -317,7 +326,8 @@ _REQUIRED = {
     "model": ("hidden", "init"),
     "train": ("optimizer", "lr", "batch_size", "epochs", "target_loss", "seeds"),
 }
-_OPTIONAL = {"data": ("seed", "n_eval", "noise"), "model": (), "train": ("momentum",)}
+_OPTIONAL = {"data": ("seed", "n_eval", "noise"), "model": (), "train": ("momentum", "targets")}
+TARGET_FACTORS = (1, 2, 4, 8)  # steps to target are measured at target_loss times each of these
 
 
 def _bad(where: str, key: str, expected: str, found: object, fix: str) -> ScenarioError:
@@ -365,6 +375,14 @@ def _check_float(key: str, value: object, where: str, *, positive: bool = True,
         raise _bad(where, key, f"a positive number of at most {maximum:g} (the limit)", _short_repr(value),
                    f"set {key.split('.')[-1]} to at most {maximum:g} (training diverges far below it)")
     return number
+
+
+def _check_targets(value: object, where: str) -> tuple[float, ...]:
+    """``train.targets``: a list of at most 16 positive finite loss levels."""
+    if not isinstance(value, list) or len(value) > 16:
+        raise _bad(where, "train.targets", "a list of at most 16 loss levels", _short_repr(value),
+                   "write e.g. targets = [0.02, 0.3]")
+    return tuple(sorted({_check_float("train.targets", v, where) for v in value}))
 
 
 def _check_budget(max_memory: object, where: str) -> int | None:
@@ -512,7 +530,8 @@ def parse_scenario(raw: dict, where: str, *, max_memory: int | None = None) -> S
                       _check_int("train.epochs", t["epochs"], where, minimum=0),
                       _check_float("train.target_loss", t["target_loss"], where),
                       _check_int("train.seeds", t["seeds"], where, maximum=MAX_SEEDS),
-                      momentum=_check_float("train.momentum", t.get("momentum", 0.0), where, positive=False))
+                      momentum=_check_float("train.momentum", t.get("momentum", 0.0), where, positive=False),
+                      targets=_check_targets(t.get("targets", []), where))
     known = {"name", "description", "data", "model", "train"}
     extra = {k: v for k, v in raw.items() if k not in known}
     scenario = Scenario(raw["name"], raw["description"].strip(), data, model, train, extra=extra,
