@@ -54,6 +54,9 @@ class VariantSummary:
             quartiles over seeds of the epoch's mean minibatch loss (diverged epochs skipped).
         dead_rate_history_median: Per epoch (row 0 = init) and hidden layer, the
             median over seeds of the probe-batch dead rate.
+        steps_by_target_median: Per target of the comparison's grid, the median
+            steps (never-reached as infinitely slow; None when half or more never reached it).
+        collapsed_at_init: Runs with a hidden layer all-negative at initialisation.
     """
 
     variant: str
@@ -81,6 +84,8 @@ class VariantSummary:
     loss_curve_q1: tuple[float | None, ...] = field(default=(), repr=False)
     loss_curve_q3: tuple[float | None, ...] = field(default=(), repr=False)
     dead_rate_history_median: tuple[tuple[float, ...], ...] | None = field(default=None, repr=False)
+    steps_by_target_median: tuple[float | None, ...] = ()
+    collapsed_at_init: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,6 +148,9 @@ def summarize_runs(variant: Variant, runs: Sequence[RunResult], budget: int) -> 
         negative_route_share=finite_median(
             diag(lambda d: d.sign[0].negative_predictions.activation_route_share if d.sign else None)),
         loss_curve_median=median_curve, loss_curve_q1=q1, loss_curve_q3=q3,
+        steps_by_target_median=tuple(median_steps([r.steps_by_target[k] for r in runs])
+                                     for k in range(len(runs[0].steps_by_target) if runs else 0)),
+        collapsed_at_init=sum(r.collapsed_layer_at_init for r in runs),
         dead_rate_history_median=tuple(tuple(float(v) for v in row)
                                        for row in np.median(np.array(histories, dtype=float), axis=0))
         if histories else None,

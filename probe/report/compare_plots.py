@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from probe.compare.results import CompareResult
 from probe.report.figures import colour, figure_and_axes, new_figure
@@ -192,6 +193,37 @@ def _dodged(slopes: list[float], close: float = 0.15, step: float = 0.07) -> lis
             xs[k] = slopes[k] * (1 + step * (rank - (len(group) - 1) / 2))
     return xs
 
+
+
+def speedup_by_target_figure(result: CompareResult, ax=None) -> Figure:
+    """Median steps ratio (a / b) against the target loss, with 95% intervals, one line per pair.
+
+    Above 1, b needs fewer steps to reach that loss; filled markers where the
+    sign test names a leader, hollow where the target is inconclusive.
+    """
+    fig, ax = figure_and_axes(ax, 7.2, 4.0)
+    for i, c in enumerate(result.comparisons):
+        pts = [(t.target, t.speedup, t.ci_low, t.ci_high, t.winner is not None) for t in c.by_target
+               if t.speedup is not None]
+        if not pts:
+            continue
+        xs, ys, lo, hi, called = map(np.array, zip(*pts))
+        ax.plot(xs, ys, color=colour(i), lw=1.2, label=f"{c.a} / {c.b}")
+        ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], fmt="none", ecolor=colour(i), capsize=3, lw=1)
+        ax.scatter(xs[called], ys[called], color=colour(i), zorder=3, s=30)
+        ax.scatter(xs[~called], ys[~called], facecolors="white", edgecolors=colour(i), zorder=3, s=30)
+    ax.axhline(1.0, color="black", lw=0.8, ls=":")
+    if not ax.get_legend_handles_labels()[0]:
+        ax.text(0.5, 0.5, "no variant reached any target", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    ax.set_xscale("log")
+    ax.set_xticks(list(result.targets), [f"{t:g}" for t in result.targets])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("target loss (log scale; smaller = later in training)")
+    ax.set_ylabel("median steps a / steps b (95% CI)")
+    ax.set_title("Who gets there first, target by target (filled: sign test p < 0.05)", loc="left", fontsize=10)
+    fig.legend(fontsize=8, loc="outside right upper")
+    return fig
 
 
 plot_loss_curves = loss_curves_figure

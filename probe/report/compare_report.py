@@ -8,9 +8,9 @@ from probe.core.io import StagedOutputs
 
 from probe.compare.results import CompareResult, file_safe
 from probe.report.compare_plots import (dead_rate_figure, loss_curves_figure, slope_sweep_figure,
-                                        steps_paired_figure)
+                                        speedup_by_target_figure, steps_paired_figure)
 from probe.report.circuit_figure import draw_circuit
-from probe.report.compare_view import circuit_table, convergence_table, diagnostics_table
+from probe.report.compare_view import circuit_table, convergence_table, diagnostics_table, targets_table
 from probe.report.diagnostic_plots import grad_ratio_figure, sign_routes_figure
 from probe.report.fmt import fmt
 from probe.report.markdown import ReportWriter, environment_lines, md_table, rich_table_markdown
@@ -40,16 +40,27 @@ def scenario_block(result: CompareResult) -> str:
 
 
 def comparisons_table(result: CompareResult) -> str:
+    """Per pair: the primary target's paired numbers (sign test on the decided pairs)."""
     rows = []
     for c in result.comparisons:
         rows.append([f"{c.a} vs {c.b}", fmt(c.speedup), _ci((None, c.ci_low, c.ci_high)),
                      f"{c.wins_a}–{c.wins_b} ({c.ties} ties)", fmt(c.p_value, ".2g"),
                      f"{c.reached_a}/{c.seeds} – {c.reached_b}/{c.seeds}"])
-    return md_table(["pair (a vs b)", "median steps a/b", "95% CI", "seed wins a–b", "Wilcoxon p",
+    return md_table(["pair (a vs b)", "median steps a/b", "95% CI", "decided pairs won a–b", "sign test p",
                      "reached target a – b"], rows)
 
 
-def write_compare_report(result: CompareResult, path: str | Path, command: str, outputs: StagedOutputs | None = None) -> Path:
+def losses_table(result: CompareResult) -> str:
+    """Per pair and loss: medians, seeds where each is lower, the paired Wilcoxon test, the verdict."""
+    rows = [[f"{c.a} vs {c.b}", lc.measure, fmt(lc.median_a), fmt(lc.median_b), f"{lc.wins_a}–{lc.wins_b}",
+             fmt(lc.p_value, ".2g"), lc.winner or "inconclusive"]
+            for c in result.comparisons for lc in c.losses]
+    return md_table(["pair (a vs b)", "loss", "median a", "median b", "lower on a–b", "Wilcoxon p",
+                     "lower (p < 0.05)"], rows)
+
+
+def write_compare_report(result: CompareResult, path: str | Path, command: str,
+                         outputs: StagedOutputs | None = None) -> Path:
     """Write the report and its figures atomically; returns the markdown path."""
     sc = result.scenario
     labels = ", ".join(v.label for v in result.variants)
@@ -65,11 +76,13 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str, 
                           + (" (interrupted)" if result.interrupted else "")]),
                "## Verdict", "\n".join(f"- **{c.a} vs {c.b}:** {c.verdict}" for c in result.comparisons),
                rich_table_markdown(convergence_table(result), heading=2), BORN_DEAD_NOTE,
-               comparisons_table(result))
+               comparisons_table(result), "## Losses, paired by seed", losses_table(result))
         trained = result.epochs_completed > 0
         if trained:
             rw.figure(loss_curves_figure(result), "loss_curves.png", "loss curves per variant")
             rw.figure(steps_paired_figure(result), "steps_to_target.png", "steps to target paired by seed")
+            rw.add(rich_table_markdown(targets_table(result), heading=2))
+            rw.figure(speedup_by_target_figure(result), "speedup_by_target.png", "speedup against the target loss")
         else:
             rw.add("*No training was run (0 epochs): this report describes the networks at initialisation, "
                    "so it has no loss curves, steps to target or slope sweep.*")

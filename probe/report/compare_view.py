@@ -65,6 +65,27 @@ def circuit_table(result: CompareResult) -> Table:
     return table
 
 
+def targets_table(result: CompareResult) -> Table:
+    """Per pair and target: median steps of each, the paired ratio, the decided pairs and who leads."""
+    table = variant_table(
+        "Steps to each target (medians over seeds; pairs decided by who got there first)",
+        "ratio: median of steps a / steps b (> 1: b faster; never-reached counted at the budget + 1). "
+        "wins: decided pairs won by a-b (ties: neither got there, or both at the same step). "
+        "p: exact sign test on the decided pairs; a leader is named only when p < 0.05.",
+        ("target", "steps a", "steps b", "ratio", "95% CI", "wins a-b", "ties", "p", "leader"))
+    table.columns[0].header = "a vs b"
+    medians = {s.variant: s.steps_by_target_median for s in result.summaries}
+    for c in result.comparisons:
+        for k, t in enumerate(c.by_target):
+            ma, mb = medians[c.a], medians[c.b]
+            table.add_row(f"{c.a} vs {c.b}" if k == 0 else "", f"{t.target:g}",
+                          fmt(ma[k] if k < len(ma) else None), fmt(mb[k] if k < len(mb) else None),
+                          fmt(t.speedup), "—" if t.ci_low is None else f"{t.ci_low:.3g}-{t.ci_high:.3g}",
+                          f"{t.wins_a}-{t.wins_b}", str(t.ties), fmt(t.p_value, ".2g"),
+                          t.winner or ("inconclusive" if t.speedup is not None else "neither reached"))
+    return table
+
+
 def compare_renderable(result: CompareResult) -> Group:
     """The convergence table, the diagnostics table (when measured) and one verdict per pair."""
     items: list = []
@@ -72,6 +93,8 @@ def compare_renderable(result: CompareResult) -> Group:
         items.append(Text(f"Interrupted: results after {result.epochs_completed} of "
                           f"{result.scenario.train.epochs} epochs.", style="bold yellow"))
     items.append(convergence_table(result))
+    if result.epochs_completed and any(c.by_target for c in result.comparisons):
+        items.append(targets_table(result))
     if any(r.diagnostics is not None for r in result.runs):
         items.append(diagnostics_table(result))
     if any(s.circuit for s in result.summaries):
