@@ -169,3 +169,30 @@ def _flatten(d: object, prefix: str = "") -> dict:
             out.update(_flatten(v, f"{prefix}[{i}]"))
         return out
     return {prefix: d}
+
+
+def test_bias_alone_builds_the_negative_predictions() -> None:
+    """1 -> 2 -> 1 ReLU, positive output weights, output bias -5: every negative prediction comes from the bias."""
+    import probe
+    from tests.conftest import set_linear
+
+    mlp = MLP.build([1, 2, 1], "relu")
+    set_linear(mlp[0], [[1.0], [-1.0]], [0.0, 0.0])
+    set_linear(mlp[2], [[1.0, 1.0]], [-5.0])  # y = |x| - 5
+    X = torch.tensor([[1.0], [-2.0], [3.0], [8.0]])  # y = -4, -3, -2, +3
+    sign = probe.analyze(mlp, X).diagnostics.sign[0]
+    neg = sign.negative_predictions
+    assert neg.samples == 3 and neg.neg_pos == 0 and neg.pos_neg == 0
+    assert neg.bias_neg == pytest.approx(15.0) and neg.bias_pos == 0  # |-5| x 3 samples
+    assert neg.downward_shares == {"negative_weights": 0.0, "negative_activations": 0.0, "bias": 1.0}
+    whole = sign.all_samples
+    assert whole.bias_neg == pytest.approx(20.0)
+    assert sum(whole.downward_shares.values()) == pytest.approx(1.0)
+    d = sign.to_dict()
+    assert d["bias_neg"] == pytest.approx(20.0) and d["negative_predictions"]["downward_shares"]["bias"] == 1.0
+    # the circuit counts the output bias the same way in its route into the output
+    traced = probe.trace_circuit(mlp, X, method="deeplift")
+    into_output = traced.group("negative").routes[-1].masses
+    assert into_output.bias_neg == pytest.approx(15.0) and into_output.downward_shares["bias"] == 1.0
+    # and the hidden layer's zero biases add nothing
+    assert traced.group("negative").routes[0].masses.bias_neg == 0

@@ -139,6 +139,7 @@ def trace_circuit(mlp: object, data: object, *, output: int = 0, baseline: str |
 
     n_layers = len(model.widths)
     weights = tuple(lin.weight.detach().double().numpy().copy() for lin in model.linears)
+    biases = [None if lin.bias is None else lin.bias.detach().double().numpy().copy() for lin in model.linears]
     group_sums = [sums.group(NEGATIVE), sums.group(POSITIVE)]
     groups = []
     for name, gs in zip(GROUPS, group_sums):
@@ -146,7 +147,7 @@ def trace_circuit(mlp: object, data: object, *, output: int = 0, baseline: str |
         shell = GroupCircuit(name, gs.samples, float(gs.mean_activation(n_layers - 1)[output]), layers, (), ())
         paths = top_paths(contributions(weights, shell), output, n_paths) if gs.samples else ()
         groups.append(GroupCircuit(name, gs.samples, shell.mean_prediction, layers,
-                                   layer_routes(list(weights), gs, output), paths))
+                                   layer_routes(list(weights), gs, output, biases), paths))
     selectivity = _selectivity(group_sums[0], group_sums[1], n_layers - 1)
     n = sums.samples
     completeness = Completeness(_floats(sums.delta_max.numpy()), _floats(sums.delta_abs.numpy() / n),

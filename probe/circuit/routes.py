@@ -8,9 +8,12 @@ pre-activation of unit ``k`` falls into one of the four masses of
 samples ``i``, the incoming units ``j`` and the receiving units ``k``:
 
 * ``pos_pos`` ``W > 0, a > 0`` and ``neg_neg`` ``W < 0, a < 0`` push up;
-* ``neg_pos`` ``W < 0, a > 0``: down through a negative *weight* (ReLU's only
-  route after the first layer);
+* ``neg_pos`` ``W < 0, a > 0``: down through a negative *weight* (with a
+  negative bias, ReLU's only routes after the first layer);
 * ``pos_neg`` ``W > 0, a < 0``: down through a negative *activation*.
+
+Each receiver's bias adds ``|b_k|`` per sample to ``bias_pos`` or ``bias_neg``
+(a negative bias is a downward route of its own; see ``downward_shares``).
 
 Aggregation over receiving units is a plain sum of masses, i.e. each unit
 weighs in with its own downward mass, so a layer's
@@ -59,14 +62,20 @@ class LayerRoutes:
         return {"layer": self.layer, **self.masses.to_dict()}
 
 
-def layer_routes(weights: list[np.ndarray], sums: GroupSums, output: int) -> tuple[LayerRoutes, ...]:
-    """Routes into every layer ``1..L+1`` for one group (the last into output ``K`` only)."""
+def layer_routes(weights: list[np.ndarray], sums: GroupSums, output: int,
+                 biases: list[np.ndarray | None] | None = None) -> tuple[LayerRoutes, ...]:
+    """Routes into every layer ``1..L+1`` for one group (the last into output ``K`` only).
+
+    ``biases`` (one per Linear, None for a layer without) adds each receiver's
+    bias as ``bias_pos``/``bias_neg``, the same way the final layer's sign routes count it.
+    """
     routes = []
     last = len(weights) - 1
     for i, w in enumerate(weights):
         receivers = slice(output, output + 1) if i == last else slice(None)
+        bias = None if biases is None or biases[i] is None else biases[i][receivers]
         masses = route_masses(w[receivers], sums.pos[i], sums.neg[i],
-                              float(sums.net_abs[i + 1][receivers].sum()), sums.samples)
+                              float(sums.net_abs[i + 1][receivers].sum()), sums.samples, bias)
         routes.append(LayerRoutes(i + 1, masses))
     return tuple(routes)
 

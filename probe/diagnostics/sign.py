@@ -5,14 +5,24 @@ each contribution ``c_ij = W[k, j] * h[i, j]`` falls into one of four masses,
 summed over samples ``i`` and units ``j`` as absolute values:
 
 * ``pos_pos``: ``W > 0, h > 0`` (pushes the output up)
-* ``neg_pos``: ``W < 0, h > 0`` (pushes down through a negative *weight*: the
-  only route a ReLU network has)
+* ``neg_pos``: ``W < 0, h > 0`` (pushes down through a negative *weight*: with the
+  bias, the only route a ReLU network has)
 * ``pos_neg``: ``W > 0, h < 0`` (pushes down through a negative *activation*:
   only leaky variants have it)
 * ``neg_neg``: ``W < 0, h < 0`` (pushes up)
 
+The output's bias is a route too: ``bias_pos`` and ``bias_neg`` are its
+absolute contribution summed over the samples, split by its sign (a negative
+bias pushes every sample down, with no help from the hidden units). Over the
+whole downward mass ``neg_pos + pos_neg + bias_neg``, ``downward_shares`` gives
+the part through ``negative_weights`` (neg_pos), ``negative_activations``
+(pos_neg) and the ``bias`` (bias_neg); they sum to 1. A ReLU network has two
+downward routes, negative weights and a negative bias; leaky variants add
+negative activations.
+
 ``activation_route_share = pos_neg / (neg_pos + pos_neg)``: the share of the
-downward mass that arrives through negative activations. ``cancellation`` =
+weight-times-activation downward mass that arrives through negative activations
+(the bias left out, as before it was counted). ``cancellation`` =
 ``sum_i sum_j |c_ij| / sum_i |sum_j c_ij|``: 1 when no contribution to a
 sample's output fights another, larger when positive and negative masses
 cancel. The same quantities are reported over the samples whose prediction of
@@ -42,25 +52,38 @@ class RouteMasses:
     activation_route_share: float | None
     cancellation: float | None
     net_mass: float = 0.0
+    bias_pos: float = 0.0
+    bias_neg: float = 0.0
 
     @classmethod
     def of(cls, samples: int, pos_pos: float, neg_pos: float, pos_neg: float, neg_neg: float,
-           net_mass: float) -> RouteMasses:
+           net_mass: float, bias_pos: float = 0.0, bias_neg: float = 0.0) -> RouteMasses:
         """Masses with ``activation_route_share`` and ``cancellation`` derived (None when 0/0)."""
         down = neg_pos + pos_neg
         total = pos_pos + neg_pos + pos_neg + neg_neg
         return cls(samples, pos_pos, neg_pos, pos_neg, neg_neg,
                    activation_route_share=pos_neg / down if down > 0 else None,
-                   cancellation=total / net_mass if net_mass > 0 else None, net_mass=net_mass)
+                   cancellation=total / net_mass if net_mass > 0 else None, net_mass=net_mass,
+                   bias_pos=bias_pos, bias_neg=bias_neg)
+
+    @property
+    def downward_shares(self) -> dict[str, float] | None:
+        """Shares of the downward mass by route; they sum to 1 (None when nothing pushes down)."""
+        down = self.neg_pos + self.pos_neg + self.bias_neg
+        if down <= 0:
+            return None
+        return {"negative_weights": self.neg_pos / down, "negative_activations": self.pos_neg / down,
+                "bias": self.bias_neg / down}
 
     def __add__(self, other: RouteMasses) -> RouteMasses:
         """Pooled masses of two sets (e.g. several layers): sums, with shares re-derived."""
         return RouteMasses.of(self.samples + other.samples, self.pos_pos + other.pos_pos,
                               self.neg_pos + other.neg_pos, self.pos_neg + other.pos_neg,
-                              self.neg_neg + other.neg_neg, self.net_mass + other.net_mass)
+                              self.neg_neg + other.neg_neg, self.net_mass + other.net_mass,
+                              self.bias_pos + other.bias_pos, self.bias_neg + other.bias_neg)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "downward_shares": self.downward_shares}
 
 
 @dataclass(frozen=True)
@@ -87,7 +110,7 @@ def negative_prediction(out: torch.Tensor) -> torch.Tensor:
     return out < 0
 
 
-def route_masses(weight, pos, neg, net_abs: float, samples: int) -> RouteMasses:
+def route_masses(weight, pos, neg, net_abs: float, samples: int, bias=None) -> RouteMasses:
     """The four masses of a weight block, summed over its receivers and senders.
 
     The one implementation of the route formulas, for the final layer's sign
@@ -100,18 +123,23 @@ def route_masses(weight, pos, neg, net_abs: float, samples: int) -> RouteMasses:
             receiver has its own samples.
         net_abs: ``sum_i sum_k |z[i, k] - bias[k]|`` over the same samples.
         samples: How many samples the sums cover.
+        bias: The receivers' biases ``[receivers]`` (each adds ``|b|`` per sample
+            to ``bias_pos`` or ``bias_neg``), or None for a block without bias.
     """
     w_pos, w_neg = weight.clip(0, None), (-weight).clip(0, None)
+    b_pos = b_neg = 0.0
+    if bias is not None:
+        b_pos, b_neg = samples * float(bias.clip(0, None).sum()), samples * float((-bias).clip(0, None).sum())
     return RouteMasses.of(samples, float((w_pos * pos).sum()), float((w_neg * pos).sum()),
-                          float((w_pos * neg).sum()), float((w_neg * neg).sum()), float(net_abs))
+                          float((w_pos * neg).sum()), float((w_neg * neg).sum()), float(net_abs), b_pos, b_neg)
 
 
-def _per_output(w: torch.Tensor, h_pos: torch.Tensor, h_neg: torch.Tensor, net_abs: torch.Tensor,
-                samples: torch.Tensor) -> list[RouteMasses]:
-    """Masses per output ``k`` (row ``k`` of ``w`` alone); ``h_pos``/``h_neg`` are ``[K, U]`` or ``[U]``."""
+def _per_output(w: torch.Tensor, b: torch.Tensor, h_pos: torch.Tensor, h_neg: torch.Tensor,
+                net_abs: torch.Tensor, samples: torch.Tensor) -> list[RouteMasses]:
+    """Masses per output ``k`` (row ``k`` of ``w``, bias ``b[k]``); ``h_pos``/``h_neg``: ``[K, U]`` or ``[U]``."""
     if h_pos.dim() == 1:
         h_pos, h_neg = h_pos.expand_as(w), h_neg.expand_as(w)
-    return [route_masses(w[k], h_pos[k], h_neg[k], float(net_abs[k]), int(samples[k]))
+    return [route_masses(w[k], h_pos[k], h_neg[k], float(net_abs[k]), int(samples[k]), b[k:k + 1])
             for k in range(w.shape[0])]
 
 
@@ -164,7 +192,8 @@ class SignRoutes:
         w = self.weight[member]
         k = w.shape[0]
         n_all = torch.full((k,), self.samples)
-        whole = _per_output(w, self.h_pos[member], self.h_neg[member], self.net_abs[member], n_all)
-        neg = _per_output(w, self.neg_h_pos[member], self.neg_h_neg[member],
-                      self.neg_net_abs[member], self.neg_samples[member])
+        b = self.bias[member]
+        whole = _per_output(w, b, self.h_pos[member], self.h_neg[member], self.net_abs[member], n_all)
+        neg = _per_output(w, b, self.neg_h_pos[member], self.neg_h_neg[member], self.neg_net_abs[member],
+                          self.neg_samples[member])
         return [SignResult(i, a, b) for i, (a, b) in enumerate(zip(whole, neg))]

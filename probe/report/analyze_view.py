@@ -37,15 +37,17 @@ def sign_table(diag: NetworkDiagnostics) -> Table:
                   caption_justify="left",
                   caption="pos_neg: W>0, h<0 (negative activations, leaky only); neg_pos: W<0, h>0 "
                           "(negative weights). act.route: pos_neg / (pos_neg + neg_pos); "
-                          "'neg' columns: samples predicted negative.")
+                          "'neg' columns: samples predicted negative; neg bias: share of their downward "
+                          "mass that the output's bias supplies.")
     for col in ("output", "pos_pos", "neg_pos", "pos_neg", "neg_neg", "act.route",
-                "cancel", "neg n", "neg act.route"):
+                "cancel", "neg n", "neg act.route", "neg bias"):
         table.add_column(col, justify="right", no_wrap=True)
     for s in diag.sign:
         m, n = s.all_samples, s.negative_predictions
         table.add_row(str(s.output), fmt(m.pos_pos), fmt(m.neg_pos), fmt(m.pos_neg), fmt(m.neg_neg),
                       pct(m.activation_route_share), fmt(m.cancellation), str(n.samples),
-                      pct(n.activation_route_share))
+                      pct(n.activation_route_share),
+                      pct(None if n.downward_shares is None else n.downward_shares["bias"]))
     return table
 
 
