@@ -155,6 +155,23 @@ def test_gradients_match_autograd_reference(random_mlp: MLP) -> None:
         gp = (x.T @ (g * ~neg)).norm()
         assert lay.gradient.grad_ratio == pytest.approx(float(ratio), rel=1e-4)
         assert lay.gradient.neg_grad_share == pytest.approx(float(gn / (gn + gp)), rel=1e-4)
+        # the fraction of the full (weights and bias) gradient's squared norm from the negative region
+        full_neg = torch.cat([x.T @ (g * neg), (g * neg).sum(0, keepdim=True)])
+        full = torch.cat([x.T @ g, g.sum(0, keepdim=True)])
+        assert lay.gradient.neg_grad_fraction == pytest.approx(float((full_neg * full).sum() / (full * full).sum()),
+                                                               rel=1e-4, abs=1e-7)
+
+
+def test_verdict_uses_the_geometric_mean_of_the_ratios(random_mlp: MLP) -> None:
+    import math
+
+    from probe.diagnostics.verdict import verdict
+
+    diag = diagnose(random_mlp, Dataset(torch.randn(64, 5), torch.randn(64, 2), "t"))
+    ratios = [lay.gradient.grad_ratio for lay in diag.layers]
+    geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    assert diag.layer_geomean("grad_ratio") == pytest.approx(geo)
+    assert f"{1 / geo:.0f}x smaller" in verdict(diag) and "geometric mean" in verdict(diag)
 
 
 def _flatten(d: object, prefix: str = "") -> dict:

@@ -9,6 +9,14 @@ For a hidden layer with input ``x``, pre-activation ``z`` and ``g = dL/dz``:
 * ``neg_grad_share`` = ``||G_neg|| / (||G_neg|| + ||G_pos||)`` (Frobenius),
   where ``G_neg = sum_i x_i (g_i * [z_i <= 0])^T`` and ``G_pos`` likewise with
   ``[z_i > 0]``; ``G_neg + G_pos`` is the layer's full-batch weight gradient.
+  It is a ratio of norms, not a share of the gradient: the two parts can point
+  against each other, and the biases are left out.
+* ``neg_grad_fraction`` = ``<G_neg, G> / ||G||^2`` with ``G = G_neg + G_pos``,
+  now over the weights *and the bias* of the layer (the bias row of ``G_neg`` is
+  ``sum_i g_i * [z_i <= 0]``): the fraction of the full gradient's squared norm
+  contributed by its negative-region part. With the positive part's fraction it
+  sums to exactly 1; it leaves [0, 1] only when the two parts oppose each other
+  (then one "contributes" more than everything and the other a negative amount).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ class GradientResult:
     grad_ratio: float | None
     upstream_ratio: float | None
     neg_grad_share: float | None
+    neg_grad_fraction: float | None
     weight_grad_norm_neg: float
     weight_grad_norm_pos: float
 
@@ -52,6 +61,8 @@ class GradientStats:
         self.neg_abs = self.pos_abs = self.neg_count = self.pos_count = None
         self.g_neg: torch.Tensor | None = None
         self.g_pos: torch.Tensor | None = None
+        self.b_neg: torch.Tensor | None = None  # [M, U] sum of g over the negative region (bias gradient part)
+        self.b_all: torch.Tensor | None = None  # [M, U] sum of g (the full bias gradient)
 
     def update(self, neg: torch.Tensor, g: torch.Tensor, x: torch.Tensor | None = None) -> None:
         """Feed one batch.
@@ -85,6 +96,12 @@ class GradientStats:
                 raise ValueError("GradientStats(weight_grads=True).update() needs the layer input x")
             xt = x.detach().transpose(1, 2)
             g_neg = g * neg
+            if self.b_neg is None:
+                self.b_neg = g_neg.sum(1).double()
+                self.b_all = g.sum(1).double()
+            else:
+                self.b_neg += g_neg.sum(1).double()
+                self.b_all += g.sum(1).double()
             # float32 accumulation in place (one fused product-and-add per batch); the
             # norms and the subtraction from the total are taken in float64 at the end
             if self.g_neg is None:
@@ -128,18 +145,25 @@ class GradientStats:
         ratio = None if math.isnan(ratio) else ratio
         upstream = ratio / slope if ratio is not None and slope > 0 else None
         norm_neg = norm_pos = 0.0
-        share = None
+        share = fraction = None
         if self.g_neg is not None:
-            norm_neg = float(torch.linalg.matrix_norm(self.g_neg[member].double()))
-            norm_pos = float(torch.linalg.matrix_norm(self.g_pos[member].double()))
+            gn, gp = self.g_neg[member].double(), self.g_pos[member].double()
+            norm_neg = float(torch.linalg.matrix_norm(gn))
+            norm_pos = float(torch.linalg.matrix_norm(gp))
             if norm_neg + norm_pos > 0:
                 share = norm_neg / (norm_neg + norm_pos)
+            full_neg = torch.cat([gn, self.b_neg[member][None]])  # weights and bias, [fan_in + 1, U]
+            full = torch.cat([gn + gp, self.b_all[member][None]])
+            total = float((full * full).sum())
+            if total > 0:
+                fraction = float((full_neg * full).sum()) / total
         return GradientResult(
             grad_neg_mean_abs=neg_mean,
             grad_pos_mean_abs=pos_mean,
             grad_ratio=ratio,
             upstream_ratio=upstream,
             neg_grad_share=share,
+            neg_grad_fraction=fraction,
             weight_grad_norm_neg=norm_neg,
             weight_grad_norm_pos=norm_pos,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from probe.diagnostics.activity import ActivityResult
@@ -68,6 +69,21 @@ class NetworkDiagnostics:
                         values.append(float(value))
                     break
         return sum(values) / len(values) if values else None
+
+    def layer_geomean(self, name: str) -> float | None:
+        """Geometric mean over hidden layers of a positive per-layer ratio (``grad_ratio``).
+
+        Ratios multiply: a layer at 1/100 and one at 1/10 average to 1/31.6, not
+        1/18 as the arithmetic mean says. 0 when some layer's ratio is exactly 0
+        (a ReLU layer); None when no layer defines it.
+        """
+        values = [float(getattr(layer.gradient, name)) for layer in self.layers
+                  if layer.gradient is not None and getattr(layer.gradient, name) is not None]
+        if not values:
+            return None
+        if min(values) <= 0:
+            return 0.0
+        return float(math.exp(sum(math.log(v) for v in values) / len(values)))
 
     def to_dict(self) -> dict:
         return {

@@ -15,10 +15,12 @@ def _fmt_times(ratio: float) -> str:
 def verdict(diag: NetworkDiagnostics) -> str:
     """One or two sentences summarising gradient flow through the negative region.
 
-    Uses the layer-averaged (unweighted) grad_ratio and neg_grad_share.
+    The ratio is the geometric mean of ``grad_ratio`` over hidden layers (ratios
+    multiply, so they average geometrically); the share is the mean over layers of
+    ``neg_grad_fraction``, the negative region's fraction of the gradient's squared norm.
     """
-    mean_ratio = diag.layer_mean("grad_ratio")
-    mean_share = diag.layer_mean("neg_grad_share")
+    mean_ratio = diag.layer_geomean("grad_ratio")
+    mean_share = diag.layer_mean("neg_grad_fraction")
     parts = []
     if diag.collapsed:
         parts.append("A hidden layer is entirely dead on this data (collapsed).")
@@ -29,9 +31,11 @@ def verdict(diag: NetworkDiagnostics) -> str:
         else:
             nominal = diag.layer_mean("negative_slope")
             parts.append(f"Negative-region gradients are {_fmt_times(mean_ratio)} positive-region ones "
-                         f"(nominal slope {nominal:.3g}, i.e. {1 / nominal:.0f}x)." if nominal > 0 else
-                         f"Negative-region gradients are {_fmt_times(mean_ratio)} positive-region ones.")
+                         f"(geometric mean over layers; nominal slope {nominal:.3g}, i.e. {1 / nominal:.0f}x)."
+                         if nominal > 0 else
+                         f"Negative-region gradients are {_fmt_times(mean_ratio)} positive-region ones "
+                         "(geometric mean over layers).")
     if mean_share is not None:
-        parts.append(f"{100 * mean_share:.1f}% of the weight gradient flows through "
-                     "the negative region (mean over layers).")
+        parts.append(f"The negative region contributes {100 * mean_share:.1f}% of the gradient's squared "
+                     "norm (weights and biases; mean over layers).")
     return " ".join(parts) or "No hidden-layer gradients were measured."
