@@ -52,7 +52,7 @@ def test_analyze_report_matches_json(tmp_path, model_and_data) -> None:
     for layer in doc["layers"]:
         row = next(line for line in text.splitlines() if line.startswith(f"| {layer['layer']} |"))
         assert fmt(layer["grad_ratio"]) in row
-        assert f"{100 * layer['neg_grad_share']:.1f}%" in row
+        assert f"{100 * layer['neg_grad_fraction']:.1f}%" in row
     assert fmt(doc["sign"][0]["neg_pos"]) in text
 
 

@@ -15,10 +15,10 @@ def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Tabl
     """One row per hidden layer: activity, gradients through each side, output magnitude."""
     table = Table(title=title, title_justify="left", caption_justify="left",
                   caption="active: median over the layer's units of the share of samples with z>0. "
-                          "grad_ratio: mean |dL/dz| where z<=0 over where z>0. neg share: share of "
-                          "the weight gradient through z<=0. |h| n/p: mean |activation| ratio.")
+                          "grad_ratio: mean |dL/dz| where z<=0 over where z>0. neg grad: the z<=0 "
+                          "region's fraction of the gradient's squared norm (weights and bias). |h| n/p: mean |activation| ratio.")
     for col in ("layer", "units", "slope", "dead", "near-dead", "dormant", "active",
-                "grad_ratio", "neg share", "|h| n/p"):
+                "grad_ratio", "neg grad", "|h| n/p"):
         table.add_column(col, justify="right", no_wrap=True)
     for lay in diag.layers:
         a, g = lay.activity, lay.gradient
@@ -26,7 +26,7 @@ def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Tabl
             str(lay.index + 1), str(a.units), fmt(lay.negative_slope),
             f"{a.dead_units}/{a.units}", str(a.near_dead_units), str(a.dormant_units),
             pct(a.active_fraction_quantiles["median"]),
-            fmt(g.grad_ratio if g else None), pct(g.neg_grad_share if g else None), fmt(a.act_ratio),
+            fmt(g.grad_ratio if g else None), pct(g.neg_grad_fraction if g else None), fmt(a.act_ratio),
         )
     return table
 

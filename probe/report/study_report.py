@@ -43,7 +43,7 @@ def variant_gradient_rows(result: CompareResult) -> list[list[str]]:
             slope = "—" if s.slope is None else f"{s.slope:.3g} (learned)"
         ratio = s.grad_ratio
         rows.append([s.variant, slope, fmt(ratio), "—" if not ratio else f"{1 / ratio:.0f}x",
-                     fmt(s.upstream_ratio), pct(s.neg_grad_share), pct(s.negative_route_share)])
+                     fmt(s.upstream_ratio), pct(s.neg_grad_fraction), pct(s.negative_route_share)])
     return rows
 
 
@@ -55,7 +55,7 @@ def _variant_medians(result: CompareResult, label: str) -> dict[str, float | Non
     s = next((s for s in result.summaries if s.variant == label), None)
     if s is None:
         return {"grad_ratio": None, "upstream": None, "share": None, "route": None}
-    return {"grad_ratio": s.grad_ratio, "upstream": s.upstream_ratio, "share": s.neg_grad_share,
+    return {"grad_ratio": s.grad_ratio, "upstream": s.upstream_ratio, "share": s.neg_grad_fraction,
             "route": s.negative_route_share}
 
 
@@ -149,7 +149,7 @@ def answers(outcomes: Sequence[ScenarioOutcome]) -> list[str]:
                    f"{_span(ratios, lambda v: f'{v:.3g}')} across scenarios, i.e. "
                    f"{_span([1 / r if r else None for r in ratios], lambda v: f'{v:.0f}x')} smaller; the "
                    f"upstream ratio (grad_ratio / slope) is {_span(ups, lambda v: f'{v:.2g}')}: {why}. "
-                   f"The share of the weight gradient that flows through the negative region is "
+                   f"The negative region's fraction of the gradient's squared norm (weights and biases, neg_grad_fraction) is "
                    f"{_span(shares, lambda v: f'{100 * v:.1f}%')}. With ReLU both are exactly 0.")
     route_lines = []
     for label in ("leaky", "leaky:0.1", "leaky:0.3", "prelu"):
@@ -208,6 +208,6 @@ def write_index(outcomes: Sequence[ScenarioOutcome], reports: Sequence[str], pat
         parts.append("Gradient through the negative side, and the route to negative outputs (medians over "
                      "seeds of layer means, evaluation set):")
         parts.append(md_table(["variant", "slope", "grad_ratio", "i.e. smaller by", "upstream ratio",
-                               "neg_grad_share", "activation route (neg. preds)"], variant_gradient_rows(r)))
+                               "neg_grad_fraction", "activation route (neg. preds)"], variant_gradient_rows(r)))
         parts.append(f"Full report with figures: [{report}]({report}).")
     return atomic_write_text(path, "\n\n".join(parts) + "\n")
