@@ -213,3 +213,13 @@ def test_bias_alone_builds_the_negative_predictions() -> None:
     assert into_output.bias_neg == pytest.approx(15.0) and into_output.downward_shares["bias"] == 1.0
     # and the hidden layer's zero biases add nothing
     assert traced.group("negative").routes[0].masses.bias_neg == 0
+
+
+def test_mean_activation_is_the_signed_mean_of_h(two_unit_leaky: MLP) -> None:
+    """z = [x, -x], slope 0.5: h = [x, -0.5x] for x > 0; mean over entries is x/4 (and -x/4... per sign)."""
+    X = torch.tensor([[2.0], [-4.0]])
+    lay = diagnose(two_unit_leaky, Dataset(X, None, "t")).layers[0]
+    # x=2: h = [2, -1]; x=-4: h = [-2, 4]; mean of the four entries = 3/4
+    assert lay.activity.act_mean == pytest.approx(0.75)
+    h = torch.nn.functional.leaky_relu(two_unit_leaky[0](X), 0.5).detach()
+    assert lay.activity.act_mean == pytest.approx(float(h.mean()))

@@ -48,7 +48,7 @@ class VariantSummary:
             bootstrap interval; never-reached runs count as ``budget + 1`` (as the
             paired statistics do), diverged runs are left out.
         final_loss_interval: The same for the final training loss.
-        upstream_ratio, neg_grad_share, neg_grad_fraction: Medians over runs of the layer means.
+        upstream_ratio, neg_grad_share, neg_grad_fraction, act_mean: Medians over runs of the layer means.
         negative_route_share: Median of ``sign[0].negative_predictions.activation_route_share``.
         loss_curve_median, loss_curve_q1, loss_curve_q3: Per epoch, the median and
             quartiles over seeds of the epoch's mean minibatch loss (diverged epochs skipped).
@@ -80,6 +80,7 @@ class VariantSummary:
     upstream_ratio: float | None = None
     neg_grad_share: float | None = None
     neg_grad_fraction: float | None = None
+    act_mean: float | None = None
     negative_route_share: float | None = None
     loss_curve_median: tuple[float | None, ...] = field(default=(), repr=False)
     loss_curve_q1: tuple[float | None, ...] = field(default=(), repr=False)
@@ -147,6 +148,7 @@ def summarize_runs(variant: Variant, runs: Sequence[RunResult], budget: int) -> 
         upstream_ratio=finite_median(layer_means("upstream_ratio")),
         neg_grad_share=finite_median(layer_means("neg_grad_share")),
         neg_grad_fraction=finite_median(layer_means("neg_grad_fraction")),
+        act_mean=finite_median(layer_means("act_mean")),
         negative_route_share=finite_median(
             diag(lambda d: d.sign[0].negative_predictions.activation_route_share if d.sign else None)),
         loss_curve_median=median_curve, loss_curve_q1=q1, loss_curve_q3=q3,

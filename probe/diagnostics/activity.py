@@ -13,6 +13,9 @@ the activation is ``h = z`` where ``z > 0`` and ``h = a * z`` elsewhere):
   whole layer outputs zeros every unit is dormant.
 * Output magnitude: mean ``|h|`` over negative-region entries against mean
   ``|h|`` over positive-region entries (entries = sample x unit pairs).
+* ``act_mean``: the mean of ``h`` over all entries, signed. ReLU outputs are
+  never negative, so it is positive; negative values pull it towards 0, the
+  "bias shift" that Clevert et al. 2016 argue slows learning.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class ActivityResult:
     act_pos_mean_abs: float | None
     act_ratio: float | None
     neg_region_fraction: float
+    act_mean: float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +76,7 @@ class ActivityStats:
         self.active: torch.Tensor | None = None  # [M, U] count of z > 0
         self.abs_h: torch.Tensor | None = None  # [M, U] sum of |h|
         self.neg_abs = self.neg_count = self.pos_abs = self.pos_count = None  # [M]
+        self.h_sum: torch.Tensor | None = None  # [M] signed sum of h
 
     def update(self, z: torch.Tensor, slope: torch.Tensor, neg: torch.Tensor | None = None) -> None:
         """Feed one batch.
@@ -92,7 +97,9 @@ class ActivityStats:
         z_sum = z.sum(dim=1)
         pos_sum = torch.relu(z).sum(dim=1)
         # |slope|: a learned PReLU slope may be negative, and |h| = |slope| * |z| there
-        neg_sum = (pos_sum - z_sum).double().clamp(min=0) * slope[:, 0, :].double().abs()  # [M, U]
+        neg_z = (pos_sum - z_sum).double().clamp(min=0)  # [M, U] sum of -min(z, 0)
+        neg_sum = neg_z * slope[:, 0, :].double().abs()  # [M, U]
+        signed = (pos_sum.double() - neg_z * slope[:, 0, :].double()).sum(dim=1)  # [M] sum of h
         pos_sum = pos_sum.double()
         active = z.shape[1] - neg.sum(dim=1).round().long()  # [M, U]
         n_pos = active.sum(dim=1)
@@ -104,8 +111,10 @@ class ActivityStats:
             self.pos_abs = torch.zeros(m, dtype=torch.float64, device=z.device)
             self.neg_abs = torch.zeros_like(self.pos_abs)
             self.pos_count = torch.zeros(m, dtype=torch.long, device=z.device)
+            self.h_sum = torch.zeros(m, dtype=torch.float64, device=z.device)
             self.neg_count = torch.zeros_like(self.pos_count)
         self.active += active
+        self.h_sum += signed
         self.abs_h += pos_sum + neg_sum
         self.pos_abs += pos_sum.sum(dim=1)
         self.neg_abs += neg_sum.sum(dim=1)
@@ -155,4 +164,5 @@ class ActivityStats:
             act_pos_mean_abs=pos_mean,
             act_ratio=None if neg_mean is None or pos_mean is None else _ratio(neg_mean, pos_mean),
             neg_region_fraction=int(self.neg_count[member]) / (n * units),
+            act_mean=float(self.h_sum[member]) / (n * units),
         )

@@ -251,6 +251,17 @@ def _anticorrelated(spec: DataSpec, n: int, gen: torch.Generator) -> tuple[torch
     return X, -(s + 0.5 * torch.tanh(2.0 * s))
 
 
+def _mixed(spec: DataSpec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half the inputs raise the target and half lower it: ``s + 0.5 tanh(2 s)``, ``s = X w / ||w||``
+    with ``w_i > 0`` on the first half of the features and ``w_i < 0`` on the rest."""
+    f = spec.n_features
+    w = torch.randn(f, generator=gen).abs() + 0.1
+    w[f // 2:] = -w[f // 2:]
+    X = torch.randn(n, f, generator=gen)
+    s = X @ w / w.norm()
+    return X, s + 0.5 * torch.tanh(2.0 * s)
+
+
 def _diabetes(spec: DataSpec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled diabetes data (442 x 10, no download), in a seeded random order."""
     from sklearn.datasets import load_diabetes
@@ -270,6 +281,7 @@ GENERATORS: dict[str, tuple[Callable, str, bool]] = {
     "positive": (_teacher, "the signed teacher shifted so every target is positive (min 0.1)", True),
     "anticorrelated": (_anticorrelated, "targets that fall as every input rises, standardised", False),
     "diabetes": (_diabetes, "scikit-learn's bundled diabetes data, inputs and target standardised", False),
+    "mixed": (_mixed, "half the inputs raise the target, half lower it, standardised", False),
 }
 
 
