@@ -231,7 +231,9 @@ def circuit(
 @handles_errors
 def study(
     out_dir: Path = typer.Option(Path("reports/leaky-vs-relu"), "--out", help="Folder for the reports and index.md."),
-    seeds: int = typer.Option(10, "--seeds", min=1, help="Seeds per variant."),
+    seeds: int = typer.Option(30, "--seeds", min=1, help="Seeds per variant."),
+    lr_grid: bool = typer.Option(True, "--lr-grid/--no-lr-grid",
+                                 help="Also train every variant at 0.3, 3 and 10 times each scenario's rate."),
     scenario: Optional[list[str]] = typer.Option(None, "--scenario", help="Only these scenarios (repeatable)."),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MEMORY_HELP),
     json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP),
@@ -239,20 +241,23 @@ def study(
     """Run relu, leaky, leaky:0.1, leaky:0.3 and prelu on every scenario; write reports and an index."""
     check_outputs(Path(json_path) if json_path not in (None, "-") else None, folder=out_dir)
     with deferred_signals():
-        from probe.experiment.study import STUDY_VARIANTS, run_study
+        from probe.experiment.study import LR_FACTORS, STUDY_VARIANTS, run_study
         from probe.report.study_report import write_study
 
-    command = "probe study" + (f" --seeds {seeds}" if seeds != 10 else "") + \
+    command = "probe study" + (f" --seeds {seeds}" if seeds != 30 else "") + ("" if lr_grid else " --no-lr-grid") + \
         "".join(f" --scenario {s}" for s in scenario or []) + \
         (f" --out {out_dir}" if out_dir != Path("reports/leaky-vs-relu") else "")
     with progress_bar() as bar:
         task = bar.add_task("study", total=None)
-        outcomes = run_study(seeds=seeds, scenarios=scenario, max_memory=_memory(max_memory), progress=lambda name, done, total: bar.update(
+        outcomes = run_study(seeds=seeds, scenarios=scenario, max_memory=_memory(max_memory),
+                             lr_factors=LR_FACTORS if lr_grid else (1.0,), progress=lambda name, done, total: bar.update(
             task, description=name, completed=done, total=total))
     index = write_study(outcomes, out_dir, command)
     doc = {"variants": list(STUDY_VARIANTS), "index": str(index),
            "scenarios": [{"name": o.name, "report": str(out_dir / f"{o.name}.md"), "seconds": o.seconds,
-                          "comparisons": [c.to_dict() for c in o.result.comparisons]} for o in outcomes]}
+                          "comparisons": [c.to_dict() for c in o.result.comparisons],
+                          "best_lr": o.best_lr, "tuned_comparisons": [c.to_dict() for c in o.tuned]}
+                         for o in outcomes]}
     if json_path not in (None, "-"):
         from probe.core.io import atomic_write_text
         atomic_write_text(json_path, json_text(doc))

@@ -173,11 +173,21 @@ def _compare(parsed: list[Variant], sc: Scenario, device: str, diagnostics: bool
 
 
 def _compare_pair(a: str, b: str, runs: list[RunResult], sc: Scenario, budget: int) -> PairedComparison:
-    """Steps at every target (censoring-aware) and the losses of two variants, paired by seed."""
-    ra, rb = [r for r in runs if r.variant == a], [r for r in runs if r.variant == b]
+    return compare_runs(a, b, [r for r in runs if r.variant == a], [r for r in runs if r.variant == b],
+                        sc.targets, sc.train.target_loss, budget)
+
+
+def compare_runs(a: str, b: str, ra: list[RunResult], rb: list[RunResult], targets: tuple[float, ...],
+                 target_loss: float, budget: int) -> PairedComparison:
+    """Steps at every target (censoring-aware) and the losses of two lists of runs, paired by position.
+
+    The runs may come from different compare calls (the study pairs each
+    variant at its own best learning rate), as long as position k is seed k in
+    both and every run had the same ``budget`` of steps.
+    """
     by_target = [compare_steps(a, b, [r.steps_by_target[k] for r in ra], [r.steps_by_target[k] for r in rb],
-                               budget, target=t) for k, t in enumerate(sc.targets)]
-    primary = by_target[sc.targets.index(sc.train.target_loss)]
+                               budget, target=t) for k, t in enumerate(targets)]
+    primary = by_target[targets.index(target_loss)]
     losses = [compare_losses(m, a, b, [getattr(r, m) for r in ra], [getattr(r, m) for r in rb])
               for m in ("final_loss", "eval_loss", "loss_auc")]
     return paired_comparison(primary, by_target, losses)

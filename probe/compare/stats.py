@@ -177,7 +177,8 @@ def steps_verdict(c: TargetComparison) -> str:
         return "no paired seeds to compare"
     if c.speedup is None:
         return f"inconclusive at {at}: neither {c.a} nor {c.b} reached it on any of {c.seeds} seeds"
-    record = f"{c.a} won {c.wins_a}, {c.b} won {c.wins_b} of {c.decided} decided pairs ({c.ties} ties)"
+    record = (f"{c.a} won {c.wins_a}, {c.b} won {c.wins_b} of {c.decided} decided pairs "
+              f"({c.ties} {'tie' if c.ties == 1 else 'ties'})")
     ratio = f"median ratio {c.speedup:.3g}, 95% CI {c.ci_low:.3g}-{c.ci_high:.3g}"
     if c.winner is not None:
         faster, slower = (c.b, c.a) if c.winner == c.b else (c.a, c.b)

@@ -36,7 +36,7 @@ class VariantSummary:
         median_loss_auc: Of the mean per-step loss.
         dead_rate_init, dead_rate_final: Median over runs of the layer-mean dead
             rate on the evaluation set, at initialisation and after training.
-        grad_ratio: Median over runs of the layer-mean ``grad_ratio`` after training.
+        grad_ratio: Median over runs of the geometric mean over layers of ``grad_ratio`` after training.
         activation_route_share: Median of ``sign[0].activation_route_share``.
         circuit: Median over runs of each number of
             :func:`probe.circuit.summarize_for_compare` (output 0's sign circuit:
@@ -139,7 +139,7 @@ def summarize_runs(variant: Variant, runs: Sequence[RunResult], budget: int) -> 
         born_dead=[r.born_dead for r in runs],
         dead_rate_init=[sum(r.dead_rate_init) / len(r.dead_rate_init) if r.dead_rate_init else None
                         for r in runs],
-        dead_rate_final=layer_means("dead_rate"), grad_ratio=layer_means("grad_ratio"),
+        dead_rate_final=layer_means("dead_rate"), grad_ratio=diag(lambda d: d.layer_geomean("grad_ratio")),
         route_share=diag(lambda d: d.sign[0].all_samples.activation_route_share if d.sign else None),
         circuit=[None if r.circuit is None else summarize_for_compare(r.circuit) for r in runs],
         slope=slope, learnable=variant.learnable,

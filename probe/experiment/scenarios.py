@@ -155,12 +155,13 @@ class Scenario:
         return [self.data.n_features, *self.model.hidden, 1]
 
     def with_overrides(self, *, seeds: int | None = None, epochs: int | None = None,
-                       max_memory: int | None = None) -> Scenario:
-        """A copy with ``seeds``/``epochs`` replaced where given, checked against the limits.
+                       lr: float | None = None, max_memory: int | None = None) -> Scenario:
+        """A copy with ``seeds``/``epochs``/``lr`` replaced where given, checked against the limits.
 
         Args:
             seeds: Training seeds per variant (1 to ``MAX_SEEDS``).
             epochs: Epochs (>= 0, within ``MAX_MEMBER_STEPS`` together with the seeds).
+            lr: Learning rate (> 0, at most ``MAX_LR``).
             max_memory: A new memory budget in bytes; None keeps the scenario's.
 
         Raises:
@@ -174,6 +175,8 @@ class Scenario:
                                                     flag="--seeds"))
         if epochs is not None:
             train = replace(train, epochs=_check_int("train.epochs", epochs, where, minimum=0, flag="--epochs"))
+        if lr is not None:
+            train = replace(train, lr=_check_float("train.lr", lr, where, maximum=MAX_LR))
         out = replace(self, train=train, max_memory=budget)
         _check_limits(out, where, steps_key="train.seeds" if seeds is not None and epochs is None
                       else "train.epochs")

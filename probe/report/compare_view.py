@@ -38,7 +38,7 @@ def convergence_table(result: CompareResult) -> Table:
 def diagnostics_table(result: CompareResult) -> Table:
     """Per variant: dead rate at init and at the end, grad_ratio against the slope, route share."""
     table = variant_table(
-        "Diagnostics on the evaluation set (medians over seeds, layer means)",
+        "Diagnostics on the evaluation set (medians over seeds of layer means; grad_ratio: geometric mean)",
         "dead: share of hidden units with z<=0 on every sample. grad_ratio: mean |dL/dz| where z<=0 over "
         "where z>0 (for a leaky ReLU the local ratio is the slope). act. route: share of the output's "
         "downward mass carried by negative activations.",
