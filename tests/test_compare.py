@@ -146,3 +146,24 @@ def test_threads_restored():
     before = torch.get_num_threads()
     compare(["relu", "leaky"], "signed_regression", seeds=1, epochs=0, threads=1)
     assert torch.get_num_threads() == before
+
+
+def test_steps_are_recorded_at_every_target(tmp_path):
+    from probe.compare.run import compare_variants
+    from probe.core.errors import ScenarioError
+
+    text = open(load_scenario("signed_regression").path).read().replace("seeds = 10", "seeds = 10\ntargets = [0.3]")
+    toml = tmp_path / "t.toml"
+    toml.write_text(text)
+    res = compare_variants(["relu", "leaky"], toml, seeds=3, epochs=3, circuits=False)
+    assert res.targets == (0.05, 0.1, 0.2, 0.3, 0.4)
+    for r in res.runs:  # the primary target's steps sit in the grid
+        assert len(r.steps_by_target) == 5 and r.steps_by_target[0] == r.steps_to_target
+        reached = [s for s in r.steps_by_target if s is not None]
+        assert reached == sorted(reached, reverse=True)  # a looser target is reached no later
+    c = res.comparisons[0].to_dict()
+    assert [t["target"] for t in c["by_target"]] == [0.05, 0.1, 0.2, 0.3, 0.4]
+    assert set(c["losses"]) == {"final_loss", "eval_loss", "loss_auc"} and c["test"].startswith("two-sided exact sign")
+    toml.write_text(text.replace("targets = [0.3]", "targets = [-1]"))
+    with pytest.raises(ScenarioError, match="train.targets"):
+        load_scenario(toml)
