@@ -29,7 +29,8 @@ from torch import nn
 
 from probe.compare.run import compare_variants as compare
 from probe.models.mlp import MLP
-from probe.experiment.scenarios import load_scenario, make_datasets
+from probe.experiment.datasets import make_datasets
+from probe.experiment.scenarios import load_scenario
 from probe.engines.training import epoch_order, init_params
 from probe.core.variants import parse_variant
 

@@ -36,7 +36,7 @@ _EXPORTS = {
     "Scenario": "probe.experiment.scenarios",
     "list_scenarios": "probe.experiment.scenarios",
     "load_scenario": "probe.experiment.scenarios",
-    "make_datasets": "probe.experiment.scenarios",
+    "make_datasets": "probe.experiment.datasets",
     "analyze": "probe.experiment.workflows",
     "CompareResult": "probe.compare.results",
     "compare_variants": "probe.compare.run",

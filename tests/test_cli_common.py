@@ -173,7 +173,7 @@ def test_sigterm_unwinds_like_ctrl_c(tmp_path):
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "nothing was written" in err
+    assert proc.returncode == 130, (proc.returncode, err, out)
+    assert "Traceback" not in err and "nothing was written" in err, (proc.returncode, err, out)
     assert not (tmp_path / "r.json").exists() and not any(tmp_path.rglob("*.pt"))
     assert not any(tmp_path.rglob(".probe-staging-*"))

@@ -14,7 +14,8 @@ from probe.compare.run import compare_variants as compare
 from probe.core.errors import ScenarioError, VariantError
 from probe.models import load_mlp
 from probe.report.compare_view import render_compare
-from probe.experiment.scenarios import load_scenario, make_datasets
+from probe.experiment.datasets import make_datasets
+from probe.experiment.scenarios import load_scenario
 
 SMALL = dict(seeds=2, epochs=2)
 RUN_KEYS = {"variant", "seed", "init_digest", "born_dead", "final_loss", "eval_loss", "steps_to_target",

@@ -31,7 +31,8 @@ from probe.core.data import load_data
 from probe.core.errors import DataError, ScenarioError
 from probe.core.limits import (DEFAULT_MAX_MEMORY, MAX_DATA_SEED, MAX_HIDDEN_LAYERS, MAX_LR, MAX_MEMBER_STEPS,
                                MAX_SEEDS)
-from probe.experiment.scenarios import load_scenario, make_datasets
+from probe.experiment.datasets import make_datasets
+from probe.experiment.scenarios import load_scenario
 
 KIB = 2**10
 

@@ -7,7 +7,8 @@ import torch
 
 from probe.compare.run import compare_variants as compare
 from probe.core.errors import ProbeError, ScenarioError
-from probe.experiment.scenarios import Scenario, list_scenarios, load_scenario, make_datasets
+from probe.experiment.datasets import make_datasets
+from probe.experiment.scenarios import Scenario, list_scenarios, load_scenario
 
 REQUIRED = {"signed_regression", "positive_regression", "anticorrelated", "deep_narrow", "high_lr", "diabetes"}
 

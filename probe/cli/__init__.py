@@ -2,17 +2,10 @@
 
 
 def main() -> None:
-    """Console-script entry point; Ctrl-C while the command line loads exits 130 without a traceback."""
-    import signal
-    import sys
+    """Console-script entry point; Ctrl-C or SIGTERM before a command runs exits 130 without a traceback."""
+    from probe.cli.signals import defer_signals
 
-    from probe.cli.signals import deferred_signals, terminate_as_interrupt
+    defer_signals()  # until the command's body starts (probe.cli.common.handles_errors)
+    from probe.cli.app import main as run
 
-    try:
-        with deferred_signals():
-            from probe.cli.app import main as run
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted: nothing was written\n")
-        raise SystemExit(130) from None
-    signal.signal(signal.SIGTERM, terminate_as_interrupt)
     run()

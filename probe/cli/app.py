@@ -296,10 +296,10 @@ def scenarios(json_path: Optional[str] = typer.Option(None, "--json", metavar="[
 
 
 def main() -> None:
-    """Console-script entry point (``probe.cli.main`` sets up the signals first)."""
+    """Console-script entry point (``probe.cli.main`` defers the signals first)."""
     try:
         app()
-    except KeyboardInterrupt:  # outside a command (argument parsing): no traceback
+    except KeyboardInterrupt:  # outside a command's body: no traceback
         err.print("interrupted: nothing was written")
         raise SystemExit(130) from None
 

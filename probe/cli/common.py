@@ -20,6 +20,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 from rich.text import Text
 
+from probe.cli.signals import command_started
 from probe.core.errors import ProbeError
 
 # Piped output would get rich's 80-column default and truncated tables: use 120 unless told.
@@ -50,6 +51,7 @@ def handles_errors(fn: Callable) -> Callable:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
             try:
+                command_started()  # a Ctrl-C or SIGTERM that came during start-up is raised here
                 result = fn(*args, **kwargs)
             except ProbeError as exc:
                 # the message is plain text: '[data]' in it must not be read as rich markup

@@ -26,7 +26,8 @@ from probe.engines.training.diagnose import activity_at, dataset_loss, member_di
 from probe.engines.training.ensemble import Ensemble
 from probe.engines.training.init import init_digest
 from probe.engines.training.trainer import Progress, TrainConfig, TrainOutcome, train
-from probe.experiment.scenarios import Scenario, load_scenario, make_datasets
+from probe.experiment.datasets import make_datasets
+from probe.experiment.scenarios import Scenario, load_scenario
 from probe.models.loading import save_checkpoint
 
 

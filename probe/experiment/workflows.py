@@ -72,7 +72,8 @@ def analyze_loaded(loaded: LoadedModel, data: Dataset, *, loss: str | None = Non
 
 def scenario_eval_data(scenario: str | Path, **load_options) -> Dataset:
     """The evaluation split of a scenario (shipped name or TOML path); ``load_options``: ``max_memory``."""
-    from probe.experiment.scenarios import load_scenario, make_datasets
+    from probe.experiment.datasets import make_datasets
+    from probe.experiment.scenarios import load_scenario
 
     return make_datasets(load_scenario(scenario, **load_options))[1]
 

@@ -1,0 +1,63 @@
+"""The data generators of shipped scenarios: deterministic given a ``torch.Generator``.
+
+Each generator takes the scenario's ``[data]`` spec (it reads ``n_features``),
+the number of samples and the generator, and returns raw ``(X, y)``; the
+standardisation and the train/eval split are :func:`probe.experiment.datasets.make_datasets`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+def _teacher(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian inputs and the raw teacher signal ``s1 + 0.8 sin(2 s2)``, both signs."""
+    f = spec.n_features
+    w, v = torch.randn(f, generator=gen), torch.randn(f, generator=gen)
+    X = torch.randn(n, f, generator=gen)
+    s1, s2 = X @ w / f ** 0.5, X @ v / f ** 0.5
+    return X, s1 + 0.8 * torch.sin(2.0 * s2)
+
+
+def _anticorrelated(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets that fall as every input rises: ``-(s + 0.5 tanh(2 s))``, ``s = X|w|/||w||``."""
+    w = torch.randn(spec.n_features, generator=gen).abs() + 0.1
+    X = torch.randn(n, spec.n_features, generator=gen)
+    s = X @ w / w.norm()
+    return X, -(s + 0.5 * torch.tanh(2.0 * s))
+
+
+def _mixed(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half the inputs raise the target and half lower it: ``s + 0.5 tanh(2 s)``, ``s = X w / ||w||``
+    with ``w_i > 0`` on the first half of the features and ``w_i < 0`` on the rest."""
+    f = spec.n_features
+    w = torch.randn(f, generator=gen).abs() + 0.1
+    w[f // 2:] = -w[f // 2:]
+    X = torch.randn(n, f, generator=gen)
+    s = X @ w / w.norm()
+    return X, s + 0.5 * torch.tanh(2.0 * s)
+
+
+def _diabetes(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled diabetes data (442 x 10, no download), in a seeded random order."""
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    order = torch.randperm(X.shape[0], generator=gen)
+    X = torch.as_tensor(np.asarray(X, dtype=np.float32))[order]
+    y = torch.as_tensor(np.asarray(y, dtype=np.float32))[order]
+    return X[:n], y[:n]
+
+
+DIABETES_SAMPLES, DIABETES_FEATURES = 442, 10
+
+#: generator name -> (function, one-line description, positive shift of the target)
+GENERATORS: dict[str, tuple[Callable, str, bool]] = {
+    "signed": (_teacher, "Gaussian inputs, teacher s1 + 0.8 sin(2 s2), standardised: zero mean, both signs", False),
+    "positive": (_teacher, "the signed teacher shifted so every target is positive (min 0.1)", True),
+    "anticorrelated": (_anticorrelated, "targets that fall as every input rises, standardised", False),
+    "diabetes": (_diabetes, "scikit-learn's bundled diabetes data, inputs and target standardised", False),
+    "mixed": (_mixed, "half the inputs raise the target, half lower it, standardised", False),
+}
