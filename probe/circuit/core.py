@@ -15,7 +15,6 @@ from probe.circuit.result import (CircuitResult, Completeness, Driver, GroupCirc
 from probe.circuit.routes import layer_routes
 from probe.circuit.validate import (GROUPS, CircuitError, check_circuit_data, check_method, check_output,
                                     check_positive_int, private_mlp, resolve_baseline)
-from probe.core.data import Dataset
 
 
 def smallest_cover(importance: np.ndarray, coverage: float) -> tuple[int, ...]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
-
 from probe.core.checks import as_dataset, check_fraction
 from probe.core.data import check_data
 from probe.core.errors import DataError

@@ -71,7 +71,7 @@ from probe.core.errors import ScenarioError
 from probe.core.limits import MAX_DATA_SEED, MAX_HIDDEN_LAYERS, MAX_LR, MAX_SCENARIO_FILE_BYTES, MAX_SEEDS, format_bytes
 from probe.engines.training.init import INITS
 from probe.experiment.generators import DIABETES_FEATURES, DIABETES_SAMPLES, GENERATORS
-from probe.experiment.scenario_checks import (_OPTIONAL, _REQUIRED, TARGET_FACTORS, _bad, _check_budget, _check_choice,
+from probe.experiment.scenario_checks import (TARGET_FACTORS, _bad, _check_budget, _check_choice,
                                               _check_float, _check_int, _check_limits, _check_steps, _check_targets,
                                               _check_training_memory, _section, _short_repr)
 

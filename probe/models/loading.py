@@ -31,7 +31,8 @@ from probe.core.errors import ModelLoadError, ProbeError, article
 from probe.core.io import atomic_write_bytes
 from probe.core.variants import Variant, parse_variant
 from probe.models.archive import TORCHSCRIPT, corrupt, inspect_file, torchscript_refused
-from probe.models.convert import linears_from_state, module_to_mlp, script_to_mlp
+from probe.models.convert import linears_from_state, module_to_mlp
+from probe.models.torchscript import script_to_mlp
 from probe.models.guards import clip, short
 from probe.models.mlp import CHECKPOINT_FORMAT, MLP, to_checkpoint
 

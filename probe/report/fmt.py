@@ -30,8 +30,6 @@ class Legible:
         self.table = table
 
     def __rich_console__(self, console, options):
-        from rich.measure import Measurement
-
         if _natural_width(console, options, self.table, "maximum") <= options.max_width:
             yield self.table
             return

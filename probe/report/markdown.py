@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from probe.core.io import StagedOutputs, atomic_write_text, check_report_path
+from probe.core.io import StagedOutputs, check_report_path
 from probe.core.version import __version__
 
 
