@@ -267,48 +267,42 @@ def compare_losses(measure: str, a: str, b: str, values_a: Sequence[float | None
 class PairedComparison:
     """Everything compared between variants ``a`` and ``b``, paired by seed.
 
-    The top-level step fields are those of the scenario's own ``target_loss``
-    (the primary target); ``by_target`` holds the same at every target of the
-    grid, ``losses`` the final, evaluation and mean step losses. ``verdict`` is
-    the headline: which variant is ahead at which targets, and on the losses.
+    ``primary`` is the comparison at the scenario's own ``target_loss``; its
+    fields (``speedup``, ``wins_a``, ``p_value``, ``winner``, ...) are readable
+    on the comparison itself and flattened into its JSON, with its sentence as
+    ``primary_verdict``. ``by_target`` holds the same at every target of the
+    grid, ``losses`` the final, evaluation and mean step losses, and ``verdict``
+    is the headline: which variant is ahead at which targets, and on the losses.
     """
 
-    a: str
-    b: str
-    seeds: int
-    target: float | None
-    reached_a: int
-    reached_b: int
-    decided: int
-    wins_a: int
-    wins_b: int
-    ties: int
-    speedup: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p_value: float | None
-    test: str
-    winner: str | None
-    primary_verdict: str
+    primary: TargetComparison
     by_target: tuple[TargetComparison, ...]
     losses: tuple[LossComparison, ...]
     verdict: str
 
+    def __getattr__(self, name: str):
+        # a, b, seeds, speedup, ci_low, wins_a, p_value, winner, ...: the primary target's
+        if name.startswith("__") or name == "primary":
+            raise AttributeError(name)
+        return getattr(self.primary, name)
+
+    @property
+    def primary_verdict(self) -> str:
+        return self.primary.verdict
+
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("by_target", "losses")}
+        d = {k: v for k, v in self.primary.to_dict().items() if k != "verdict"}
+        d["primary_verdict"] = self.primary.verdict
         d["by_target"] = [t.to_dict() for t in self.by_target]
         d["losses"] = {c.measure: c.to_dict() for c in self.losses}
+        d["verdict"] = self.verdict
         return d
 
 
 def paired_comparison(primary: TargetComparison, by_target: Sequence[TargetComparison],
                       losses: Sequence[LossComparison]) -> PairedComparison:
     """Assemble the comparison of one pair and its headline verdict."""
-    return PairedComparison(
-        primary.a, primary.b, primary.seeds, primary.target, primary.reached_a, primary.reached_b,
-        primary.decided, primary.wins_a, primary.wins_b, primary.ties, primary.speedup, primary.ci_low,
-        primary.ci_high, primary.p_value, primary.test, primary.winner, primary.verdict, tuple(by_target),
-        tuple(losses), headline(by_target, losses))
+    return PairedComparison(primary, tuple(by_target), tuple(losses), headline(by_target, losses))
 
 
 def headline(by_target: Sequence[TargetComparison], losses: Sequence[LossComparison]) -> str:
