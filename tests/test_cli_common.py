@@ -177,3 +177,30 @@ def test_sigterm_unwinds_like_ctrl_c(tmp_path):
     assert "Traceback" not in err and "nothing was written" in err, (proc.returncode, err, out)
     assert not (tmp_path / "r.json").exists() and not any(tmp_path.rglob("*.pt"))
     assert not any(tmp_path.rglob(".probe-staging-*"))
+
+
+def test_outputs_are_named_for_what_they_hold(files, tmp_path):
+    base = ["circuit", str(files / "m.pt"), "--data", str(files / "d.npz")]
+    _refused(runner.invoke(app, [*base, "--png", str(tmp_path / "c.jpg")]), "ending in .png")
+    _refused(runner.invoke(app, [*base, "--graph", str(tmp_path / "g.txt")]), ".graphml")
+    res = runner.invoke(app, ["analyze", str(files / "m.pt"), "--data", str(files / "d.npz"), "--json", "out"])
+    assert res.exit_code == 2 and "--json=out" in " ".join(res.output.split())
+    _refused(runner.invoke(app, ["analyze", str(tmp_path), "--data", str(files / "d.npz")]), "a folder")
+
+
+def test_figures_draw_into_the_users_axes_or_say_what_they_need():
+    from matplotlib.figure import Figure
+
+    import probe
+    from probe.core.errors import ProbeError
+
+    torch.manual_seed(0)
+    net = MLP.build([3, 6, 1], "leaky:0.1")
+    X = torch.randn(80, 3)
+    with torch.no_grad():
+        net[-1].bias -= net(X).median()
+    ax = Figure().subplots()
+    probe.plot_circuit(probe.trace_circuit(net, X), ax=ax)
+    assert ax.lines and ax.figure.legends
+    with pytest.raises(ProbeError, match="compare_variants"):
+        probe.plot_loss_curves(probe.analyze(net, X), ax=Figure().subplots())

@@ -34,7 +34,8 @@ def test_a_narrow_table_keeps_every_value_whole():
 
 @pytest.fixture(scope="module")
 def compared():
-    return probe.compare_variants(["relu", "leaky", "leaky:0.1", "prelu"], "signed_regression", seeds=2, epochs=1)
+    return probe.compare_variants(["relu", "leaky", "leaky:0.1", "prelu"], "signed_regression", seeds=2, epochs=3,
+                                  circuits=False)
 
 
 def test_compare_and_analyze_at_80_columns(compared):
@@ -42,6 +43,9 @@ def test_compare_and_analyze_at_80_columns(compared):
     assert "…" not in text
     for s in compared.summaries:
         assert f"\n{s.variant} " in text
+    intervals = [f"{t.ci_low:.3g}-{t.ci_high:.3g}" for c in compared.comparisons for t in c.by_target
+                 if t.ci_low is not None]
+    assert intervals and all(i in text for i in intervals)  # an interval is never broken across lines
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LeakyReLU(0.01), torch.nn.Linear(8, 1))
     analysed = probe.analyze(net, torch.randn(64, 4), torch.randn(64), circuit=True)
     text = _render(analysed, 80)

@@ -33,14 +33,22 @@ class Command(TyperCommand):
     """
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
-        fixed = []
+        fixed, loose = [], None
         for i, arg in enumerate(args):
             if arg == "--json":
                 nxt = args[i + 1] if i + 1 < len(args) else None
                 if nxt is None or not (nxt == "-" or nxt.lower().endswith(".json")):
                     arg = "--json=-"
+                    loose = nxt if nxt is not None and not nxt.startswith("-") else None
             fixed.append(arg)
-        return super().parse_args(ctx, fixed)
+        try:
+            return super().parse_args(ctx, fixed)
+        except Exception as exc:  # the parser's usage error (typer ships its own click)
+            if loose is not None and loose in str(exc) and hasattr(exc, "format_message"):
+                raise type(exc)(f"--json takes a file only as --json=PATH or --json PATH.json, so '{loose}' "
+                                f"was not read as one ({exc.format_message()}). Fix: write --json={loose}",
+                                ctx) from None
+            raise
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -200,6 +208,12 @@ def circuit(
 ) -> None:
     """Trace how the network builds negative (and positive) values of one output, layer by layer."""
     check_outputs(graph, png, Path(json_path) if json_path not in (None, "-") else None, report=report)
+    from probe.core.io import check_suffix
+
+    if png is not None:
+        check_suffix(png, "--png", (".png",), "a PNG picture")
+    if graph is not None:
+        check_suffix(graph, "--graph", (".graphml", ".xml"), "GraphML")
     with deferred_signals():
         from probe.circuit.validate import check_group
         from probe.circuit import write_graphml

@@ -44,7 +44,8 @@ def handles_errors(fn: Callable) -> Callable:
     Warnings raised by the libraries underneath (numpy, torch, captum) are
     collected rather than printed as they come: when the command fails, probe's
     own paragraph says what is wrong and they are dropped; when it succeeds,
-    each distinct one is shown once, as a one-line ``warning:``.
+    each distinct one is shown once, as a one-line ``warning:`` (deprecation
+    notices about the libraries' own APIs are for developers, and are dropped).
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -62,7 +63,8 @@ def handles_errors(fn: Callable) -> Callable:
             except (KeyboardInterrupt, Interrupted):
                 err.print("interrupted: nothing was written")
                 raise typer.Exit(130) from None
-        for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+        shown = [w for w in caught if not issubclass(w.category, (DeprecationWarning, FutureWarning))]
+        for message in dict.fromkeys(" ".join(str(w.message).split()) for w in shown):
             err.print(Text.assemble(("warning: ", "yellow"), message), highlight=False, soft_wrap=True)
         return result
     return wrapper

@@ -172,12 +172,21 @@ class StagedOutputs:
         self.discard()
 
 
-def check_report_path(path: str | Path) -> Path:
-    """A report path, which must end in ``.md`` (probe writes markdown, and says so rather than renaming)."""
+def check_suffix(path: str | Path, option: str, suffixes: tuple[str, ...], kind: str) -> Path:
+    """An output path whose name says what probe writes into it (never renamed behind the user's back).
+
+    Raises:
+        ProbeError: The suffix is not one of ``suffixes``.
+    """
     path = Path(path)
-    if path.suffix.lower() != ".md":
+    if path.suffix.lower() not in suffixes:
         from probe.core.errors import ProbeError
 
-        raise ProbeError(f"Cannot write a report to {path}", expected="a markdown file name ending in .md",
-                         found=f"'{path.suffix or 'no suffix'}'", fix=f"use --report {path.with_suffix('.md')}")
+        raise ProbeError(f"Cannot write {kind} to {path}", expected=f"a file name ending in {' or '.join(suffixes)}",
+                         found=f"'{path.suffix or 'no suffix'}'", fix=f"use {option} {path.with_suffix(suffixes[0])}")
     return path
+
+
+def check_report_path(path: str | Path) -> Path:
+    """A report path, which must end in ``.md`` (probe writes markdown, and says so rather than renaming)."""
+    return check_suffix(path, "--report", (".md",), "a markdown report")

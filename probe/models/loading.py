@@ -99,9 +99,12 @@ def load_mlp(path: str | Path, activation: str | Variant | None = None, *,
     path = Path(path)
     variant = parse_variant(activation) if isinstance(activation, str) else activation
     if not path.is_file():
-        raise ModelLoadError(f"Model file {path} does not exist",
-                             expected="a path to a .pt/.pth file", found="nothing at that path",
-                             fix="check the path (probe compare --save-dir writes probe checkpoints)")
+        raise ModelLoadError(f"Model file {path} does not exist" if not path.exists()
+                             else f"{path} is not a model file",
+                             expected="a path to a .pt/.pth file",
+                             found="nothing at that path" if not path.exists() else "a folder",
+                             fix="check the path (probe compare --save-dir writes probe checkpoints, one file each: "
+                                 "pass one of them)")
     try:
         return _load(path, variant, trust, max_memory)
     except ProbeError:

@@ -56,7 +56,7 @@ def draw_circuit(result: CircuitResult, path: str | Path, group: str = "negative
 
 
 def circuit_figure(result: CircuitResult, group: str = "negative", *, top_edges: int = 240,
-                   dpi: int = 150) -> Figure:
+                   dpi: int = 150, ax=None) -> Figure:
     """One group's circuit as a matplotlib ``Figure`` (no pyplot, no global backend).
 
     Args:
@@ -64,6 +64,8 @@ def circuit_figure(result: CircuitResult, group: str = "negative", *, top_edges:
         group: ``negative`` or ``positive``.
         top_edges: How many edges to draw in all (split evenly over the layers).
         dpi: Resolution.
+        ax: Draw into these matplotlib axes (a notebook's own; the colour bar and
+            legend go to its figure); default: a new figure.
     """
     check_positive_int("top_edges", top_edges)
     circ = result.group(group)
@@ -74,9 +76,13 @@ def circuit_figure(result: CircuitResult, group: str = "negative", *, top_edges:
     contribs[-1] = np.where(np.arange(widths[-1])[:, None] == result.output, contribs[-1], 0.0)
 
     # capped width: a deep network gets narrower columns rather than an unreadable strip
-    fig = Figure(figsize=(min(2.4 * len(widths) + 2.0, 14.0), 8.0), dpi=dpi)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.04, 0.08, 0.80, 0.80))
+    own = ax is None
+    if own:
+        fig = Figure(figsize=(min(2.4 * len(widths) + 2.0, 14.0), 8.0), dpi=dpi)
+        FigureCanvasAgg(fig)
+        ax = fig.add_axes((0.04, 0.08, 0.80, 0.80))
+    else:
+        fig = ax.figure
     ax.set_xlim(-0.35, len(widths) - 0.5)
     ax.set_ylim(-0.03, 1.03)
     ax.axis("off")
@@ -120,8 +126,8 @@ def circuit_figure(result: CircuitResult, group: str = "negative", *, top_edges:
                                                        else f"\n{len(lay.circuit_units)}/{n} in circuit")
         ax.text(lay.layer, 1.05, title + size_note, ha="center", va="bottom", fontsize=8 if crowded else 9)
 
-    cbar_ax = fig.add_axes((0.87, 0.30, 0.015, 0.45))
-    cbar = fig.colorbar(scatter, cax=cbar_ax)
+    cbar = fig.colorbar(scatter, cax=fig.add_axes((0.87, 0.30, 0.015, 0.45))) if own else \
+        fig.colorbar(scatter, ax=ax, fraction=0.03)
     cbar.set_label(f"mean attribution of output {result.output}\n(orange: pushes it down, purple: up)",
                    fontsize=8)
     cbar.ax.tick_params(labelsize=7)

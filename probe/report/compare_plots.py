@@ -10,7 +10,16 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from probe.compare.results import CompareResult
+from probe.core.errors import ProbeError
 from probe.report.figures import colour, figure_and_axes, new_figure
+
+
+def _check_result(result: object) -> None:
+    """These figures draw a compare result; anything else gets a ProbeError that says so."""
+    if not isinstance(result, CompareResult):
+        raise ProbeError("This figure draws a comparison of variants",
+                         expected="the result of probe.compare_variants(...)", found=type(result).__name__,
+                         fix="for one model's analysis use probe.plot_grad_ratio({'name': [result.diagnostics]})")
 
 
 def _by_variant(result: CompareResult) -> dict[str, list]:
@@ -31,6 +40,7 @@ def loss_curves_figure(result: CompareResult, ax=None) -> Figure:
         result: A compare result.
         ax: Draw into these matplotlib axes (a notebook's own); default: a new figure.
     """
+    _check_result(result)
     fig, ax = figure_and_axes(ax, 8.4, 4.0)
     for i, s in enumerate(result.summaries):
         med = _floats(s.loss_curve_median)
@@ -59,6 +69,7 @@ def steps_paired_figure(result: CompareResult, ax=None) -> Figure:
     A run that never reached the target is drawn as a hollow marker on the
     'not reached' line above the training budget.
     """
+    _check_result(result)
     groups = _by_variant(result)
     labels = list(groups)
     fig, ax = figure_and_axes(ax, max(4.0, 1.4 * len(labels) + 2.5), 4.0)
@@ -201,6 +212,7 @@ def speedup_by_target_figure(result: CompareResult, ax=None) -> Figure:
     Above 1, b needs fewer steps to reach that loss; filled markers where the
     sign test names a leader, hollow where the target is inconclusive.
     """
+    _check_result(result)
     fig, ax = figure_and_axes(ax, 7.2, 4.0)
     for i, c in enumerate(result.comparisons):
         pts = [(t.target, t.speedup, t.ci_low, t.ci_high, t.winner is not None) for t in c.by_target

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 MISSING = "—"
 
 
@@ -23,7 +25,8 @@ class Legible:
     light rules instead of boxes, no outer padding, every column as wide as its
     widest cell (a variant name or a number is never cut or wrapped), and the
     headers wrap onto more lines, at spaces (``pos_pos`` becomes ``pos`` over
-    ``pos``, still told apart from ``pos neg``).
+    ``pos``, still told apart from ``pos neg``). If that is still too wide, text
+    cells (names, verdicts) wrap between their words; numbers never do.
     """
 
     def __init__(self, table) -> None:
@@ -33,8 +36,11 @@ class Legible:
         if _natural_width(console, options, self.table, "maximum") <= options.max_width:
             yield self.table
             return
-        loose = _compact(self.table, tight=False)
-        yield loose if _least_width(loose) <= options.max_width else _compact(self.table, tight=True)
+        for tight, wrap_text in ((False, False), (True, False), (True, True)):
+            compact = _compact(self.table, tight=tight, wrap_text=wrap_text)
+            if _least_width(compact) <= options.max_width:
+                break
+        yield compact
 
 
 def _least_width(table) -> int:
@@ -50,7 +56,11 @@ def _natural_width(console, options, table, which: str) -> int:
     return getattr(Measurement.get(console, options.update(max_width=10**6), table), which)
 
 
-def _compact(table, tight: bool):
+_NUMBER = re.compile(r"^[-+0-9.,:%/eE—x ]*$")  # cells that are numbers, ratios, intervals or a dash
+
+
+def _compact(table, tight: bool, wrap_text: bool = False):
+    """The compact drawing; ``wrap_text`` also lets text columns (not numbers) wrap between words."""
     import copy
 
     from rich import box
@@ -68,9 +78,15 @@ def _compact(table, tight: bool):
         header = col.header.replace("_", " ") if isinstance(col.header, str) else col.header
         col.header = header
         words = str(header).split() or [""]
-        widest = max((cell_len(c.plain if isinstance(c, Text) else str(c)) for c in col._cells), default=1)
+        cells = [c.plain if isinstance(c, Text) else str(c) for c in col._cells]
+        text = wrap_text and not all(_NUMBER.match(c) for c in cells)
+        if text:  # a name or a verdict may wrap between its words; a number never
+            words += [w for c in cells for w in c.split()]
+            widest = 0
+        else:
+            widest = max((cell_len(c) for c in cells), default=1)
         col.min_width = max(widest, max(cell_len(w) for w in words), 1)
-        col.width = col.min_width  # fixed: rich would otherwise squeeze a value to widen a header
+        col.width = None if text else col.min_width  # fixed: rich would otherwise squeeze a value
         col.no_wrap = False
         col.overflow = "fold"
     return compact
