@@ -1,0 +1,231 @@
+"""The diagnostics of one recorded training step, fed by hooks on the user's own model.
+
+:mod:`probe.engines.track` records a step by hooking the Linear layers the user
+trains; this module holds what those hooks compute and turns it into the result
+objects ``probe analyze`` reports (:class:`LayerDiagnostics`, :class:`SignResult`),
+with the definitions of :mod:`probe.diagnostics`:
+
+* forward, per hidden layer with pre-activation ``z`` and negative slope ``a``:
+  per unit, the number of samples with ``z <= 0``, the sum of ``relu(z)`` and
+  the sum of ``|a| * max(-z, 0)`` (the negative side's ``|h|``). From these come
+  ``dead_units``, ``near_dead_units``, ``dormant_units``, the active fractions
+  and ``act_*``, as in :class:`probe.diagnostics.ActivityStats`;
+* backward, from ``g = dL/dz``: the sums of ``|g|`` over all entries and over
+  those with ``z <= 0`` (``grad_ratio``), and the weight-gradient split
+  ``G_neg = x^T (g * [z <= 0])``, ``G_pos = G_total - G_neg`` (``neg_grad_share``,
+  as in :class:`probe.diagnostics.GradientStats`). ``G_total = x^T g`` is what
+  autograd computes for this use of the layer's weight, read from its backward
+  node, so only ``G_neg`` costs a matrix product; where ``g`` is exactly 0
+  wherever ``z <= 0`` (ReLU, whose derivative is 0 there), ``G_neg`` is exactly
+  0 and costs nothing;
+* the final Linear's sign routes, from its input ``h`` and weight ``W`` as in
+  :class:`probe.diagnostics.SignRoutes`.
+
+This is the streaming accumulators' arithmetic specialised to the batches of one
+step: per-batch sums in the model's dtype, float64 after that, and one
+device-to-host transfer per record, so that recording a step costs a small part
+of the step itself. ``tests/test_track.py`` checks every number against
+``probe.diagnose`` and against plain autograd on the same batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from probe.diagnostics.sign import negative_prediction
+
+# backward nodes of F.linear, and which of their inputs receives the gradient of W^T ([fan_in, units])
+_MATMUL_NODES = {"AddmmBackward0": 2, "MmBackward0": 1}
+_VIEW_NODES = ("ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0")
+
+
+def _work_view(t: torch.Tensor, width: int) -> torch.Tensor:
+    """``t`` detached as ``[rows, width]``, in float32 or float64 (half precision is widened)."""
+    t = t.detach().reshape(-1, width)
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def weight_grad_node(z: torch.Tensor, weight: torch.Tensor) -> tuple[object, int] | None:
+    """The backward node of ``z = x W^T + b`` that computes ``x^T g``, and which of its inputs that is.
+
+    Only a node whose input leads straight (through the transpose) to ``weight``'s
+    own gradient accumulator qualifies: what it computes is then this use's weight
+    gradient and nothing else. None otherwise (a frozen weight, autocast's casts,
+    another decomposition): the caller computes ``G_pos`` itself.
+    """
+    node = z.grad_fn
+    while node is not None and node.name() in _VIEW_NODES:
+        node = node.next_functions[0][0]
+    if node is None or node.name() not in _MATMUL_NODES:
+        return None
+    index = _MATMUL_NODES[node.name()]
+    nxt = node.next_functions[index][0] if len(node.next_functions) > index else None
+    if nxt is None or nxt.name() != "TBackward0":
+        return None
+    if getattr(nxt.next_functions[0][0], "variable", None) is not weight:
+        return None
+    return node, index
+
+
+class Scratch:
+    """Work tensors kept from one recorded step to the next, one set per layer.
+
+    Recording must not allocate a fresh batch-sized tensor per step: on the CPU,
+    the allocator hands such sizes back to the system, and touching new pages
+    costs more than the arithmetic. Memory: per hidden layer, a mask per batch of
+    a step plus one work tensor (each ``[samples, units]``) and two
+    ``[fan_in, units]`` gradient sums; constant over a run.
+    """
+
+    def __init__(self) -> None:
+        self._pool: dict[object, torch.Tensor] = {}
+
+    def get(self, key: object, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        buf = self._pool.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._pool[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
+
+class LayerStep:
+    """One hidden layer's sums over the batches of one recorded step.
+
+    Args:
+        units, fan_in: The layer's widths.
+        scratch: The layer's reusable work tensors.
+        split: Also split the weight gradient (``neg_grad_share``).
+    """
+
+    def __init__(self, units: int, fan_in: int, scratch: Scratch, split: bool = True) -> None:
+        self.units, self.fan_in, self.scratch = units, fan_in, scratch
+        self.samples = 0
+        self.batches = 0
+        self.forward_sums: torch.Tensor | None = None  # [3, units]: n(z<=0), sum relu(z), sum |h| at z<=0
+        self.slope: torch.Tensor | None = None
+        self.grad_sums: torch.Tensor | None = None  # [3]: sum |g|, sum |g| at z<=0, n(z<=0)
+        self.grad_entries = 0
+        self.g_neg: torch.Tensor | None = None  # x^T (g * [z<=0]) summed over batches; None while exactly 0
+        self.g_total: torch.Tensor | None = None  # x^T g summed over batches
+        self.split = split  # turned off when the split cannot be trusted for this step
+
+    def forward(self, module: nn.Linear, x: torch.Tensor, z: torch.Tensor, slope: torch.Tensor | None) -> None:
+        """Read one batch's ``x`` and ``z`` now; hook ``z`` for ``g`` when it has a gradient.
+
+        ``slope`` is the activation's negative slope, None for a ReLU (slope 0:
+        the negative side's ``|h|`` is 0 and is not computed).
+        """
+        z2 = _work_view(z, self.units)
+        neg = torch.le(z2, 0, out=self.scratch.get(("neg", self.batches), z2.shape, z2))
+        n_neg = neg.sum(0)
+        pos_sum = torch.clamp(z2, min=0, out=self.scratch.get("work", z2.shape, z2)).sum(0)
+        if slope is None:
+            neg_h = torch.zeros_like(pos_sum)
+        else:
+            neg_h = (pos_sum - z2.sum(0)).clamp_(min=0).mul_(slope.to(z2).abs())
+        sums = torch.stack([n_neg, pos_sum, neg_h])
+        self.forward_sums = sums if self.forward_sums is None else self.forward_sums.add_(sums)
+        self.slope = slope
+        self.samples += z2.shape[0]
+        self.batches += 1
+        if not z.requires_grad:
+            return
+        x2, version, node = None, 0, None
+        if self.split:
+            x2 = x.detach().reshape(-1, self.fan_in)
+            if not module.weight.requires_grad:
+                x2 = x2.clone()  # autograd keeps no copy then, so a later in-place change would be legal
+            version = x2._version
+            node = weight_grad_node(z, module.weight)
+        z.register_hook(lambda g: self._backward(g, neg, n_neg, x2, version, node is None))
+        if node is not None:
+            target, index = node
+            target.register_hook(lambda grad_inputs, _: self._total(grad_inputs[index]))
+
+    def _backward(self, g: torch.Tensor, neg: torch.Tensor, n_neg: torch.Tensor, x: torch.Tensor | None,
+                  version: int, total_here: bool) -> None:
+        g2 = g.detach().reshape(-1, self.units).to(neg.dtype)
+        work = torch.abs(g2, out=self.scratch.get("work", g2.shape, g2))
+        neg_abs = torch.dot(work.reshape(-1), neg.reshape(-1))
+        sums = torch.stack([work.sum(), neg_abs, n_neg.sum()]).double()  # counts past 2**24 stay exact
+        self.grad_sums = sums if self.grad_sums is None else self.grad_sums.add_(sums)
+        self.grad_entries += g2.numel()
+        if not self.split or x is None:
+            return
+        if x._version != version:  # changed in place since the forward: no split rather than a wrong one
+            self.split = False
+            return
+        xt = x.to(g2.dtype).T
+        if neg_abs.item() != 0:  # otherwise g is exactly 0 wherever z <= 0, and so is G_neg
+            masked = torch.mul(g2, neg, out=work)
+            if self.g_neg is None:
+                self.g_neg = torch.mm(xt, masked, out=self.scratch.get("g_neg", (self.fan_in, self.units), g2))
+            else:
+                self.g_neg.addmm_(xt, masked)
+        if total_here:  # autograd's x^T g could not be read: compute it
+            self._total(xt @ g2)
+
+    def _total(self, total: torch.Tensor | None) -> None:
+        """This batch's ``x^T g`` (autograd's, read from the backward node, or computed).
+
+        Autograd's tensor is kept without a copy and never written to: the weight's
+        gradient accumulator only reads it (it cannot take it over while referenced).
+        """
+        if not self.split:
+            return
+        if total is None or tuple(total.shape) != (self.fan_in, self.units):
+            self.split = False
+            return
+        total = total.detach()
+        self.g_total = total if self.g_total is None else self.g_total + total
+
+    def tensors(self) -> list[torch.Tensor]:
+        """What the record needs from the device: forward sums, gradient sums, weight-gradient norms."""
+        out = [self.forward_sums]
+        if self.grad_sums is not None:
+            out.append(self.grad_sums)
+            if self.split and self.g_total is not None:
+                if self.g_neg is None:
+                    norms = torch.linalg.vector_norm(self.g_total).reshape(1)
+                else:
+                    g_pos = torch.sub(self.g_total, self.g_neg, out=self.scratch.get("g_pos", self.g_neg.shape,
+                                                                                        self.g_neg))
+                    norms = torch.stack([torch.linalg.vector_norm(self.g_neg), torch.linalg.vector_norm(g_pos)])
+                out.append(norms)
+        return out
+
+
+class SignStep:
+    """The final Linear's sign routes over the batches of one recorded step.
+
+    Per batch, from the layer's input ``h`` (``[samples, units]``) and its weight
+    ``W`` and bias ``b`` as they were at that forward pass: the per-unit sums of
+    ``max(h, 0)`` and of ``h`` over all samples and, per output, over the samples
+    predicted negative; ``sum |h W^T|`` likewise; the negative-prediction counts.
+    """
+
+    def __init__(self, scratch: Scratch) -> None:
+        self.scratch = scratch
+        self.weight: torch.Tensor | None = None
+        self.bias: torch.Tensor | None = None
+        self.sums: torch.Tensor | None = None
+        self.samples = 0
+
+    def forward(self, module: nn.Linear, h: torch.Tensor) -> None:
+        if self.weight is None:  # a snapshot: the optimizer changes the weight before the record is built
+            self.weight = module.weight.detach().clone()
+            self.bias = (torch.zeros(self.weight.shape[0], dtype=self.weight.dtype, device=self.weight.device)
+                         if module.bias is None else module.bias.detach().clone())
+        h2 = _work_view(h, self.weight.shape[1])
+        w = self.weight.to(h2.dtype)
+        hp = torch.clamp(h2, min=0, out=self.scratch.get("work", h2.shape, h2))
+        net = h2 @ w.T  # [samples, outputs]: the output minus the bias
+        neg = negative_prediction(net.double() + self.bias.double()).to(h2.dtype)
+        net_abs = net.abs()
+        sums = torch.cat([hp.sum(0), h2.sum(0), net_abs.sum(0), (neg.T @ hp).reshape(-1),
+                          (neg.T @ h2).reshape(-1), (net_abs * neg).sum(0), neg.sum(0)])
+        self.sums = sums if self.sums is None else self.sums.add_(sums)
+        self.samples += h2.shape[0]
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [] if self.sums is None else [self.sums, self.weight]
