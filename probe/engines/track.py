@@ -174,13 +174,11 @@ class Tracker:
         return _StepState(self.hidden, self._scratch)
 
     @staticmethod
-    def _slope_reader(act: nn.Module) -> Callable[[], torch.Tensor]:
+    def _slope_reader(act: nn.Module) -> Callable[[], float | torch.Tensor | None]:
         if isinstance(act, nn.PReLU):
             return lambda: slope_tensor(act)  # learned: read at each recorded forward, as it was then
-        fixed = slope_tensor(act)
-        if float(fixed) == 0.0:
-            return lambda: None  # ReLU: no negative side to measure
-        return lambda: fixed
+        fixed = float(slope_tensor(act))
+        return (lambda: None) if fixed == 0.0 else (lambda: fixed)  # None: a ReLU, no negative side
 
     # -- borrowing the model -------------------------------------------------------------------------
 
@@ -294,7 +292,7 @@ class Tracker:
             self._warn_once("forward", f"step {step} was to be recorded, but no forward pass with autograd "
                             "went through the model since the previous tracker.step(); nothing recorded")
             return None
-        if any(layer.grad_sums is None for layer in state.layers):
+        if any(not layer.grad_parts for layer in state.layers):
             self._warn_once("backward", f"step {step}: no backward pass reached the hidden layers before "
                             "tracker.step(); its record has no gradient diagnostics (call step() after "
                             "loss.backward())")

@@ -120,8 +120,13 @@ def history_figure(histories: Sequence[History]) -> Figure:
     dead_ax.set_ylim(bottom=0)
     ratio_ax.set_ylabel("grad_ratio")
     if ratios:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         ratio_ax.set_yscale("log")
         ratio_ax.set_ylim(min(ratios) / 3, min(max(ratios) * 3, 10.0))
+        ratio_ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ratio_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ratio_ax.yaxis.set_minor_formatter(NullFormatter())
     note = "pale band: nominal slope" if ratios else ""
     if zero_ratio:
         note = (note + "; " if note else "") + "exactly 0 (ReLU): " + ", ".join(zero_ratio)
