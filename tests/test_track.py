@@ -473,3 +473,23 @@ def test_refuses_a_linear_applied_twice_and_bad_options() -> None:
 
 def test_track_is_on_the_package_face() -> None:
     assert probe.track is track and isinstance(track(gate()), Tracker)
+
+
+def test_the_readme_loop_runs_and_its_history_reads(tmp_path, monkeypatch, capsys) -> None:
+    """The README's probe.track example, as printed there, then probe history on what it wrote."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"<!-- track -->\n```python\n(.*?)```", text, re.S)
+    assert block, "README has no <!-- track --> python block"
+    monkeypatch.chdir(tmp_path)
+    logging.getLogger("probe.track").setLevel(logging.ERROR)
+    try:
+        exec(compile(block.group(1), "README track snippet", "exec"), {"__name__": "readme"})
+    finally:
+        logging.getLogger("probe.track").setLevel(logging.NOTSET)
+    assert "of 64 units in layer 2 are dead" in capsys.readouterr().out
+    for name in ("relu", "leaky"):
+        history = read_history(tmp_path / "runs" / f"{name}.jsonl")
+        assert len(history.records) == 168 and history.records[-1]["step"] == 835
