@@ -101,7 +101,7 @@ def reference(model: nn.Sequential, batches: list[tuple[torch.Tensor, torch.Tens
             "weight_grad_norm_neg": norm_neg, "weight_grad_norm_pos": norm_pos,
             "active_mask": (active > 0).tolist(),
         })
-    w, b = linears[-1].weight.detach(), linears[-1].bias.detach()
+    w = linears[-1].weight.detach()
     h, out = torch.cat(hs_last), torch.cat(outs)
     sign = []
     for k in range(w.shape[0]):

@@ -15,10 +15,12 @@ on the final Linear reads its input for the sign routes. Steps are numbered
 from 0 by the calls to :meth:`Tracker.step`; step ``s`` is recorded when ``s``
 is a multiple of ``every``. The hooks are attached for the steps to record
 only: between records the model runs with no hook at all, and ``step()``
-costs a counter check. A recorded step covers every forward pass with autograd made since the
-previous ``step()`` call (several with gradient accumulation); forward passes
-without autograd (evaluation under ``torch.no_grad``) are not recorded. The
-weights are those of the forward pass, before ``opt.step()``.
+costs a counter check. A recorded step covers every forward pass with
+autograd since the previous ``step()`` call (several with gradient
+accumulation); forward passes without autograd (evaluation under
+``torch.no_grad``) are not recorded. The weights are those of the forward
+pass, before ``opt.step()``. What is computed, and how, is in
+:mod:`probe.engines.track_batch` and :mod:`probe.engines.track_record`.
 
 The record of a step (one JSON line, or a dict in ``tracker.history``):
 
@@ -50,49 +52,16 @@ import torch
 from torch import nn
 
 from probe.core.checks import check_fraction
-from probe.core.errors import ModelLoadError, ProbeError
-from probe.core.variants import slope_tensor
+from probe.core.errors import ProbeError
 from probe.core.version import __version__
 from probe.diagnostics.results import NetworkDiagnostics
 from probe.engines.track_batch import LayerStep, Scratch, SignStep
 from probe.engines.track_record import layer_dict, layer_results, sign_dict, sign_results, to_host
 from probe.engines.track_io import FORMAT, LineWriter, read_lines
+from probe.engines.track_model import slope_reader, user_layers
 from probe.engines.track_window import AlertMonitor, DeadWindow
-from probe.models.convert import _module_sequence, _split, module_to_mlp
-from probe.models.loading import LoadedModel
-from probe.models.mlp import MLP
 
 log = logging.getLogger("probe.track")
-
-
-def user_layers(model: object) -> tuple[nn.Module, list[nn.Linear], list[nn.Module], str]:
-    """The user's own module, its Linear layers in forward order, the activation after each hidden one.
-
-    The model goes through the conversion ``probe analyze`` uses, so what analyze
-    refuses is refused here, with the same message; the layers returned are the
-    user's own modules (functional activations become equivalent modules, to
-    read their slope from). Also returns the ``8-32-32-1 relu`` description.
-
-    Raises:
-        ModelLoadError: Not an ``nn.Module``, not an MLP, or a Linear layer applied twice.
-    """
-    if isinstance(model, LoadedModel):
-        model = model.mlp
-    if not isinstance(model, nn.Module):
-        raise ModelLoadError("probe.track hooks the model you train, so it needs the module itself",
-                             expected="the torch.nn.Module your loop trains", found=type(model).__name__,
-                             fix="pass the model object (to analyze a saved file, use probe.analyze)")
-    if isinstance(model, MLP):
-        canonical, linears, acts = model, model.linears, model.activations
-    else:
-        canonical = module_to_mlp(model)  # refuses what analyze refuses, and checks the function
-        linears, acts = _split(_module_sequence(model))
-    if len({id(lin) for lin in linears}) != len(linears):
-        raise ModelLoadError("This model applies one Linear layer more than once",
-                             expected="a chain in which each Linear layer is used once",
-                             found="the same nn.Linear at two places in the forward pass",
-                             fix="use a separate nn.Linear at each place")
-    return model, linears, acts, canonical.describe()
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -148,7 +117,7 @@ class Tracker:
         self.dormant_tau = check_fraction("dormant_tau", dormant_tau)
         self.model, linears, acts, self.architecture = user_layers(model)
         self.hidden, self.final = linears[:-1], linears[-1]
-        self._slopes = [self._slope_reader(act) for act in acts]
+        self._slopes = [slope_reader(act) for act in acts]
         self.path = None if path is None else Path(path)
         self.on_alert = on_alert
         self.header = {"format": FORMAT, "probe": __version__, "torch": torch.__version__,
@@ -172,13 +141,6 @@ class Tracker:
 
     def _new_state(self) -> _StepState:
         return _StepState(self.hidden, self._scratch)
-
-    @staticmethod
-    def _slope_reader(act: nn.Module) -> Callable[[], float | torch.Tensor | None]:
-        if isinstance(act, nn.PReLU):
-            return lambda: slope_tensor(act)  # learned: read at each recorded forward, as it was then
-        fixed = float(slope_tensor(act))
-        return (lambda: None) if fixed == 0.0 else (lambda: fixed)  # None: a ReLU, no negative side
 
     # -- borrowing the model -------------------------------------------------------------------------
 

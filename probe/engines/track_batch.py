@@ -1,9 +1,9 @@
-"""The diagnostics of one recorded training step, fed by hooks on the user's own model.
+"""What the hooks of ``probe.track`` compute on a recorded step (the device side).
 
-:mod:`probe.engines.track` records a step by hooking the Linear layers the user
-trains; this module holds what those hooks compute and turns it into the result
-objects ``probe analyze`` reports (:class:`LayerDiagnostics`, :class:`SignResult`),
-with the definitions of :mod:`probe.diagnostics`:
+:mod:`probe.engines.track` hooks the Linear layers the user trains; per batch of
+a recorded step, these classes gather the sums that the definitions of
+:mod:`probe.diagnostics` need, and :mod:`probe.engines.track_record` turns them
+into analyze's result objects:
 
 * forward, per hidden layer with pre-activation ``z`` and negative slope ``a``:
   per unit, the number of samples with ``z <= 0``, the sum of ``relu(z)`` and
@@ -15,17 +15,18 @@ with the definitions of :mod:`probe.diagnostics`:
   ``G_neg = x^T (g * [z <= 0])``, ``G_pos = G_total - G_neg`` (``neg_grad_share``,
   as in :class:`probe.diagnostics.GradientStats`). ``G_total = x^T g`` is what
   autograd computes for this use of the layer's weight, read from its backward
-  node, so only ``G_neg`` costs a matrix product; where ``g`` is exactly 0
-  wherever ``z <= 0`` (ReLU, whose derivative is 0 there), ``G_neg`` is exactly
-  0 and costs nothing;
+  node (not ``weight.grad``, which also holds any other term of the user's loss
+  on that weight), so only ``G_neg`` costs a matrix product; where ``g`` is
+  exactly 0 wherever ``z <= 0`` (ReLU, whose derivative is 0 there), ``G_neg``
+  is exactly 0 and costs nothing;
 * the final Linear's sign routes, from its input ``h`` and weight ``W`` as in
   :class:`probe.diagnostics.SignRoutes`.
 
-This is the streaming accumulators' arithmetic specialised to the batches of one
-step: per-batch sums in the model's dtype, float64 after that, and one
-device-to-host transfer per record, so that recording a step costs a small part
-of the step itself. ``tests/test_track.py`` checks every number against
-``probe.diagnose`` and against plain autograd on the same batch.
+This is the streaming accumulators' arithmetic specialised to the few batches
+of one step, in as few tensor operations as it takes: fed through a
+:class:`probe.diagnostics.Collector` and converted layer by layer, a recorded
+step cost more than the training step itself. ``tests/test_track.py`` checks
+every number against ``probe.diagnose`` and against plain autograd.
 """
 
 from __future__ import annotations
