@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -34,7 +35,7 @@ def user_layers(model: object) -> tuple[nn.Module, list[nn.Linear], list[nn.Modu
     if isinstance(model, MLP):
         canonical, linears, acts = model, model.linears, model.activations
     else:
-        canonical = module_to_mlp(model)  # refuses what analyze refuses, and checks the function
+        canonical = module_to_mlp(_on_cpu(model))  # refuses what analyze refuses, and checks the function
         linears, acts = _split(_module_sequence(model))
     if len({id(lin) for lin in linears}) != len(linears):
         raise ModelLoadError("This model applies one Linear layer more than once",
@@ -42,6 +43,14 @@ def user_layers(model: object) -> tuple[nn.Module, list[nn.Linear], list[nn.Modu
                              found="the same nn.Linear at two places in the forward pass",
                              fix="use a separate nn.Linear at each place")
     return model, linears, acts, canonical.describe()
+
+
+def _on_cpu(model: nn.Module) -> nn.Module:
+    """The model itself when it lives on the CPU, else a CPU copy: analyze's check runs it on CPU inputs."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.device.type == "cpu" for t in tensors):
+        return model
+    return copy.deepcopy(model).cpu()
 
 
 def slope_reader(act: nn.Module) -> Callable[[], float | torch.Tensor | None]:
