@@ -31,6 +31,7 @@ _EXPORTS = {
     "NetworkDiagnostics": "probe.diagnostics.results",
     "AnalysisResult": "probe.engines.analysis",
     "diagnose": "probe.engines.analysis",
+    "track": "probe.engines.track",
     "CircuitResult": "probe.circuit.result",
     "trace_circuit": "probe.circuit.core",
     "Scenario": "probe.experiment.scenarios",

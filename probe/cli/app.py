@@ -309,6 +309,11 @@ def scenarios(json_path: Optional[str] = typer.Option(None, "--json", metavar="[
     out.print(table)
 
 
+from probe.cli.history import history  # noqa: E402 (registered here with the other commands)
+
+app.command(name="history", cls=Command)(history)
+
+
 def main() -> None:
     """Console-script entry point (``probe.cli.main`` defers the signals first)."""
     try:

@@ -1,0 +1,306 @@
+"""``probe.track``: the diagnostics of ``probe analyze`` inside your own training loop.
+
+::
+
+    with probe.track(model, path="runs/history.jsonl", every=10) as tracker:
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(); loss.backward(); opt.step()
+            tracker.step(loss)          # the loss is optional
+
+Forward hooks on the hidden ``nn.Linear`` layers of *your* model (not a copy)
+read each recorded batch's input ``x`` and pre-activation ``z``, a tensor hook
+on ``z`` receives ``g = dL/dz`` from your own backward pass, and a forward hook
+on the final Linear reads its input for the sign routes. Steps are numbered
+from 0 by the calls to :meth:`Tracker.step`; step ``s`` is recorded when ``s``
+is a multiple of ``every``. The hooks are attached for the steps to record
+only: between records the model runs with no hook at all, and ``step()``
+costs a counter check. A recorded step covers every forward pass with
+autograd since the previous ``step()`` call (several with gradient
+accumulation); forward passes without autograd (evaluation under
+``torch.no_grad``) are not recorded. The weights are those of the forward
+pass, before ``opt.step()``. What is computed, and how, is in
+:mod:`probe.engines.track_batch` and :mod:`probe.engines.track_record`.
+
+The record of a step (one JSON line, or a dict in ``tracker.history``):
+
+* ``step``, ``loss`` (when given), ``time`` (Unix time), ``elapsed`` (seconds
+  since the tracker opened), ``samples`` (rows in the step's batches), ``collapsed``;
+* ``layers``: per hidden layer, the keys of ``probe analyze --json`` computed on
+  the step's batches (``dead_units``, ``dead_rate``, ``near_dead_units``,
+  ``dormant_units``, ``active_fraction_*``, ``act_*``, ``grad_ratio``,
+  ``upstream_ratio``, ``neg_grad_share``, ...; the gradient keys are missing
+  when no backward pass reached the layer), plus ``window_dead_units``,
+  ``window_dead_share``, ``revived_units`` and ``window_records``
+  (:mod:`probe.engines.track_window`);
+* ``sign``: the final layer's sign routes per output, as in ``probe analyze``;
+* ``alerts``: the alerts raised at this step (also logged on the
+  ``probe.track`` logger and passed to ``on_alert``).
+
+Hooks are borrowed state: they are removed when the ``with`` block ends, also
+on an exception or Ctrl-C, and probe never changes ``model.training``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from probe.core.checks import check_fraction
+from probe.core.errors import ProbeError
+from probe.core.version import __version__
+from probe.diagnostics.results import NetworkDiagnostics
+from probe.engines.track_batch import LayerStep, Scratch, SignStep
+from probe.engines.track_record import layer_dict, layer_results, sign_dict, sign_results, to_host
+from probe.engines.track_io import FORMAT, LineWriter, read_lines
+from probe.engines.track_model import slope_reader, user_layers
+from probe.engines.track_window import AlertMonitor, DeadWindow
+
+log = logging.getLogger("probe.track")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ProbeError(f"{name} must be a positive integer", expected="an integer >= 1", found=repr(value),
+                         fix=f"pass {name}=10, for instance")
+    return value
+
+
+class _StepState:
+    """What the hooks gather during one recorded step."""
+
+    def __init__(self, layers: list[nn.Linear], scratch: list[Scratch]) -> None:
+        self.layers = [LayerStep(lin.out_features, lin.in_features, pool) for lin, pool in zip(layers, scratch)]
+        self.sign = SignStep(scratch[-1])
+
+
+class Tracker:
+    """Records probe's diagnostics on every ``every``-th step of a training loop.
+
+    Use :func:`track` (a context manager); ``open()``/``close()`` are for
+    frameworks that have no ``with`` block around training (see
+    :mod:`probe.integrations.lightning`). See the module docstring for the record.
+
+    Args:
+        model: The ``nn.Module`` you train (any MLP ``probe analyze`` accepts, or a
+            ``LoadedModel`` whose ``.mlp`` you train).
+        path: JSON-lines file for the records (replaced if it exists); None keeps
+            them in memory (:attr:`history`).
+        every: Record steps 0, every, 2 * every, ...
+        window: Recorded steps over which a unit must stay inactive to count as
+            window-dead, and over which growth alerts are measured.
+        alert_dead_share: Alert when a layer's window-dead share reaches this (None: never).
+        alert_growth: Alert when it grows by more than this many share points
+            within the window (None: never).
+        on_alert: Called with each alert's dict, after it is recorded and logged.
+        near_dead_threshold, dormant_tau: As in ``probe analyze``.
+    """
+
+    def __init__(self, model: object, path: str | Path | None = None, *, every: int = 1, window: int = 20,
+                 alert_dead_share: float | None = 0.25, alert_growth: float | None = 0.10,
+                 on_alert: Callable[[dict], object] | None = None, near_dead_threshold: float = 0.01,
+                 dormant_tau: float = 0.025) -> None:
+        self.every = _positive_int("every", every)
+        self.window = _positive_int("window", window)
+        for name, value in (("alert_dead_share", alert_dead_share), ("alert_growth", alert_growth)):
+            if value is not None:
+                check_fraction(name, value)
+        if on_alert is not None and not callable(on_alert):
+            raise ProbeError("on_alert must be callable", expected="a function taking the alert's dict",
+                             found=type(on_alert).__name__, fix="pass on_alert=print, for instance")
+        self.near_dead_threshold = check_fraction("near_dead_threshold", near_dead_threshold)
+        self.dormant_tau = check_fraction("dormant_tau", dormant_tau)
+        self.model, linears, acts, self.architecture = user_layers(model)
+        self.hidden, self.final = linears[:-1], linears[-1]
+        self._slopes = [slope_reader(act) for act in acts]
+        self.path = None if path is None else Path(path)
+        self.on_alert = on_alert
+        self.header = {"format": FORMAT, "probe": __version__, "torch": torch.__version__,
+                       "model": self.architecture, "units": [lin.out_features for lin in self.hidden],
+                       "every": self.every, "window": self.window, "alert_dead_share": alert_dead_share,
+                       "alert_growth": alert_growth, "near_dead_threshold": self.near_dead_threshold,
+                       "dormant_tau": self.dormant_tau}
+        self.steps = 0  # calls of step() so far: the number of the step now running
+        self.last: dict | None = None
+        self.alerts: list[dict] = []
+        self._window = DeadWindow(self.window)
+        self._monitor = AlertMonitor(self.window, alert_dead_share, alert_growth)
+        self._records: list[dict] = []
+        self._scratch = [Scratch() for _ in range(len(self.hidden) + 1)]
+        self._current: _StepState | None = None
+        self._handles: list = []
+        self._open = False
+        self._writer: LineWriter | None = None
+        self._started = 0.0
+        self._warned: set[str] = set()
+
+    def _new_state(self) -> _StepState:
+        return _StepState(self.hidden, self._scratch)
+
+    # -- borrowing the model -------------------------------------------------------------------------
+
+    def open(self) -> Tracker:
+        """Start the history and arm step 0 (every run records its first step)."""
+        if self._open:
+            raise ProbeError("This tracker is already open", expected="one open() per tracker",
+                             found="a second open()", fix="use a new probe.track(...) for a new run")
+        try:
+            if self.path is not None:
+                self._writer = LineWriter(self.path)
+            self._started = time.perf_counter()
+            self.header["started"] = time.time()
+            if self._writer is not None:
+                self._writer.write(self.header)
+            self._open = True
+            self._arm()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Remove every hook and close the history file (idempotent)."""
+        self._open = False
+        self._current = None
+        self._detach()
+        if self._writer is not None:
+            self._writer.close()
+
+    def _arm(self) -> None:
+        """Hooks on, with a fresh state, for a step to record; off (none at all) for the others."""
+        if self._open and self.steps % self.every == 0:
+            self._current = self._new_state()
+            if not self._handles:
+                for i, lin in enumerate(self.hidden):
+                    self._handles.append(lin.register_forward_hook(self._hidden_hook(i)))
+                self._handles.append(self.final.register_forward_hook(self._final_hook))
+        else:
+            self._current = None
+            self._detach()
+
+    def _detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> Tracker:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _hidden_hook(self, layer: int):
+        slope = self._slopes[layer]
+
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            state = self._current
+            if state is None or not output.requires_grad:  # closed, or a forward pass without autograd
+                return
+            state.layers[layer].forward(module, inputs[0], output, slope())
+
+        return hook
+
+    def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        state = self._current
+        if state is None or not output.requires_grad:
+            return
+        state.sign.forward(module, inputs[0])
+
+    # -- the loop's side -----------------------------------------------------------------------------
+
+    def step(self, loss: object = None) -> dict | None:
+        """Close the current step: on a recorded step, build and write its record (returned).
+
+        Call it once per optimizer step, after ``loss.backward()`` (and
+        ``opt.step()``). ``loss`` may be a number or a one-element tensor.
+        """
+        state, step = self._current, self.steps
+        record = None
+        if state is not None:
+            value = None if loss is None else self._loss_value(loss)
+            record = self._record(state, step, value)
+        self.steps += 1
+        self._arm()
+        if record is not None:
+            for alert in record["alerts"]:
+                log.warning(alert["message"])
+                if self.on_alert is not None:
+                    self.on_alert(alert)
+        return record
+
+    @staticmethod
+    def _loss_value(loss: object) -> float:
+        try:
+            return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        except (TypeError, ValueError, RuntimeError):
+            raise ProbeError("tracker.step() got a loss that is not a number",
+                             expected="a float or a one-element tensor",
+                             found=f"{type(loss).__name__}" + (f" of shape {tuple(loss.shape)}"
+                                                                if isinstance(loss, torch.Tensor) else ""),
+                             fix="pass loss (the scalar you called backward on), or nothing") from None
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+    def _record(self, state: _StepState, step: int, loss: float | None) -> dict | None:
+        if any(layer.forward_sums is None for layer in state.layers):
+            self._warn_once("forward", f"step {step} was to be recorded, but no forward pass with autograd "
+                            "went through the model since the previous tracker.step(); nothing recorded")
+            return None
+        if any(not layer.grad_parts for layer in state.layers):
+            self._warn_once("backward", f"step {step}: no backward pass reached the hidden layers before "
+                            "tracker.step(); its record has no gradient diagnostics (call step() after "
+                            "loss.backward())")
+        host = to_host([layer.tensors() for layer in state.layers] + [state.sign.tensors()])
+        diagnostics = NetworkDiagnostics(
+            tuple(layer_results(state.layers, host[:-1], self.near_dead_threshold, self.dormant_tau)),
+            sign_results(state.sign, host[-1]))
+        active = [values[0][:layer.units] < layer.samples - 0.5  # fewer than all samples at z <= 0
+                  for layer, values in zip(state.layers, host)]
+        counts = self._window.update(active)
+        alerts = [a.to_dict() for a in self._monitor.update(step, [c.window_dead_share for c in counts])]
+        record: dict = {"step": step}
+        if loss is not None:
+            record["loss"] = loss
+        record.update({
+            "time": round(time.time(), 3), "elapsed": round(time.perf_counter() - self._started, 6),
+            "samples": state.layers[0].samples,
+            "collapsed": diagnostics.collapsed,
+            "layers": [{**layer_dict(d), **vars(c)} for d, c in zip(diagnostics.layers, counts)],
+            "sign": [sign_dict(s) for s in diagnostics.sign],
+            "alerts": alerts,
+        })
+        if self._writer is not None:
+            self._writer.write(record)
+        else:
+            self._records.append(record)
+        self.last = record
+        self.alerts.extend(alerts)
+        return record
+
+    @property
+    def history(self) -> list[dict]:
+        """Every record so far: kept in memory without a path, read back from the file with one."""
+        if self.path is None:
+            return self._records
+        return read_lines(self.path)[1]
+
+
+def track(model: object, path: str | Path | None = None, *, every: int = 1, window: int = 20,
+          alert_dead_share: float | None = 0.25, alert_growth: float | None = 0.10,
+          on_alert: Callable[[dict], object] | None = None, **options) -> Tracker:
+    """``with probe.track(model, "runs/history.jsonl", every=10) as tracker: ... tracker.step(loss)``.
+
+    Returns a :class:`Tracker`, which hooks the model when the ``with`` block is
+    entered and unhooks it when the block ends. Arguments as in :class:`Tracker`
+    (``near_dead_threshold`` and ``dormant_tau`` go through ``options``).
+    """
+    return Tracker(model, path, every=every, window=window, alert_dead_share=alert_dead_share,
+                   alert_growth=alert_growth, on_alert=on_alert, **options)

@@ -1,0 +1,513 @@
+"""probe.track: every record against plain autograd on that step's batch, the window, borrowed hooks, crashes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import probe
+from probe.core.errors import ModelLoadError, ProbeError
+from probe.engines.analysis import diagnose
+from probe.engines.track import Tracker, track
+from probe.engines.track_window import AlertMonitor, DeadWindow
+from probe.experiment.history import read_history
+
+# -- an independent recomputation: plain autograd on a copy of the network --------------------------
+
+
+def _slopes(model: nn.Sequential) -> list[torch.Tensor]:
+    out = []
+    for m in model:
+        if isinstance(m, nn.PReLU):
+            out.append(m.weight.detach().clone())
+        elif isinstance(m, nn.LeakyReLU):
+            out.append(torch.tensor(m.negative_slope))
+        elif isinstance(m, nn.ReLU):
+            out.append(torch.tensor(0.0))
+    return out
+
+
+def reference(model: nn.Sequential, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """Every recorded quantity, from the definitions, on a copy of ``model`` as it was before the step.
+
+    ``batches`` are the step's (x, y) pairs, each with its own sum-of-squares loss
+    backpropagated, as a loop with gradient accumulation does.
+    """
+    net = copy.deepcopy(model).double()
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    slopes = [s.double() for s in _slopes(model)]
+    xs, zs, gs = [[] for _ in slopes], [[] for _ in slopes], [[] for _ in slopes]
+    hs_last, outs = [], []
+    for x, y in batches:
+        h = x.double()
+        kept = []
+        for i, lin in enumerate(linears[:-1]):
+            xs[i].append(h.detach())
+            z = h @ lin.weight.T + lin.bias
+            z.retain_grad()
+            kept.append(z)
+            h = torch.where(z > 0, z, slopes[i] * z)
+        hs_last.append(h.detach())
+        out = h @ linears[-1].weight.T + linears[-1].bias
+        outs.append(out.detach())
+        ((out - y.double()) ** 2).sum().backward()
+        for i, z in enumerate(kept):
+            zs[i].append(z.detach())
+            gs[i].append(z.grad.detach())
+    layers = []
+    for i in range(len(slopes)):
+        x, z, g = torch.cat(xs[i]), torch.cat(zs[i]), torch.cat(gs[i])
+        n, units = z.shape
+        neg = z <= 0
+        active = (~neg).sum(0)
+        frac = active.double() / n
+        h = torch.where(z > 0, z, slopes[i] * z)
+        mean_abs = h.abs().mean(0)
+        layer_mean = float(mean_abs.mean())
+        g_neg_w = x.T @ (g * neg)
+        g_pos_w = x.T @ (g * ~neg)
+        norm_neg, norm_pos = float(torch.linalg.norm(g_neg_w)), float(torch.linalg.norm(g_pos_w))
+        neg_g, pos_g = g.abs()[neg], g.abs()[~neg]
+        neg_h, pos_h = h.abs()[neg], h.abs()[~neg]
+        slope = float(f"{float(slopes[i].mean()):.6g}")
+        ratio = float(neg_g.mean() / pos_g.mean()) if neg_g.numel() and pos_g.numel() and pos_g.sum() > 0 else None
+        layers.append({
+            "layer": i + 1, "units": units, "samples": n, "negative_slope": slope,
+            "dead_units": int((active == 0).sum()), "dead_rate": float((active == 0).double().mean()),
+            "near_dead_units": int((frac < 0.01).sum()),
+            "dormant_units": units if layer_mean == 0 else int((mean_abs / layer_mean <= 0.025).sum()),
+            "active_fraction_mean": float(frac.mean()),
+            "active_fraction_quantiles": dict(zip(("min", "p10", "median", "p90", "max"), torch.quantile(
+                frac, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)).tolist())),
+            "active_fraction_histogram": [int(v) for v in torch.histc(frac.float(), 10, 0.0, 1.0)],
+            "act_neg_mean_abs": float(neg_h.mean()) if neg_h.numel() else None,
+            "act_pos_mean_abs": float(pos_h.mean()) if pos_h.numel() else None,
+            "neg_region_fraction": float(neg.double().mean()),
+            "grad_neg_mean_abs": float(neg_g.mean()) if neg_g.numel() else None,
+            "grad_pos_mean_abs": float(pos_g.mean()) if pos_g.numel() else None,
+            "grad_ratio": ratio,
+            "upstream_ratio": ratio / slope if ratio is not None and slope > 0 else None,
+            "neg_grad_share": norm_neg / (norm_neg + norm_pos) if norm_neg + norm_pos > 0 else None,
+            "weight_grad_norm_neg": norm_neg, "weight_grad_norm_pos": norm_pos,
+            "active_mask": (active > 0).tolist(),
+        })
+    w = linears[-1].weight.detach()
+    h, out = torch.cat(hs_last), torch.cat(outs)
+    sign = []
+    for k in range(w.shape[0]):
+        def masses(rows):
+            c = w[k][None, :] * h[rows]
+            pos_w, pos_h = w[k][None, :] > 0, h[rows] > 0
+            d = {"samples": int(rows.sum()),
+                 "pos_pos": float(c[pos_w & pos_h].abs().sum()), "neg_pos": float(c[~pos_w & pos_h].abs().sum()),
+                 "pos_neg": float(c[pos_w & (h[rows] < 0)].abs().sum()),
+                 "neg_neg": float(c[~pos_w & (h[rows] < 0)].abs().sum())}
+            down, net = d["neg_pos"] + d["pos_neg"], float(c.sum(1).abs().sum())
+            d["activation_route_share"] = d["pos_neg"] / down if down > 0 else None
+            total = d["pos_pos"] + d["neg_pos"] + d["pos_neg"] + d["neg_neg"]
+            d["cancellation"] = total / net if net > 0 else None
+            return d
+        entry = {"output": k, **masses(torch.ones(len(h), dtype=torch.bool))}
+        entry["negative_predictions"] = masses(out[:, k] < 0)
+        sign.append(entry)
+    return {"layers": layers, "sign": sign}
+
+
+def assert_close(got: object, want: object, where: str) -> None:
+    if isinstance(want, dict):
+        for key, value in want.items():
+            assert_close(got[key], value, f"{where}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert_close(a, b, f"{where}[{i}]")
+    elif want is None or isinstance(want, (bool, int)) and not isinstance(want, float):
+        assert got == want, f"{where}: {got} != {want}"
+    else:
+        assert got is not None and math.isclose(got, want, rel_tol=2e-5, abs_tol=1e-9), f"{where}: {got} != {want}"
+
+
+def forced_dead(activation: str) -> nn.Sequential:
+    """4 -> 6 -> 5 -> 2 with units 0 and 3 of layer 1 and unit 4 of layer 2 dead on every input."""
+    torch.manual_seed(0)
+    act = {"relu": nn.ReLU, "leaky": lambda: nn.LeakyReLU(0.1), "prelu": lambda: nn.PReLU(1, 0.2),
+           "relu_": lambda: nn.ReLU(inplace=True)}[activation]
+    model = nn.Sequential(nn.Linear(4, 6), act(), nn.Linear(6, 5), act(), nn.Linear(5, 2))
+    with torch.no_grad():
+        for unit in (0, 3):
+            model[0].weight[unit].zero_()
+            model[0].bias[unit] = -50.0
+        model[2].weight[4].zero_()
+        model[2].bias[4] = -50.0
+    return model
+
+
+def data(n: int = 48, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=gen)
+    return x, torch.stack([x[:, 0] - x[:, 1], x[:, 2] * x[:, 3]], 1)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky", "prelu", "relu_"])
+def test_every_record_matches_plain_autograd_on_its_batch(activation: str) -> None:
+    model = forced_dead(activation)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    X, Y = data()
+    masks: list[list[list[bool]]] = []
+    with track(model, every=1, window=3) as tracker:
+        for step in range(6):
+            x, y = X[8 * step:8 * step + 8], Y[8 * step:8 * step + 8]
+            want = reference(model, [(x, y)])  # the parameters as they are before opt.step()
+            loss = ((model(x) - y) ** 2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            record = tracker.step(loss)
+            assert record["step"] == step and record["samples"] == 8
+            assert record["loss"] == pytest.approx(loss.item())
+            for got, layer in zip(record["layers"], want["layers"]):
+                expected = {k: v for k, v in layer.items() if k != "active_mask"}
+                assert_close(got, expected, f"step {step} layer {layer['layer']}")
+            assert_close(record["sign"], want["sign"], f"step {step} sign")
+            masks.append([layer["active_mask"] for layer in want["layers"]])
+            for i, got in enumerate(record["layers"]):  # window of the last 3 records
+                recent = [m[i] for m in masks[-3:]]
+                window_dead = sum(not any(unit) for unit in zip(*recent))
+                assert got["window_dead_units"] == window_dead
+                assert got["window_dead_share"] == pytest.approx(window_dead / got["units"])
+                assert got["window_records"] == len(recent)
+            assert record["layers"][0]["dead_units"] >= 2 and record["layers"][1]["dead_units"] >= 1
+
+
+def test_records_equal_analyze_on_the_same_batch_and_parameters() -> None:
+    model = forced_dead("leaky")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    X, Y = data(32)
+    with track(model) as tracker:
+        for step in range(3):
+            before = copy.deepcopy(model)
+            loss = F.mse_loss(model(X), Y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            record = tracker.step()
+            analyzed = diagnose(before, X, Y).to_dict()
+            assert "loss" not in record
+            assert record["collapsed"] == analyzed["collapsed"]
+            for got, want in zip(record["layers"], analyzed["layers"]):
+                assert set(want) <= set(got)
+                assert_close(got, want, f"step {step}")
+            assert_close(record["sign"], analyzed["sign"], f"step {step} sign")
+
+
+def test_gradient_accumulation_and_frozen_weights_and_float64() -> None:
+    """Two micro-batches per step are one record; a frozen layer and float64 take the other paths."""
+    model = forced_dead("leaky").double()
+    model[0].weight.requires_grad_(False)  # its x^T g is not computed by autograd: probe computes it
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    X, Y = data(32)
+    X, Y = X.double(), Y.double()
+    with track(model) as tracker:
+        for step in range(2):
+            parts = [(X[16 * step:16 * step + 8], Y[16 * step:16 * step + 8]),
+                     (X[16 * step + 8:16 * step + 16], Y[16 * step + 8:16 * step + 16])]
+            want = reference(model, parts)
+            opt.zero_grad()
+            for x, y in parts:
+                ((model(x) - y) ** 2).sum().backward()
+            opt.step()
+            record = tracker.step()
+            assert record["samples"] == 16
+            for got, layer in zip(record["layers"], want["layers"]):
+                assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, f"step {step}")
+            assert_close(record["sign"], want["sign"], "sign")
+
+
+def test_forward_passes_without_autograd_are_not_recorded() -> None:
+    model = forced_dead("relu")
+    X, Y = data(16)
+    with track(model) as tracker:
+        with torch.no_grad():
+            model(torch.randn(100, 4))  # an evaluation pass inside a recorded step
+        ((model(X) - Y) ** 2).sum().backward()
+        record = tracker.step()
+    assert record["samples"] == 16
+    assert record["layers"][0]["samples"] == 16
+
+
+def test_a_step_without_backward_has_no_gradient_keys(caplog) -> None:
+    model = forced_dead("relu")
+    with caplog.at_level(logging.WARNING, logger="probe.track"), track(model) as tracker:
+        model(torch.randn(5, 4))
+        record = tracker.step()
+        assert tracker.step() is None  # no forward at all: nothing to record
+    assert "dead_units" in record["layers"][0] and "grad_ratio" not in record["layers"][0]
+    assert "no backward pass" in caplog.text and "no forward pass" in caplog.text
+
+
+def test_every_and_hooks_only_on_recorded_steps() -> None:
+    model = forced_dead("leaky")
+    X, Y = data(8)
+    attached = []
+    with track(model, every=3) as tracker:
+        for _ in range(8):
+            attached.append(len(model[0]._forward_hooks))
+            ((model(X) - Y) ** 2).sum().backward()
+            tracker.step()
+    assert attached == [1, 0, 0, 1, 0, 0, 1, 0]
+    assert [r["step"] for r in tracker.history] == [0, 3, 6]
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               for m in model.modules())
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt, None])
+@pytest.mark.parametrize("training", [True, False])
+def test_hooks_are_removed_on_success_exception_and_interrupt(error, training: bool, tmp_path) -> None:
+    model = forced_dead("relu_")
+    model.train(training)
+    X, Y = data(8)
+    path = tmp_path / "h.jsonl"
+    with pytest.raises(error) if error else _nothing():
+        with track(model, path, every=1) as tracker:
+            for step in range(4):
+                assert _hooks(model) == 3
+                loss = ((model(X) - Y) ** 2).sum()
+                loss.backward()
+                tracker.step(loss)
+                if error is not None and step == 2:
+                    model(X)  # a forward whose backward never comes
+                    raise error("stop")
+    assert _hooks(model) == 0
+    assert model.training is training and all(m.training is training for m in model.modules())
+    lines = path.read_text().splitlines()
+    records = 3 if error else 4  # the step that raised was recorded before it raised
+    assert len(lines) == 1 + records and all(json.loads(line) for line in lines)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_crash_mid_run_leaves_a_valid_history(tmp_path) -> None:
+    path = tmp_path / "crash.jsonl"
+    script = textwrap.dedent(f"""
+        import os, torch
+        from torch import nn
+        import probe
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with probe.track(model, {str(path)!r}, every=2) as tracker:
+            for step in range(9):
+                loss = model(torch.randn(16, 3)).pow(2).mean()
+                opt.zero_grad(); loss.backward(); opt.step()
+                tracker.step(loss)
+                if step == 6:
+                    os._exit(3)  # killed outright: no exit handler, no close()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    lines = path.read_text().splitlines()
+    assert [json.loads(line).get("step") for line in lines] == [None, 0, 2, 4, 6]
+    history = read_history(path)
+    assert [r["step"] for r in history.records] == [0, 2, 4, 6] and not history.notes
+    with open(path, "a") as fh:  # a write cut short by the crash
+        fh.write('{"step": 8, "layers": [{"dead_u')
+    cut = read_history(path)
+    assert len(cut.records) == 4 and "cut short" in cut.notes[0]
+
+
+def test_history_in_memory_equals_the_file(tmp_path) -> None:
+    X, Y = data(8)
+    runs = []
+    for path in (None, tmp_path / "run.jsonl"):
+        model = forced_dead("leaky")
+        with track(model, path) as tracker:
+            for _ in range(3):
+                ((model(X) - Y) ** 2).sum().backward()
+                tracker.step()
+        runs.append([{k: v for k, v in r.items() if k not in ("time", "elapsed")} for r in tracker.history])
+    assert runs[0] == json.loads(json.dumps(runs[1]))
+    header = json.loads((tmp_path / "run.jsonl").read_text().splitlines()[0])
+    assert header["format"] == "probe-track/1" and header["model"] == "4-6-5-2 leaky:0.1"
+    assert header["every"] == 1 and header["units"] == [6, 5]
+
+
+# -- the window of recorded steps -------------------------------------------------------------------
+
+
+def gate() -> nn.Sequential:
+    """1 -> 2 -> 1 ReLU: unit 0 is active when x > 0, unit 1 when x < 0."""
+    model = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        model[0].bias.zero_()
+        model[2].weight.fill_(1.0)
+    return model
+
+
+def test_window_dead_separates_dead_on_this_batch_from_dead() -> None:
+    model = gate()
+    negative, positive = -torch.rand(6, 1) - 0.1, torch.rand(6, 1) + 0.1
+    sequence = [negative, negative, negative, negative, positive, negative, negative, negative]
+    with track(model, window=3) as tracker:
+        for x in sequence:
+            model(x).sum().backward()
+            tracker.step()
+    unit0 = [(r["layers"][0]["dead_units"], r["layers"][0]["window_dead_units"], r["layers"][0]["revived_units"])
+             for r in tracker.history]
+    # unit 0 is dead on every negative batch; unit 1 on the positive one
+    assert unit0 == [(1, 1, 0), (1, 1, 0), (1, 1, 0), (1, 1, 0), (1, 0, 1), (1, 0, 0), (1, 0, 0), (1, 1, 0)]
+    assert [r["layers"][0]["window_records"] for r in tracker.history] == [1, 2, 3, 3, 3, 3, 3, 3]
+
+
+def test_dead_window_counts_records_not_steps() -> None:
+    window = DeadWindow(2)
+    t, f = True, False
+    seq = [[t, f, f], [f, f, t], [f, f, f], [f, t, f], [f, f, f], [f, f, f]]
+    got = [window.update([__import__("numpy").array(m)])[0] for m in seq]
+    assert [c.window_dead_units for c in got] == [2, 1, 2, 2, 2, 3]
+    assert [c.revived_units for c in got] == [0, 1, 0, 1, 0, 0]
+
+
+def test_alerts_once_per_crossing_and_on_growth(caplog) -> None:
+    monitor = AlertMonitor(window=3, dead_share=0.25, growth=0.10)
+    shares = [0.0, 0.05, 0.30, 0.30, 0.20, 0.26, 0.26]
+    kinds = [[a.kind for a in monitor.update(step, [s])] for step, s in enumerate(shares)]
+    assert kinds == [[], [], ["dead_share", "dead_growth"], [], [], ["dead_share"], []]
+    model = gate()
+    seen = []
+    with caplog.at_level(logging.WARNING, logger="probe.track"):
+        with track(model, window=2, on_alert=seen.append) as tracker:
+            for x in (torch.ones(4, 1), -torch.ones(4, 1), -torch.ones(4, 1)):
+                model(x).sum().backward()
+                tracker.step()
+    # unit 1 is dead on the positive batch: 50% window-dead at step 0; the window then holds
+    # both signs (0%) until two negative batches make unit 0 window-dead (50%, up 50 points) again
+    assert [(a["step"], a["kind"]) for a in seen] == [(0, "dead_share"), (2, "dead_share"), (2, "dead_growth")]
+    assert all(a["layer"] == 1 for a in seen) and seen[2]["previous"] == 0.0
+    assert tracker.history[0]["alerts"] == [seen[0]] and tracker.history[1]["alerts"] == []
+    assert "step 0: hidden layer 1 has 50.0% window-dead units" in caplog.text
+
+
+# -- what is accepted and refused --------------------------------------------------------------------
+
+
+class FunctionalNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 7), nn.Linear(7, 7), nn.Linear(7, 2)
+
+    def forward(self, x):
+        return self.c(F.leaky_relu(self.b(torch.relu(self.a(x))), 0.2))
+
+
+def test_any_model_analyze_accepts_is_tracked() -> None:
+    model = FunctionalNet()
+    X, Y = data(8)
+    with track(model) as tracker:
+        want = reference(nn.Sequential(model.a, nn.ReLU(), model.b, nn.LeakyReLU(0.2), model.c), [(X, Y)])
+        ((model(X) - Y) ** 2).sum().backward()
+        record = tracker.step()
+    assert [lay["negative_slope"] for lay in record["layers"]] == [0.0, 0.2]
+    for got, layer in zip(record["layers"], want["layers"]):
+        assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, "functional")
+    mlp = probe.MLP.build([4, 5, 2], "prelu")
+    loaded = probe.as_model(mlp)
+    with track(loaded) as tracker:  # a LoadedModel: its .mlp is what is trained
+        mlp(X).sum().backward()
+        assert tracker.step()["layers"][0]["negative_slope"] == 0.25
+
+
+@pytest.mark.parametrize("model, needle", [
+    ("model.pt", "needs the module itself"),
+    (nn.Sequential(nn.Conv1d(1, 1, 1)), "not an MLP"),
+    (nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)), "not an MLP"),
+])
+def test_refuses_what_analyze_refuses(model, needle) -> None:
+    with pytest.raises(ModelLoadError, match=needle):
+        track(model)
+
+
+def test_refuses_a_linear_applied_twice_and_bad_options() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.out = nn.Linear(3, 3), nn.Linear(3, 1)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.lin(torch.relu(self.lin(x)))))
+
+    with pytest.raises(ModelLoadError, match="more than once"):
+        track(Twice())
+    model = gate()
+    for options in ({"every": 0}, {"window": 1.5}, {"alert_dead_share": 2.0}, {"on_alert": 3}):
+        with pytest.raises(ProbeError):
+            track(model, **options)
+    with track(model) as tracker, pytest.raises(ProbeError, match="not a number"):
+        model(torch.ones(2, 1)).sum().backward()
+        tracker.step(torch.ones(3))
+    with pytest.raises(ProbeError, match="already open"):
+        with track(model) as tracker:
+            tracker.open()
+    assert _hooks(model) == 0
+
+
+def test_track_is_on_the_package_face() -> None:
+    assert probe.track is track and isinstance(track(gate()), Tracker)
+
+
+def test_the_readme_loop_runs_and_its_history_reads(tmp_path, monkeypatch, capsys) -> None:
+    """The README's probe.track example, as printed there, then probe history on what it wrote."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"<!-- track -->\n```python\n(.*?)```", text, re.S)
+    assert block, "README has no <!-- track --> python block"
+    monkeypatch.chdir(tmp_path)
+    logging.getLogger("probe.track").setLevel(logging.ERROR)
+    try:
+        exec(compile(block.group(1), "README track snippet", "exec"), {"__name__": "readme"})
+    finally:
+        logging.getLogger("probe.track").setLevel(logging.NOTSET)
+    assert "of 64 units in layer 2 are dead" in capsys.readouterr().out
+    for name in ("relu", "leaky"):
+        history = read_history(tmp_path / "runs" / f"{name}.jsonl")
+        assert len(history.records) == 168 and history.records[-1]["step"] == 835
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_model_on_the_gpu_gives_the_cpu_reference() -> None:
+    model = forced_dead("leaky").cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    X, Y = data(64)
+    with track(model) as tracker:
+        for step in range(3):
+            want = reference(copy.deepcopy(model).cpu(), [(X, Y)])
+            loss = ((model(X.cuda()) - Y.cuda()) ** 2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            record = tracker.step(loss)
+            for got, layer in zip(record["layers"], want["layers"]):
+                assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, f"cuda step {step}")
+            assert_close(record["sign"], want["sign"], "cuda sign")
