@@ -76,6 +76,8 @@ def reference(model: nn.Sequential, batches: list[tuple[torch.Tensor, torch.Tens
         layer_mean = float(mean_abs.mean())
         g_neg_w = x.T @ (g * neg)
         g_pos_w = x.T @ (g * ~neg)
+        full_neg = torch.cat([g_neg_w, (g * neg).sum(0)[None]])  # weights and bias
+        full = torch.cat([g_neg_w + g_pos_w, g.sum(0)[None]])
         norm_neg, norm_pos = float(torch.linalg.norm(g_neg_w)), float(torch.linalg.norm(g_pos_w))
         neg_g, pos_g = g.abs()[neg], g.abs()[~neg]
         neg_h, pos_h = h.abs()[neg], h.abs()[~neg]
@@ -93,15 +95,17 @@ def reference(model: nn.Sequential, batches: list[tuple[torch.Tensor, torch.Tens
             "act_neg_mean_abs": float(neg_h.mean()) if neg_h.numel() else None,
             "act_pos_mean_abs": float(pos_h.mean()) if pos_h.numel() else None,
             "neg_region_fraction": float(neg.double().mean()),
+            "act_mean": float(h.mean()),
             "grad_neg_mean_abs": float(neg_g.mean()) if neg_g.numel() else None,
             "grad_pos_mean_abs": float(pos_g.mean()) if pos_g.numel() else None,
             "grad_ratio": ratio,
             "upstream_ratio": ratio / slope if ratio is not None and slope > 0 else None,
             "neg_grad_share": norm_neg / (norm_neg + norm_pos) if norm_neg + norm_pos > 0 else None,
+            "neg_grad_fraction": float((full_neg * full).sum() / (full * full).sum()),
             "weight_grad_norm_neg": norm_neg, "weight_grad_norm_pos": norm_pos,
             "active_mask": (active > 0).tolist(),
         })
-    w = linears[-1].weight.detach()
+    w, b = linears[-1].weight.detach(), linears[-1].bias.detach()
     h, out = torch.cat(hs_last), torch.cat(outs)
     sign = []
     for k in range(w.shape[0]):
@@ -114,6 +118,11 @@ def reference(model: nn.Sequential, batches: list[tuple[torch.Tensor, torch.Tens
                  "neg_neg": float(c[~pos_w & (h[rows] < 0)].abs().sum())}
             down, net = d["neg_pos"] + d["pos_neg"], float(c.sum(1).abs().sum())
             d["activation_route_share"] = d["pos_neg"] / down if down > 0 else None
+            d["bias_pos"], d["bias_neg"] = d["samples"] * max(float(b[k]), 0.0), d["samples"] * max(-float(b[k]), 0.0)
+            everything_down = down + d["bias_neg"]
+            d["downward_shares"] = None if everything_down <= 0 else {
+                "negative_weights": d["neg_pos"] / everything_down,
+                "negative_activations": d["pos_neg"] / everything_down, "bias": d["bias_neg"] / everything_down}
             total = d["pos_pos"] + d["neg_pos"] + d["pos_neg"] + d["neg_neg"]
             d["cancellation"] = total / net if net > 0 else None
             return d
@@ -284,7 +293,7 @@ def test_hooks_are_removed_on_success_exception_and_interrupt(error, training: b
     with pytest.raises(error) if error else _nothing():
         with track(model, path, every=1) as tracker:
             for step in range(4):
-                assert _hooks(model) == 3
+                assert _hooks(model) == 2  # one per hidden Linear
                 loss = ((model(X) - Y) ** 2).sum()
                 loss.backward()
                 tracker.step(loss)
