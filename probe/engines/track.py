@@ -9,18 +9,18 @@
             tracker.step(loss)          # the loss is optional
 
 Forward hooks on the hidden ``nn.Linear`` layers of *your* model (not a copy)
-read each recorded batch's input ``x`` and pre-activation ``z``, and a tensor
-hook on ``z`` receives ``g = dL/dz`` from your own backward pass; they feed a
-fresh :class:`probe.diagnostics.Collector` per recorded step, the accumulators
-``probe analyze`` uses, so a record holds analyze's numbers on that step's
-batch (:mod:`probe.engines.track_feed`). Steps are numbered from 0 by the
-calls to :meth:`Tracker.step`; step ``s`` is recorded when ``s`` is a multiple
-of ``every``. The hooks are attached for the steps to record only: between
-records the model runs with no hook at all, and ``step()`` costs a counter
-check. A recorded step covers every forward pass with autograd since the
-previous ``step()`` call (several with gradient accumulation); forward passes
-without autograd (evaluation under ``torch.no_grad``) are not recorded. The
-weights are those of the forward pass, before ``opt.step()``.
+read each recorded batch's input ``x`` and pre-activation ``z``, a tensor hook
+on ``z`` receives ``g = dL/dz`` from your own backward pass, and a forward hook
+on the final Linear reads its input for the sign routes. Steps are numbered
+from 0 by the calls to :meth:`Tracker.step`; step ``s`` is recorded when ``s``
+is a multiple of ``every``. The hooks are attached for the steps to record
+only: between records the model runs with no hook at all, and ``step()``
+costs a counter check. A recorded step covers every forward pass with
+autograd since the previous ``step()`` call (several with gradient
+accumulation); forward passes without autograd (evaluation under
+``torch.no_grad``) are not recorded. The weights are those of the forward
+pass, before ``opt.step()``. What is computed, and how, is in
+:mod:`probe.engines.track_batch` and :mod:`probe.engines.track_record`.
 
 The record of a step (one JSON line, or a dict in ``tracker.history``):
 
@@ -54,7 +54,9 @@ from torch import nn
 from probe.core.checks import check_fraction
 from probe.core.errors import ProbeError
 from probe.core.version import __version__
-from probe.engines.track_feed import StepFeed
+from probe.diagnostics.results import NetworkDiagnostics
+from probe.engines.track_batch import LayerStep, Scratch, SignStep
+from probe.engines.track_record import layer_dict, layer_results, sign_dict, sign_results, to_host
 from probe.engines.track_io import FORMAT, LineWriter, read_lines
 from probe.engines.track_model import slope_reader, user_layers
 from probe.engines.track_window import AlertMonitor, DeadWindow
@@ -67,6 +69,14 @@ def _positive_int(name: str, value: object) -> int:
         raise ProbeError(f"{name} must be a positive integer", expected="an integer >= 1", found=repr(value),
                          fix=f"pass {name}=10, for instance")
     return value
+
+
+class _StepState:
+    """What the hooks gather during one recorded step."""
+
+    def __init__(self, layers: list[nn.Linear], scratch: list[Scratch]) -> None:
+        self.layers = [LayerStep(lin.out_features, lin.in_features, pool) for lin, pool in zip(layers, scratch)]
+        self.sign = SignStep(scratch[-1])
 
 
 class Tracker:
@@ -121,15 +131,16 @@ class Tracker:
         self._window = DeadWindow(self.window)
         self._monitor = AlertMonitor(self.window, alert_dead_share, alert_growth)
         self._records: list[dict] = []
-        self._current: StepFeed | None = None
+        self._scratch = [Scratch() for _ in range(len(self.hidden) + 1)]
+        self._current: _StepState | None = None
         self._handles: list = []
         self._open = False
         self._writer: LineWriter | None = None
         self._started = 0.0
         self._warned: set[str] = set()
 
-    def _new_state(self) -> StepFeed:
-        return StepFeed(self.hidden, self.final, self.near_dead_threshold, self.dormant_tau)
+    def _new_state(self) -> _StepState:
+        return _StepState(self.hidden, self._scratch)
 
     # -- borrowing the model -------------------------------------------------------------------------
 
@@ -167,6 +178,7 @@ class Tracker:
             if not self._handles:
                 for i, lin in enumerate(self.hidden):
                     self._handles.append(lin.register_forward_hook(self._hidden_hook(i)))
+                self._handles.append(self.final.register_forward_hook(self._final_hook))
         else:
             self._current = None
             self._detach()
@@ -189,9 +201,15 @@ class Tracker:
             state = self._current
             if state is None or not output.requires_grad:  # closed, or a forward pass without autograd
                 return
-            state.forward(layer, inputs[0], output, slope())
+            state.layers[layer].forward(module, inputs[0], output, slope())
 
         return hook
+
+    def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        state = self._current
+        if state is None or not output.requires_grad:
+            return
+        state.sign.forward(module, inputs[0])
 
     # -- the loop's side -----------------------------------------------------------------------------
 
@@ -231,26 +249,34 @@ class Tracker:
             self._warned.add(key)
             log.warning(message)
 
-    def _record(self, state: StepFeed, step: int, loss: float | None) -> dict | None:
-        if state.collector is None or not all(state.forwards):
+    def _record(self, state: _StepState, step: int, loss: float | None) -> dict | None:
+        if any(layer.forward_sums is None for layer in state.layers):
             self._warn_once("forward", f"step {step} was to be recorded, but no forward pass with autograd "
                             "went through the model since the previous tracker.step(); nothing recorded")
             return None
-        diagnostics, active, complete = state.result()
-        if not complete:
-            self._warn_once("backward", f"step {step}: no backward pass reached every hidden layer before "
+        if any(not layer.grad_parts for layer in state.layers):
+            self._warn_once("backward", f"step {step}: no backward pass reached the hidden layers before "
                             "tracker.step(); its record has no gradient diagnostics (call step() after "
                             "loss.backward())")
-        counts = self._window.update([a.cpu().numpy() > 0 for a in active])
+        host = to_host([layer.tensors() for layer in state.layers] + [state.sign.tensors()])
+        diagnostics = NetworkDiagnostics(
+            tuple(layer_results(state.layers, host[:-1], self.near_dead_threshold, self.dormant_tau)),
+            sign_results(state.sign, host[-1]))
+        active = [values[0][:layer.units] < layer.samples - 0.5  # fewer than all samples at z <= 0
+                  for layer, values in zip(state.layers, host)]
+        counts = self._window.update(active)
         alerts = [a.to_dict() for a in self._monitor.update(step, [c.window_dead_share for c in counts])]
-        doc = diagnostics.to_dict()
-        for layer, window in zip(doc["layers"], counts):
-            layer.update(window.to_dict())
         record: dict = {"step": step}
         if loss is not None:
             record["loss"] = loss
-        record.update({"time": round(time.time(), 3), "elapsed": round(time.perf_counter() - self._started, 6),
-                       "samples": state.samples, **doc, "alerts": alerts})
+        record.update({
+            "time": round(time.time(), 3), "elapsed": round(time.perf_counter() - self._started, 6),
+            "samples": state.layers[0].samples,
+            "collapsed": diagnostics.collapsed,
+            "layers": [{**layer_dict(d), **vars(c)} for d, c in zip(diagnostics.layers, counts)],
+            "sign": [sign_dict(s) for s in diagnostics.sign],
+            "alerts": alerts,
+        })
         if self._writer is not None:
             self._writer.write(record)
         else:

@@ -53,13 +53,13 @@ def _on_cpu(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).cpu()
 
 
-def slope_reader(act: nn.Module) -> Callable[[], torch.Tensor]:
-    """A function giving the activation's negative slope, shaped ``[1, 1, 1 or units]``, when called.
+def slope_reader(act: nn.Module) -> Callable[[], float | torch.Tensor | None]:
+    """A function giving the activation's negative slope at the moment of a recorded forward pass.
 
-    A PReLU's learned slopes are read at each call (the optimizer moves them);
-    a fixed slope is made once.
+    A PReLU's learned slopes are read each time (the optimizer moves them); a
+    fixed slope is a number; a ReLU gives None (no negative side to measure).
     """
     if isinstance(act, nn.PReLU):
-        return lambda: slope_tensor(act).reshape(1, 1, -1)
-    fixed = slope_tensor(act).reshape(1, 1, -1)
-    return lambda: fixed
+        return lambda: slope_tensor(act)
+    fixed = float(slope_tensor(act))
+    return (lambda: None) if fixed == 0.0 else (lambda: fixed)
