@@ -86,7 +86,7 @@ def _histograms(frac: np.ndarray, layout: _Layout) -> np.ndarray:
 
 
 def activity_results(blocks: list[np.ndarray], samples: list[int], near_dead_threshold: float,
-                     dormant_tau: float) -> list[ActivityResult]:
+                     dormant_tau: float, neg_signs: list[np.ndarray] | None = None) -> list[ActivityResult]:
     """:class:`ActivityResult` per layer from its per-unit sums ``[3, units]``.
 
     The rows: the number of samples with ``z <= 0``, the sum of ``relu(z)``, the
@@ -119,7 +119,10 @@ def activity_results(blocks: list[np.ndarray], samples: list[int], near_dead_thr
             active_fraction_quantiles=dict(zip(QUANTILES, qs[i])), active_fraction_histogram=hist[i],
             act_neg_mean_abs=neg_mean, act_pos_mean_abs=pos_mean,
             act_ratio=None if neg_mean is None or pos_mean is None else _ratio(neg_mean, pos_mean),
-            neg_region_fraction=n_neg / (m * u)))
+            neg_region_fraction=n_neg / (m * u),
+            # signed mean of h: the negative side's |h| counts against it where the slope is >= 0
+            act_mean=float(blocks[i][1].sum() - ((1.0 if neg_signs is None else neg_signs[i]) * blocks[i][2]).sum())
+            / (m * u)))
     return out
 
 
@@ -143,7 +146,8 @@ def gradient_result(sums: np.ndarray, n_neg: int, entries: int, norms: np.ndarra
     return GradientResult(
         grad_neg_mean_abs=neg_mean, grad_pos_mean_abs=pos_mean, grad_ratio=ratio,
         upstream_ratio=ratio / slope if ratio is not None and slope > 0 else None,
-        neg_grad_share=share, weight_grad_norm_neg=norm_neg, weight_grad_norm_pos=norm_pos)
+        neg_grad_share=share, neg_grad_fraction=None,  # not recorded per step (it needs the bias split too)
+        weight_grad_norm_neg=norm_neg, weight_grad_norm_pos=norm_pos)
 
 
 def forward_rows(values: np.ndarray, units: int) -> np.ndarray:
@@ -152,11 +156,20 @@ def forward_rows(values: np.ndarray, units: int) -> np.ndarray:
     return rows if rows.shape[0] == 3 else np.vstack([rows, np.zeros((1, units))])
 
 
+def _slope_signs(slope, units: int) -> np.ndarray:
+    """+1 per unit where the negative slope is >= 0 (the negative side's h is <= 0), -1 where it is below."""
+    if slope is None or isinstance(slope, float):
+        return np.full(units, 1.0 if slope is None or slope >= 0 else -1.0)
+    values = slope.detach().double().reshape(-1).cpu().numpy()
+    return np.broadcast_to(np.where(values >= 0, 1.0, -1.0), (units,)).copy()
+
+
 def layer_results(steps: list[LayerStep], values: list[list[np.ndarray]], near_dead_threshold: float,
                   dormant_tau: float) -> list[LayerDiagnostics]:
     """Every hidden layer's diagnostics from :meth:`LayerStep.tensors`' values, now on the host."""
     activity = activity_results([forward_rows(v[0], s.units) for s, v in zip(steps, values)],
-                                [s.samples for s in steps], near_dead_threshold, dormant_tau)
+                                [s.samples for s in steps], near_dead_threshold, dormant_tau,
+                                [_slope_signs(s.slope, s.units) for s in steps])
     out = []
     for i, (step, vals, act) in enumerate(zip(steps, values, activity)):
         # 6 significant digits, as analyze: a float32 slope of 0.01 reads 0.01, not 0.0099999998
@@ -183,9 +196,10 @@ def sign_results(step: SignStep, values: list[np.ndarray]) -> tuple[SignResult, 
     sums, w = values[0], values[1].reshape(k, u)
     hp, h, net, counts = np.split(sums, np.cumsum([(k + 1) * u, (k + 1) * u, (k + 1) * k]))
     hp, h, net = hp.reshape(k + 1, u), h.reshape(k + 1, u), net.reshape(k + 1, k)
-    return tuple(SignResult(i, route_masses(w[i], hp[0], hp[0] - h[0], float(net[0, i]), step.samples),
+    b = step.bias.detach().double().cpu().numpy()  # the output's bias: a downward route of its own
+    return tuple(SignResult(i, route_masses(w[i], hp[0], hp[0] - h[0], float(net[0, i]), step.samples, b[i:i + 1]),
                             route_masses(w[i], hp[1 + i], hp[1 + i] - h[1 + i], float(net[1 + i, i]),
-                                         int(round(counts[1 + i]))))
+                                         int(round(counts[1 + i])), b[i:i + 1]))
                  for i in range(k))
 
 
@@ -199,5 +213,6 @@ def layer_dict(diag: LayerDiagnostics) -> dict:
 
 def sign_dict(sign: SignResult) -> dict:
     """``sign.to_dict()``, without ``asdict``'s deep copies."""
-    return {"output": sign.output, **vars(sign.all_samples),
-            "negative_predictions": vars(sign.negative_predictions)}
+    return {"output": sign.output, **vars(sign.all_samples), "downward_shares": sign.all_samples.downward_shares,
+            "negative_predictions": {**vars(sign.negative_predictions),
+                                     "downward_shares": sign.negative_predictions.downward_shares}}
