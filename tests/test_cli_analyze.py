@@ -52,7 +52,8 @@ def test_analyze_terminal_output(files) -> None:
     (["analyze", "missing.pt", "--data", "d.npz"], "does not exist"),
     (["analyze", "m.pt", "--data", "wide.npz"], "wrong width"),
     (["analyze", "m.pt"], "No evaluation data"),
-    (["analyze", "m.pt", "--data", "d.npz", "--activation", "tanh"], "Unknown activation"),
+    (["analyze", "m.pt", "--data", "d.npz", "--activation", "sigmoid"], "Unknown activation"),
+    (["analyze", "m.pt", "--data", "d.npz", "--activation", "gelu"], "contradicts the probe checkpoint"),
 ])
 def test_analyze_errors_exit_2_without_traceback(files, monkeypatch, args, needle) -> None:
     monkeypatch.chdir(files)

@@ -264,7 +264,7 @@ CASES = [
     Case("checkpoint_widths_str", _ckpt(lambda: _checkpoint(widths="2-3-1")), r"'widths' to be a list"),
     Case("checkpoint_widths_contradict", _ckpt(lambda: _checkpoint(widths=[2, 4, 1])), r"widths to match"),
     Case("checkpoint_activation_int", _ckpt(lambda: _checkpoint(activation=7)), r"'activation' = 7"),
-    Case("checkpoint_activation_unknown", _ckpt(lambda: _checkpoint(activation="tanh")), r"'activation' = 'tanh'"),
+    Case("checkpoint_activation_unknown", _ckpt(lambda: _checkpoint(activation="sigmoid")), r"'activation' = 'sigmoid'"),
     Case("checkpoint_hidden_width_0", _ckpt(lambda: _checkpoint(
         {"0.weight": torch.zeros(0, 2), "0.bias": torch.zeros(0), "2.weight": torch.zeros(1, 0),
          "2.bias": torch.zeros(1)}, widths=[2, 0, 1])), r"hidden layer 1 has width 0"),

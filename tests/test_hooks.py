@@ -39,7 +39,7 @@ def test_no_hook_left_after_failure(random_mlp: MLP) -> None:
     collector = Collector(2)
     with pytest.raises(ValueError):
         with hook_session(random_mlp, collector):
-            assert _hook_count(random_mlp) == 2
+            assert _hook_count(random_mlp) == 4  # per hidden layer: its Linear and its activation
             assert not random_mlp.training
             raise ValueError
     assert _hook_count(random_mlp) == 0 and random_mlp.training

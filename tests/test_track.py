@@ -451,7 +451,9 @@ def test_any_model_analyze_accepts_is_tracked() -> None:
 @pytest.mark.parametrize("model, needle", [
     ("model.pt", "needs the module itself"),
     (nn.Sequential(nn.Conv1d(1, 1, 1)), "not an MLP"),
-    (nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)), "not an MLP"),
+    (nn.Sequential(nn.Linear(3, 3), nn.Sigmoid(), nn.Linear(3, 1)), "not an MLP"),
+    (nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)), "ReLU-family chains only"),
+    (nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.ReLU(), nn.Linear(3, 1)), "ReLU-family chains only"),
 ])
 def test_refuses_what_analyze_refuses(model, needle) -> None:
     with pytest.raises(ModelLoadError, match=needle):

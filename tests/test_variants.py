@@ -17,7 +17,7 @@ def test_grammar(spec, slope, canonical) -> None:
     assert variant_of_module(v.make_module()).spec == canonical
 
 
-@pytest.mark.parametrize("spec", ["tanh", "leaky:x", "leaky:-0.1", "leaky:1.5", "relu:0.1", "leaky:nan"])
+@pytest.mark.parametrize("spec", ["sigmoid", "gelu:foo", "elu:-1", "rrelu:0.5:0.2", "selu:1", "softplus:0", "leaky:x", "leaky:-0.1", "leaky:1.5", "relu:0.1", "leaky:nan"])
 def test_bad_specs(spec) -> None:
     with pytest.raises(VariantError):
         parse_variant(spec)

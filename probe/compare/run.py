@@ -42,6 +42,13 @@ def _parse_variants(specs: Sequence[str | Variant]) -> list[Variant]:
     if len(variants) < 2:
         raise VariantError("compare needs at least two variants", expected="two or more activation specs",
                            found=f"{len(variants)}", fix="e.g. probe compare relu leaky")
+    other = [v.spec for v in variants if v.kind not in ("relu", "leaky", "prelu")]
+    if other:
+        raise VariantError("compare trains the relu, leaky and prelu variants only",
+                           expected="relu, leaky, leaky:SLOPE or prelu",
+                           found=", ".join(other),
+                           fix="analyse models with these activations with probe analyze; "
+                               "compare them with relu/leaky/prelu variants")
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise VariantError("A variant is listed twice", expected="distinct variants",

@@ -1,7 +1,8 @@
 """Unit activity: dead, near-dead and dormant units, and output magnitude per side.
 
-Definitions (hidden layer with pre-activation ``z`` and negative slope ``a``;
-the activation is ``h = z`` where ``z > 0`` and ``h = a * z`` elsewhere):
+Definitions (hidden layer whose activation ``h = f(z)`` has input ``z``; for
+the ReLU family with negative slope ``a``, ``h = z`` where ``z > 0`` and
+``h = a * z`` elsewhere):
 
 * A unit is *active* on a sample when ``z > 0``. The negative region is
   ``z <= 0`` (PyTorch's convention at exactly 0).
@@ -13,6 +14,9 @@ the activation is ``h = z`` where ``z > 0`` and ``h = a * z`` elsewhere):
   whole layer outputs zeros every unit is dormant.
 * Output magnitude: mean ``|h|`` over negative-region entries against mean
   ``|h|`` over positive-region entries (entries = sample x unit pairs).
+* ``local_slope_neg``: the mean of the activation's derivative ``f'(z)`` over
+  the negative-region entries: the slope itself for a leaky ReLU (0 for ReLU),
+  ``alpha * exp(z)`` averaged over the data for ELU, and so on.
 * ``act_mean``: the mean of ``h`` over all entries, signed. ReLU outputs are
   never negative, so it is positive; negative values pull it towards 0, the
   "bias shift" that Clevert et al. 2016 argue slows learning.
@@ -51,6 +55,7 @@ class ActivityResult:
     act_ratio: float | None
     neg_region_fraction: float
     act_mean: float
+    local_slope_neg: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,6 +82,7 @@ class ActivityStats:
         self.abs_h: torch.Tensor | None = None  # [M, U] sum of |h|
         self.neg_abs = self.neg_count = self.pos_abs = self.pos_count = None  # [M]
         self.h_sum: torch.Tensor | None = None  # [M] signed sum of h
+        self.neg_deriv: torch.Tensor | None = None  # [M] sum of f'(z) over negative-region entries
 
     def update(self, z: torch.Tensor, slope: torch.Tensor, neg: torch.Tensor | None = None) -> None:
         """Feed one batch.
@@ -101,7 +107,30 @@ class ActivityStats:
         neg_sum = neg_z * slope[:, 0, :].double().abs()  # [M, U]
         signed = (pos_sum.double() - neg_z * slope[:, 0, :].double()).sum(dim=1)  # [M] sum of h
         pos_sum = pos_sum.double()
-        active = z.shape[1] - neg.sum(dim=1).round().long()  # [M, U]
+        neg_units = neg.sum(dim=1)  # [M, U]
+        # f'(z) = slope on the negative side: per unit, (negative entries) x (that unit's slope)
+        deriv = (neg_units.double() * slope[:, 0, :].double()).sum(dim=1)
+        self._add(z, neg_units, pos_sum, neg_sum, signed, deriv)
+
+    def update_general(self, z: torch.Tensor, h: torch.Tensor, deriv: torch.Tensor, neg: torch.Tensor) -> None:
+        """Feed one batch of any elementwise activation, given its output and derivative.
+
+        Args:
+            z: Activation inputs ``[members, batch, units]``.
+            h: ``f(z)``, same shape.
+            deriv: ``f'(z)``, same shape.
+            neg: The mask ``z <= 0`` as 0/1 in ``z``'s dtype.
+        """
+        h_abs = h.abs()
+        neg_abs = (h_abs * neg).sum(dim=1).double()
+        pos_abs = h_abs.sum(dim=1).double() - neg_abs
+        self._add(z, neg.sum(dim=1), pos_abs, neg_abs, h.sum(dim=(1, 2)).double(),
+                  (deriv * neg).sum(dim=(1, 2)).double())
+
+    def _add(self, z: torch.Tensor, neg_units: torch.Tensor, pos_sum: torch.Tensor, neg_sum: torch.Tensor,
+             signed: torch.Tensor, deriv: torch.Tensor) -> None:
+        """Accumulate one batch: per-unit ``|h|`` sums by side ``[M, U]``, signed ``h`` and ``f'`` sums ``[M]``."""
+        active = z.shape[1] - neg_units.round().long()  # [M, U]
         n_pos = active.sum(dim=1)
         n_all = z.shape[1] * z.shape[2]
         if self.active is None:
@@ -113,6 +142,8 @@ class ActivityStats:
             self.pos_count = torch.zeros(m, dtype=torch.long, device=z.device)
             self.h_sum = torch.zeros(m, dtype=torch.float64, device=z.device)
             self.neg_count = torch.zeros_like(self.pos_count)
+            self.neg_deriv = torch.zeros_like(self.pos_abs)
+        self.neg_deriv += deriv
         self.active += active
         self.h_sum += signed
         self.abs_h += pos_sum + neg_sum
@@ -165,4 +196,5 @@ class ActivityStats:
             act_ratio=None if neg_mean is None or pos_mean is None else _ratio(neg_mean, pos_mean),
             neg_region_fraction=int(self.neg_count[member]) / (n * units),
             act_mean=float(self.h_sum[member]) / (n * units),
+            local_slope_neg=_ratio(float(self.neg_deriv[member]), int(self.neg_count[member])),
         )

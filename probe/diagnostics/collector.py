@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from probe.core.activations import value_and_derivative
 from probe.core.variants import leaky_relu
 from probe.diagnostics.activity import ActivityStats, negative_mask
 from probe.diagnostics.gradients import GradientStats
@@ -73,26 +74,50 @@ class Collector:
         self.slopes: list[torch.Tensor | None] = [None] * n_layers
 
     def forward(self, layer: int, x: torch.Tensor, z: torch.Tensor,
-                slope: torch.Tensor) -> PendingBackward:
+                slope: torch.Tensor | None, fn=None) -> PendingBackward:
         """Feed one layer's forward tensors; returns what its backward needs.
 
         ``z`` must be read here, before an in-place activation overwrites it: the
         returned state holds the mask ``z <= 0`` (0/1 floats), computed now, and the layer input
         guarded by its version counter (see :class:`PendingBackward`).
+
+        Args:
+            layer: Hidden layer index.
+            x: The layer's input ``[members, batch, fan_in]``.
+            z: The activation's input ``[members, batch, units]``.
+            slope: The ReLU-family negative slope (broadcastable to ``z``), or None
+                for a smooth activation, given as ``fn``.
+            fn: The elementwise activation when ``slope`` is None.
         """
-        z, slope = z.detach(), slope.detach()  # a learnable PReLU slope must not pull in its graph
-        self.slopes[layer] = slope
+        z = z.detach()
         neg = negative_mask(z)
-        self.activity[layer].update(z, slope, neg)
+        if slope is not None:
+            slope = slope.detach()  # a learnable PReLU slope must not pull in its graph
+            self.slopes[layer] = slope
+            self.activity[layer].update(z, slope, neg)
+            h = leaky_relu(z, slope) if self.sign is not None and layer == len(self.activity) - 1 else None
+        else:
+            h, deriv = value_and_derivative(fn, z)
+            self.activity[layer].update_general(z, h, deriv, neg)
         if self.sign is not None and layer == len(self.activity) - 1:
-            self.sign.update(leaky_relu(z, slope))
+            self.sign.update(h)
         keep_x = x.detach() if self.gradients is not None and self.weight_grads else None
         return PendingBackward(layer, neg, keep_x, 0 if keep_x is None else keep_x._version)
 
     def backward(self, pending: PendingBackward, g: torch.Tensor) -> None:
-        """Feed ``g = dL/dz`` for the batch whose forward produced ``pending``."""
+        """Feed ``g = dL/dz`` for the batch whose forward produced ``pending`` (no norm: ``u = z``)."""
         if self.gradients is not None:
             self.gradients[pending.layer].update(pending.neg, g, pending.checked_x())
+
+    def backward_z(self, pending: PendingBackward, g_z: torch.Tensor) -> None:
+        """With a norm between the Linear and the activation: ``dL/dz`` (for the gradient ratios)."""
+        if self.gradients is not None:
+            self.gradients[pending.layer].update_ratio(pending.neg, g_z)
+
+    def backward_u(self, pending: PendingBackward, g_u: torch.Tensor) -> None:
+        """With a norm between: ``dL/du`` at the Linear's output (for the weight-gradient split)."""
+        if self.gradients is not None and self.weight_grads:
+            self.gradients[pending.layer].update_weights(pending.neg, g_u, pending.checked_x())
 
     def set_weight_grads(self, totals: list[torch.Tensor]) -> None:
         """Full weight gradients per hidden layer, ``[members, fan_in, units]`` each."""
@@ -104,10 +129,26 @@ class Collector:
         """Frozen diagnostics of one member."""
         layers = []
         for i, act in enumerate(self.activity):
-            slope = self.slopes[i]
-            # 6 significant digits: a float32 slope of 0.01 should read 0.01, not 0.0099999998
-            nominal = 0.0 if slope is None else float(f"{float(slope[member].mean()):.6g}")
-            grad = self.gradients[i].result(member, nominal) if self.gradients is not None else None
-            layers.append(LayerDiagnostics(i, nominal, act.result(member), grad))
+            nominal, spread = nominal_slope(self.slopes[i], member)
+            grad = self.gradients[i].result(member, nominal or 0.0) if self.gradients is not None else None
+            layers.append(LayerDiagnostics(i, nominal, act.result(member), grad, spread))
         sign = tuple(self.sign.result(member)) if self.sign is not None else ()
         return NetworkDiagnostics(tuple(layers), sign)
+
+
+def nominal_slope(slope: torch.Tensor | None, member: int) -> tuple[float | None, dict | None]:
+    """``(negative_slope, prelu_slopes)`` of one member's layer.
+
+    A single slope is reported as ``negative_slope`` (6 significant digits: a
+    float32 slope of 0.01 reads 0.01, not 0.0099999998). Per-channel PReLU
+    slopes are reported as a distribution, never as a signed mean (which can
+    hide slopes of both signs): ``{count, mean_abs, min, max, negative}``.
+    Smooth activations have no nominal slope: ``(None, None)``.
+    """
+    if slope is None:
+        return None, None
+    values = slope[member].reshape(-1).double()
+    if values.numel() == 1:
+        return float(f"{float(values[0]):.6g}"), None
+    return None, {"count": values.numel(), "mean_abs": float(values.abs().mean()), "min": float(values.min()),
+                  "max": float(values.max()), "negative": int((values < 0).sum())}

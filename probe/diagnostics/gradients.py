@@ -7,8 +7,10 @@ For a hidden layer with input ``x``, pre-activation ``z`` and ``g = dL/dz``:
   ratio is exactly the slope, so ``grad_ratio / slope`` is what the upstream
   gradient contributes (reported as ``upstream_ratio``).
 * ``neg_grad_share`` = ``||G_neg|| / (||G_neg|| + ||G_pos||)`` (Frobenius),
-  where ``G_neg = sum_i x_i (g_i * [z_i <= 0])^T`` and ``G_pos`` likewise with
-  ``[z_i > 0]``; ``G_neg + G_pos`` is the layer's full-batch weight gradient.
+  where ``G_neg = sum_i x_i (dL/du_i * [z_i <= 0])^T`` and ``G_pos`` likewise
+  with ``[z_i > 0]``; ``u`` is the Linear's output (``u = z`` unless a LayerNorm
+  or RMSNorm sits between the Linear and the activation), so ``G_neg + G_pos``
+  is the layer's full-batch weight gradient.
   It is a ratio of norms, not a share of the gradient: the two parts can point
   against each other, and the biases are left out.
 * ``neg_grad_fraction`` = ``<G_neg, G> / ||G||^2`` with ``G = G_neg + G_pos``,
@@ -73,6 +75,12 @@ class GradientStats:
             g: ``dL/dz``, same shape.
             x: Layer input ``[members, batch, fan_in]``; required when ``weight_grads``.
         """
+        self.update_ratio(neg, g)
+        if self.weight_grads:
+            self.update_weights(neg, g, x)
+
+    def update_ratio(self, neg: torch.Tensor, g: torch.Tensor) -> None:
+        """Feed ``g = dL/dz`` at the activation's input: the ``|g|`` sums per side."""
         g = g.detach()
         if neg.dtype == torch.bool:
             neg = neg.to(g.dtype)  # float masks multiply several times faster than bool ones
@@ -91,28 +99,33 @@ class GradientStats:
         self.pos_abs += all_abs - neg_abs
         self.neg_count += n_neg
         self.pos_count += g.shape[1] * g.shape[2] - n_neg
-        if self.weight_grads:
-            if x is None:
-                raise ValueError("GradientStats(weight_grads=True).update() needs the layer input x")
-            xt = x.detach().transpose(1, 2)
-            g_neg = g * neg
-            if self.b_neg is None:
-                self.b_neg = g_neg.sum(1).double()
-                self.b_all = g.sum(1).double()
+
+    def update_weights(self, neg: torch.Tensor, g: torch.Tensor, x: torch.Tensor | None) -> None:
+        """Feed ``g = dL/du`` at the Linear's output (``u = z`` without a norm) and its input ``x``."""
+        if x is None:
+            raise ValueError("GradientStats(weight_grads=True).update() needs the layer input x")
+        g = g.detach()
+        if neg.dtype == torch.bool:
+            neg = neg.to(g.dtype)
+        xt = x.detach().transpose(1, 2)
+        g_neg = g * neg
+        if self.b_neg is None:
+            self.b_neg = g_neg.sum(1).double()
+            self.b_all = g.sum(1).double()
+        else:
+            self.b_neg += g_neg.sum(1).double()
+            self.b_all += g.sum(1).double()
+        # float32 accumulation in place (one fused product-and-add per batch); the
+        # norms and the subtraction from the total are taken in float64 at the end
+        if self.g_neg is None:
+            self.g_neg = torch.bmm(xt, g_neg)
+        else:
+            self.g_neg.baddbmm_(xt, g_neg)
+        if not self.pos_from_total:
+            if self.g_pos is None:
+                self.g_pos = torch.bmm(xt, g - g_neg)
             else:
-                self.b_neg += g_neg.sum(1).double()
-                self.b_all += g.sum(1).double()
-            # float32 accumulation in place (one fused product-and-add per batch); the
-            # norms and the subtraction from the total are taken in float64 at the end
-            if self.g_neg is None:
-                self.g_neg = torch.bmm(xt, g_neg)
-            else:
-                self.g_neg.baddbmm_(xt, g_neg)
-            if not self.pos_from_total:
-                if self.g_pos is None:
-                    self.g_pos = torch.bmm(xt, g - g_neg)
-                else:
-                    self.g_pos.baddbmm_(xt, g - g_neg)
+                self.g_pos.baddbmm_(xt, g - g_neg)
 
     def set_total(self, total: torch.Tensor) -> None:
         """Give the full weight gradient ``G_neg + G_pos`` as ``[members, fan_in, units]``.

@@ -15,9 +15,10 @@ class LayerDiagnostics:
     """Every diagnostic of one hidden layer (index 0 is the first hidden layer)."""
 
     index: int
-    negative_slope: float
+    negative_slope: float | None
     activity: ActivityResult
     gradient: GradientResult | None
+    prelu_slopes: dict | None = None
 
     @property
     def units(self) -> int:
@@ -26,10 +27,14 @@ class LayerDiagnostics:
     def to_dict(self) -> dict:
         """Flat JSON keys: ``layer``, ``units``, ``negative_slope``, ``dead_units``, ...
 
+        ``negative_slope`` is the nominal slope of a ReLU-family layer with one
+        slope (null for smooth activations and per-channel PReLU, whose slopes
+        are in ``prelu_slopes``); ``local_slope_neg`` is measured for every kind.
+
         ``layer`` counts hidden layers from 1, as the tables and the circuit graph do
         (where layer 0 is the inputs).
         """
-        d = {"layer": self.index + 1, "negative_slope": self.negative_slope}
+        d = {"layer": self.index + 1, "negative_slope": self.negative_slope, "prelu_slopes": self.prelu_slopes}
         d.update(self.activity.to_dict())
         if self.gradient is not None:
             d.update(self.gradient.to_dict())

@@ -32,7 +32,7 @@ def verdict(diag: NetworkDiagnostics) -> str:
             nominal = diag.layer_mean("negative_slope")
             parts.append(f"Negative-region gradients are {_fmt_times(mean_ratio)} positive-region ones "
                          f"(geometric mean over layers; nominal slope {nominal:.3g}, i.e. {1 / nominal:.0f}x)."
-                         if nominal > 0 else
+                         if nominal is not None and nominal > 0 else
                          f"Negative-region gradients are {_fmt_times(mean_ratio)} positive-region ones "
                          "(geometric mean over layers).")
     if mean_share is not None:

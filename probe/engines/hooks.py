@@ -14,16 +14,19 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from probe.core.variants import slope_tensor, variant_of_module
 from probe.diagnostics import Collector
 from probe.models.mlp import MLP
 
 
 class HookSession:
-    """Feeds a :class:`Collector` from forward hooks on an MLP's hidden Linear layers.
+    """Feeds a :class:`Collector` from hooks on an MLP's hidden blocks ``Linear -> [norm] -> act``.
 
-    The forward hook reads the pre-activation ``z`` right away (an in-place
-    activation overwrites it next) and registers a tensor hook on ``z`` that
-    receives ``dL/dz`` during backward.
+    Per hidden layer, the Linear's forward hook keeps its input ``x`` and output
+    ``u``; the activation's forward *pre*-hook reads its input ``z`` right away
+    (an in-place activation overwrites it next) and registers tensor hooks that
+    receive ``dL/dz`` (and, when a norm sits between them, ``dL/du``) during
+    backward. Without a norm, ``u`` is ``z``.
 
     Args:
         model: A canonical :class:`MLP`.
@@ -35,19 +38,30 @@ class HookSession:
         self.collector = collector
         self.handles: list[RemovableHandle] = []
 
-    def _make_hook(self, layer: int, slope: torch.Tensor):
+    def _hooks(self, layer: int, linear: nn.Linear, act: nn.Module):
         collector = self.collector
+        slope = slope_tensor(act)
+        shaped = None if slope is None else slope.reshape(1, 1, -1)
+        fn = None if slope is not None else variant_of_module(act).function()
+        width = linear.out_features
+        seen: dict[str, torch.Tensor] = {}
 
-        def forward_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            x = inputs[0].reshape(1, -1, module.in_features)
-            z = output.reshape(1, -1, module.out_features)
-            pending = collector.forward(layer, x, z, slope)
-            if output.requires_grad:
-                def grad_hook(g: torch.Tensor) -> None:
-                    collector.backward(pending, g.reshape(1, -1, module.out_features))
-                output.register_hook(grad_hook)
+        def linear_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            seen["x"], seen["u"] = inputs[0], output
 
-        return forward_hook
+        def act_pre_hook(module: nn.Module, inputs: tuple) -> None:
+            z, x, u = inputs[0], seen.pop("x"), seen.pop("u")
+            pending = collector.forward(layer, x.reshape(1, -1, linear.in_features), z.reshape(1, -1, width),
+                                        shaped, fn=fn)
+            if not z.requires_grad:
+                return
+            if u is z:
+                z.register_hook(lambda g: collector.backward(pending, g.reshape(1, -1, width)))
+            else:  # a norm between: dL/dz for the ratios, dL/du for the weight split
+                z.register_hook(lambda g: collector.backward_z(pending, g.reshape(1, -1, width)))
+                u.register_hook(lambda g: collector.backward_u(pending, g.reshape(1, -1, width)))
+
+        return linear_hook, act_pre_hook
 
     @contextmanager
     def attached(self) -> Iterator[HookSession]:
@@ -55,9 +69,10 @@ class HookSession:
         was_training = self.model.training
         try:
             self.model.eval()
-            for i, (lin, slope) in enumerate(zip(self.model.hidden_linears, self.model.slopes())):
-                shaped = slope.reshape(1, 1, -1)
-                self.handles.append(lin.register_forward_hook(self._make_hook(i, shaped)))
+            for i, (lin, _norm, act) in enumerate(self.model.blocks):
+                linear_hook, act_pre_hook = self._hooks(i, lin, act)
+                self.handles.append(lin.register_forward_hook(linear_hook))
+                self.handles.append(act.register_forward_pre_hook(act_pre_hook))
             yield self
         finally:
             for handle in self.handles:

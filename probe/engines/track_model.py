@@ -10,9 +10,10 @@ from torch import nn
 
 from probe.core.errors import ModelLoadError
 from probe.core.variants import slope_tensor
-from probe.models.convert import _module_sequence, _split, module_to_mlp
+from probe.models.convert import module_to_mlp
 from probe.models.loading import LoadedModel
 from probe.models.mlp import MLP
+from probe.models.trace import module_sequence
 
 
 def user_layers(model: object) -> tuple[nn.Module, list[nn.Linear], list[nn.Module], str]:
@@ -36,13 +37,30 @@ def user_layers(model: object) -> tuple[nn.Module, list[nn.Linear], list[nn.Modu
         canonical, linears, acts = model, model.linears, model.activations
     else:
         canonical = module_to_mlp(_on_cpu(model))  # refuses what analyze refuses, and checks the function
-        linears, acts = _split(_module_sequence(model))
+        seq = module_sequence(model)
+        linears = [m for m in seq if isinstance(m, nn.Linear)]
+        acts = [m for m in seq if not isinstance(m, nn.Linear)]
+    _check_trackable(canonical, acts)
     if len({id(lin) for lin in linears}) != len(linears):
         raise ModelLoadError("This model applies one Linear layer more than once",
                              expected="a chain in which each Linear layer is used once",
                              found="the same nn.Linear at two places in the forward pass",
                              fix="use a separate nn.Linear at each place")
     return model, linears, acts, canonical.describe()
+
+
+def _check_trackable(canonical: MLP, acts: list[nn.Module]) -> None:
+    """probe.track hooks Linear outputs as the activations' inputs: only plain ReLU-family chains."""
+    # RReLU draws a random slope per entry in training mode: no one slope to record
+    smooth = [v for v in canonical.slopes() if v is None] + [a for a in acts if isinstance(a, nn.RReLU)]
+    if canonical.notes or any(n is not None for n in canonical.norms) or smooth or \
+            len(acts) != len(canonical.activations):
+        raise ModelLoadError(
+            "probe.track follows plain Linear -> ReLU-family chains only, for now",
+            expected="Linear layers with ReLU, LeakyReLU or PReLU between them",
+            found=canonical.describe() + (" with " + "; ".join(canonical.notes) if canonical.notes else ""),
+            fix="analyse checkpoints of this model with probe.analyze, which reads norms and other "
+                "activations")
 
 
 def _on_cpu(model: nn.Module) -> nn.Module:

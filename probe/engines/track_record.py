@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from probe.diagnostics.activity import HIST_BINS, ActivityResult
+from probe.diagnostics.collector import nominal_slope
 from probe.diagnostics.gradients import GradientResult
 from probe.diagnostics.results import LayerDiagnostics
 from probe.diagnostics.sign import SignResult, route_masses
@@ -112,6 +113,7 @@ def activity_results(blocks: list[np.ndarray], samples: list[int], slopes: list[
     frac_mean = (np.add.reduceat(frac, starts) / units).tolist()
     neg_count = np.rint(np.add.reduceat(neg_units, starts)).tolist()
     neg_sum, pos_sum = np.add.reduceat(neg_abs, starts).tolist(), np.add.reduceat(pos_abs, starts).tolist()
+    deriv = np.add.reduceat(neg_units * slope, starts).tolist()  # f'(z) = the slope where z <= 0
     qs, hist = _quantiles(frac, layout).tolist(), _histograms(frac, layout).tolist()
     out = []
     for i, u in enumerate(units.tolist()):
@@ -124,7 +126,8 @@ def activity_results(blocks: list[np.ndarray], samples: list[int], slopes: list[
             active_fraction_quantiles=dict(zip(QUANTILES, qs[i])), active_fraction_histogram=hist[i],
             act_neg_mean_abs=neg_mean, act_pos_mean_abs=pos_mean,
             act_ratio=None if neg_mean is None or pos_mean is None else _ratio(neg_mean, pos_mean),
-            neg_region_fraction=n_neg / (m * u), act_mean=signed[i] / (m * u)))
+            neg_region_fraction=n_neg / (m * u), act_mean=signed[i] / (m * u),
+            local_slope_neg=_ratio(deriv[i], n_neg)))
     return out
 
 
@@ -181,13 +184,12 @@ def layer_results(steps: list[LayerStep], values: list[list[np.ndarray]], near_d
                                 [s.samples for s in steps], slopes, near_dead_threshold, dormant_tau)
     out = []
     for i, (step, vals, act) in enumerate(zip(steps, values, activity)):
-        # 6 significant digits, as analyze: a float32 slope of 0.01 reads 0.01, not 0.0099999998
-        slope = float(f"{float(slopes[i].mean()):.6g}")
+        slope, spread = nominal_slope(torch.from_numpy(slopes[i])[None], 0)  # as analyze reports it
         gradient = None
         if len(vals) > 1:
             n_neg = int(np.rint(vals[2].sum()))
-            gradient = gradient_result(vals[1], n_neg, step.grad_entries, vals[3:], slope)
-        out.append(LayerDiagnostics(i, slope, act, gradient))
+            gradient = gradient_result(vals[1], n_neg, step.grad_entries, vals[3:], slope or 0.0)
+        out.append(LayerDiagnostics(i, slope, act, gradient, spread))
     return out
 
 
@@ -216,7 +218,8 @@ def layer_dict(diag: LayerDiagnostics) -> dict:
     Tests check that the two agree, key for key, so a result field added in
     :mod:`probe.diagnostics` cannot be missed here.
     """
-    doc = {"layer": diag.index + 1, "negative_slope": diag.negative_slope, **vars(diag.activity)}
+    doc = {"layer": diag.index + 1, "negative_slope": diag.negative_slope, "prelu_slopes": diag.prelu_slopes,
+           **vars(diag.activity)}
     if diag.gradient is not None:
         doc.update(vars(diag.gradient))
     return doc

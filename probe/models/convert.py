@@ -14,39 +14,28 @@ budget, number of layers and nesting depth.
 
 from __future__ import annotations
 
-import operator
-
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from probe.core.errors import ModelLoadError, article
 from probe.core.variants import Variant, parse_variant
-from probe.models.guards import (check_layer_count, check_tensors, check_widths, clip, finite_number,
-                                 module_tensors, plain_eval, short, walk_modules)
+from probe.models.chain import fresh_activation as _fresh_activation  # noqa: F401  (TorchScript reader)
+from probe.models.chain import fresh_linear as _fresh_linear  # noqa: F401
+from probe.models.chain import read_chain
+from probe.models.fresh import float_copy as _float_copy
+from probe.models.fresh import new_linear, new_prelu
+from probe.models.guards import (check_layer_count, check_tensors, check_widths, clip, module_tensors,
+                                 plain_eval, short, walk_modules)
 from probe.models.mlp import MLP
+from probe.models.trace import ACTIVATIONS, PASSTHROUGH, PASSTHROUGH_NAMES, module_sequence, not_mlp
 
-ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.PReLU)
-PASSTHROUGH = (nn.Dropout, nn.Identity, nn.Flatten, nn.AlphaDropout)
-PASSTHROUGH_NAMES = {"Dropout", "Identity", "Flatten", "AlphaDropout", "Sequential", "ModuleList"}
-_FN_RELU = {F.relu, torch.relu, torch.relu_, F.relu_}
-_FN_LEAKY = {F.leaky_relu, torch._C._nn.leaky_relu}
-_FN_SKIP = {F.dropout, torch.flatten}
-_METHOD_ACT = {"relu": 0.0, "relu_": 0.0}
+__all__ = ["ACTIVATIONS", "PASSTHROUGH", "PASSTHROUGH_NAMES", "assemble", "module_to_mlp", "new_linear",
+           "new_prelu", "not_mlp", "verify_same_function"]
 
 
-def not_mlp(found: str, fix: str = "") -> ModelLoadError:
-    return ModelLoadError(
-        "This model is not an MLP that probe can analyse",
-        expected="a chain Linear -> activation -> Linear -> ... -> Linear with ReLU, LeakyReLU "
-        "or PReLU activations (Dropout, Identity and Flatten are ignored)",
-        found=found,
-        fix=fix or "export the MLP part of your model on its own, or rebuild it as an nn.Sequential",
-    )
-
-
-def assemble(linears: list[nn.Linear], acts: list[nn.Module]) -> MLP:
-    """Interleave Linear layers and activations into a canonical :class:`MLP`."""
+def assemble(linears: list[nn.Linear], acts: list[nn.Module],
+             norms: list[nn.Module | None] | None = None) -> MLP:
+    """Interleave Linear layers, norms and activations into a canonical :class:`MLP`."""
     if not linears:
         raise not_mlp("no Linear layer at all")
     check_layer_count(len(linears))
@@ -66,32 +55,10 @@ def assemble(linears: list[nn.Linear], acts: list[nn.Module]) -> MLP:
     for i, lin in enumerate(linears):
         layers.append(lin)
         if i < len(acts):
+            if norms is not None and norms[i] is not None:
+                layers.append(norms[i])
             layers.append(acts[i])
     return MLP(*layers)
-
-
-def _float_copy(t: torch.Tensor) -> torch.Tensor:
-    """A dense float32 copy on the same device (a stride-0 view becomes real memory: check first)."""
-    out = torch.empty(tuple(t.shape), dtype=torch.float32, device=t.device)
-    with torch.no_grad():
-        out.copy_(t.detach())
-    return out
-
-
-def new_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    """A fresh ``nn.Linear`` holding float32 copies of ``weight`` (out x in) and ``bias``."""
-    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
-    lin.weight = nn.Parameter(_float_copy(weight))
-    if bias is not None:
-        lin.bias = nn.Parameter(_float_copy(bias))
-    return lin
-
-
-def new_prelu(weight: torch.Tensor) -> nn.PReLU:
-    """A fresh ``nn.PReLU`` holding a float32 copy of the slopes ``weight``."""
-    act = nn.PReLU(num_parameters=max(weight.numel(), 1))
-    act.weight = nn.Parameter(_float_copy(weight.reshape(-1)))
-    return act
 
 
 def _state_problem(state: object) -> str | None:
@@ -159,144 +126,6 @@ def linears_from_state(state: dict[str, torch.Tensor], variant: Variant | str, *
     return assemble(linears, acts)
 
 
-def _module_sequence(module: nn.Module) -> list[nn.Module]:
-    """The modules a plain chain model applies, in order, via ``torch.fx``."""
-    try:
-        graph = fx.symbolic_trace(module).graph
-    except Exception as exc:  # tracing fails on data-dependent control flow
-        if isinstance(module, nn.Sequential):
-            return _flatten_sequential(module)
-        raise not_mlp(f"{article(type(module).__name__)} whose forward could not be traced "
-                      f"({type(exc).__name__}: {clip(str(exc), 160)})") from None
-    named = dict(module.named_modules())
-    seq: list[nn.Module] = []
-    prev = None
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            if prev is not None:
-                raise not_mlp("a forward() with more than one input")
-            prev = node
-            continue
-        if node.op == "output":
-            if node.args[0] is not prev:
-                raise not_mlp("an output that is not the last layer's result")
-            break
-        tensor_args = [a for a in node.all_input_nodes]
-        if tensor_args != [prev]:
-            what = node.target.__name__ if callable(node.target) else str(node.target)
-            raise not_mlp(f"'{what}' combining several tensors at node '{node.name}' "
-                          "(a residual or skip connection)")
-        seq.extend(_node_module(node, named))
-        prev = node
-    return seq
-
-
-def _node_module(node: fx.Node, named: dict[str, nn.Module]) -> list[nn.Module]:
-    """Translate one traced node into zero or one canonical module."""
-    if node.op == "call_module":
-        mod = named[node.target]
-        if isinstance(mod, (nn.Linear,) + ACTIVATIONS):
-            return [mod]
-        if isinstance(mod, PASSTHROUGH):
-            return []
-        raise not_mlp(f"{article(type(mod).__name__)} layer at '{node.target}'")
-    if node.op == "call_function":
-        if node.target in _FN_RELU:
-            return [nn.ReLU()]
-        if node.target in _FN_LEAKY:
-            slope = finite_number(node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01))
-            if slope is None:
-                raise not_mlp(f"a leaky_relu at node '{node.name}' whose slope is not a number")
-            return [nn.LeakyReLU(slope)]
-        if node.target in _FN_SKIP:
-            return []
-        name = getattr(node.target, "__name__", str(node.target))
-        if node.target in (operator.add, operator.mul, torch.add, torch.cat):
-            raise not_mlp(f"'{name}' at node '{node.name}'")
-        raise not_mlp(f"the function '{name}' at node '{node.name}'")
-    if node.op == "call_method" and node.target in _METHOD_ACT:
-        return [nn.ReLU()]
-    raise not_mlp(f"operation '{node.op} {node.target}' at node '{node.name}'")
-
-
-def _flatten_sequential(module: nn.Module) -> list[nn.Module]:
-    out: list[nn.Module] = []
-    for child in module.children():
-        if isinstance(child, nn.Sequential):
-            out.extend(_flatten_sequential(child))
-        elif isinstance(child, (nn.Linear,) + ACTIVATIONS):
-            out.append(child)
-        elif not isinstance(child, PASSTHROUGH):
-            raise not_mlp(f"{article(type(child).__name__)} layer")
-    return out
-
-
-def _split(seq: list[nn.Module]) -> tuple[list[nn.Linear], list[nn.Module]]:
-    linears, acts = [], []
-    for i, mod in enumerate(seq):
-        if isinstance(mod, nn.Linear):
-            if linears and len(acts) != len(linears):
-                raise not_mlp("two Linear layers with no activation between them")
-            linears.append(mod)
-        else:
-            if len(acts) != len(linears) - 1 or not linears:
-                raise not_mlp(f"{article(type(mod).__name__)} that does not follow a Linear layer "
-                              "(two activations in a row, or one before the first Linear)")
-            acts.append(mod)
-    if len(acts) == len(linears) and linears:
-        raise not_mlp(f"an activation ({type(acts[-1]).__name__}) after the output layer")
-    return linears, acts
-
-
-def _tensor_attr(module: nn.Module, attr: str, dims: int, where: str) -> torch.Tensor:
-    """``module.<attr>``, which must be a tensor with ``dims`` dimensions, else a clear refusal."""
-    try:
-        value = getattr(module, attr)
-    except Exception:
-        value = None
-    if not isinstance(value, torch.Tensor) or value.dim() != dims:
-        found = "none" if value is None else (f"a {value.dim()}-D tensor" if isinstance(value, torch.Tensor)
-                                              else f"{article(type(value).__name__)}")
-        raise not_mlp(f"{where} whose '{attr}' is {found}, not a {dims}-D tensor")
-    return value
-
-
-def _fresh_linear(module: nn.Module, where: str) -> nn.Linear:
-    weight = _tensor_attr(module, "weight", 2, where)
-    try:
-        bias = getattr(module, "bias")
-    except Exception:
-        bias = None
-    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (weight.shape[0],)):
-        raise not_mlp(f"{where} whose bias {short(bias, 40)} does not match its {weight.shape[0]} outputs")
-    return new_linear(weight, bias)
-
-
-def _fresh_activation(kind: str, module: nn.Module, where: str) -> nn.Module:
-    inplace = getattr(module, "inplace", False) is True
-    if kind == "ReLU":
-        return nn.ReLU(inplace=inplace)
-    if kind == "LeakyReLU":
-        slope = finite_number(getattr(module, "negative_slope", None))
-        if slope is None:
-            raise not_mlp(f"{where} whose negative_slope is {short(getattr(module, 'negative_slope', None), 40)}, "
-                          "not a finite number")
-        return nn.LeakyReLU(slope, inplace=inplace)
-    return new_prelu(_tensor_attr(module, "weight", 1, where))
-
-
-def _fresh(module: nn.Module) -> nn.Module:
-    """A new module computing what ``module`` computes, with copied weights and nothing else.
-
-    Hooks a user registered on ``module`` (and any other attribute) do not come along.
-    """
-    where = f"{article(type(module).__name__)}"
-    if isinstance(module, nn.Linear):
-        return _fresh_linear(module, where)
-    kind = next(k.__name__ for k in ACTIVATIONS if isinstance(module, k))
-    return _fresh_activation(kind, module, where)
-
-
 def module_to_mlp(module: nn.Module, *, max_memory: int | None = None) -> MLP:
     """Convert any chain-shaped ``nn.Module`` into an independent canonical MLP.
 
@@ -312,9 +141,10 @@ def module_to_mlp(module: nn.Module, *, max_memory: int | None = None) -> MLP:
     nodes = walk_modules(module)
     check_layer_count(sum(isinstance(m, nn.Linear) for _, m in nodes))
     check_tensors(module_tensors(nodes), "this model", max_memory)
-    linears, acts = _split(_module_sequence(module))
     # float32 throughout probe; a float64 model is converted (and checked against the original)
-    mlp = assemble([_fresh(m) for m in linears], [_fresh(a) for a in acts])
+    chain = read_chain(module_sequence(module))
+    mlp = assemble(chain.linears, chain.acts, chain.norms)
+    mlp.notes = chain.notes
     verify_same_function(module, mlp)
     return mlp
 
@@ -337,8 +167,10 @@ def verify_same_function(original: nn.Module, mlp: MLP, hint: str = "") -> None:
             raise not_mlp(f"a model that fails on a batch of width {width}: "
                           f"{type(exc).__name__}: {clip(str(exc), 160)}") from None
     got = mlp.eval()(x.clone())
+    if isinstance(want, torch.Tensor) and got.shape[-1] == 1 and want.shape == got.shape[:-1]:
+        want = want.reshape(got.shape)  # a final squeeze/view(-1), dropped by the conversion
     if not isinstance(want, torch.Tensor) or want.shape != got.shape or \
             not torch.allclose(want.float(), got, rtol=1e-4, atol=1e-5):
         raise not_mlp("a model whose outputs differ from those of the Linear/activation chain "
-                      "read from it (a hidden residual, normalisation or different activation)",
+                      "read from it (a hidden residual, an unusual normalisation or a different activation)",
                       fix=hint or None)

@@ -33,8 +33,8 @@ from probe.core.variants import Variant, parse_variant
 from probe.models.archive import TORCHSCRIPT, corrupt, inspect_file, torchscript_refused
 from probe.models.convert import linears_from_state, module_to_mlp
 from probe.models.torchscript import script_to_mlp
-from probe.models.guards import clip, short
-from probe.models.mlp import CHECKPOINT_FORMAT, MLP, to_checkpoint
+from probe.models.guards import check_tensors, check_widths, clip, short
+from probe.models.mlp import CHECKPOINT_FORMAT, MLP, norm_spec, to_checkpoint
 
 #: Classes a pickled model may consist of without ``--trust``: torch.nn modules only.
 SAFE_MODULE_CLASSES = tuple(
@@ -61,6 +61,7 @@ class LoadedModel:
     def to_dict(self) -> dict:
         return {"path": self.path, "format": self.format, "architecture": self.mlp.describe(),
                 "widths": self.mlp.widths, "activation": self.mlp.activation_spec,
+                "norms": [norm_spec(n) for n in self.mlp.norms], "conversions": list(self.mlp.notes),
                 **{k: v for k, v in self.meta.items() if isinstance(v, (str, int, float))}}
 
 
@@ -236,6 +237,12 @@ def _from_checkpoint(obj: dict, path: Path, variant: Variant | None, max_memory:
         raise _malformed(path, f"'activation' = {short(spec, 60)} ({type(spec).__name__})",
                          "'activation' to be a variant spec such as 'relu' or 'leaky:0.1'")
     meta = _checkpoint_meta(obj, path)
+    if variant is not None and variant.spec != spec.strip().lower() and not (
+            variant.learnable and spec == "prelu"):
+        raise ModelLoadError(f"--activation {variant.spec} contradicts the probe checkpoint {path}",
+                             expected=f"no --activation (the checkpoint records '{short(spec, 40)}')",
+                             found=f"--activation {variant.spec}",
+                             fix="drop --activation: a probe checkpoint says which activation it was trained with")
     if variant is None:
         try:
             variant = parse_variant(spec)
@@ -246,11 +253,36 @@ def _from_checkpoint(obj: dict, path: Path, variant: Variant | None, max_memory:
     if not isinstance(state, dict):
         raise _malformed(path, f"'state_dict' is a {type(state).__name__} ({short(state, 60)})",
                          "'state_dict' to be a dict of parameter names (str) to tensors")
-    mlp = linears_from_state(state, variant, max_memory=max_memory)
+    if obj.get("norms") is not None:
+        mlp = _with_norms(state, obj, meta, variant, path, max_memory)
+    else:
+        mlp = linears_from_state(state, variant, max_memory=max_memory)
     if "widths" in meta and meta["widths"] != mlp.widths:
         raise _malformed(path, f"recorded widths {short(meta['widths'], 60)} but weights of widths "
                                f"{short(mlp.widths, 60)}", "the recorded widths to match the weights")
     return LoadedModel(mlp.eval(), str(path), "probe-checkpoint", meta)
+
+
+def _with_norms(state: dict, obj: dict, meta: dict, variant: Variant, path: Path,
+                max_memory: int | None) -> MLP:
+    """A probe checkpoint whose hidden layers have norms: rebuilt from its recorded layout."""
+    check_tensors(state.items(), "this checkpoint", max_memory)
+    norms, widths = obj["norms"], meta.get("widths")
+    if widths is None or not isinstance(norms, list) or not all(
+            n is None or isinstance(n, dict) and n.get("kind") in ("layer", "rms") for n in norms):
+        raise _malformed(path, f"'norms' = {short(norms, 60)}",
+                         "'norms' to be a list of null or {kind: layer|rms, eps, affine}, with 'widths'")
+    check_widths(widths)
+    try:
+        mlp = MLP.from_state(state, widths, variant, norms)
+    except Exception as exc:
+        raise _malformed(path, f"weights that do not fit the recorded layout ({clip(str(exc), 120)})",
+                         "a state_dict matching 'widths', 'activation' and 'norms'") from None
+    if not all(torch.isfinite(p).all() for p in mlp.parameters()):
+        raise ModelLoadError(f"{path} has NaN or infinite weights", expected="finite weights",
+                             found="NaN/inf values (a diverged training run?)",
+                             fix="analyse a checkpoint saved before the run diverged")
+    return mlp
 
 
 def _from_object(obj: object, path: Path, variant: Variant | None, max_memory: int | None) -> LoadedModel:

@@ -1,9 +1,15 @@
 """The canonical MLP every model format is loaded into, and probe's checkpoint format.
 
-A canonical MLP is an ``nn.Sequential`` of ``Linear, act, Linear, act, ...,
-Linear`` with one ReLU-family activation module after every hidden Linear, so
-its ``state_dict`` keys are ``0.weight``, ``0.bias``, ``2.weight``, ... (and
-``1.weight``, ``3.weight``, ... for PReLU slopes).
+A canonical MLP is an ``nn.Sequential`` of hidden blocks ``Linear, [norm],
+act`` followed by an output ``Linear``. The activation is any kind of the
+grammar (:mod:`probe.core.variants`); the optional norm is a ``LayerNorm`` or
+an ``RMSNorm`` (a BatchNorm is folded into a Linear when the model is
+converted, so it never appears here). Without norms the ``state_dict`` keys
+are ``0.weight``, ``0.bias``, ``2.weight``, ... (and ``1.weight``, ... for
+PReLU slopes).
+
+``notes`` lists what the conversion changed without changing the function
+(a folded BatchNorm, a dropped output squeeze); the JSON reports it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,30 @@ from torch import nn
 from probe.core.variants import Variant, parse_variant, slope_tensor, variant_of_module
 
 CHECKPOINT_FORMAT = "probe-mlp/1"
+#: Normalisation layers that stay in the chain, between a hidden Linear and its activation.
+NORMS: tuple[type[nn.Module], ...] = tuple(
+    cls for cls in (nn.LayerNorm, getattr(nn, "RMSNorm", None)) if cls is not None)
+
+
+def is_norm(module: nn.Module) -> bool:
+    return isinstance(module, NORMS)
+
+
+def norm_spec(module: nn.Module | None) -> dict | None:
+    """``{"kind": "layer" | "rms", "eps": ..., "affine": ...}`` of a norm module (None for none)."""
+    if module is None:
+        return None
+    kind = "layer" if isinstance(module, nn.LayerNorm) else "rms"
+    eps = module.eps
+    return {"kind": kind, "eps": None if eps is None else float(eps),
+            "affine": bool(module.elementwise_affine)}
+
+
+def make_norm(spec: dict, width: int) -> nn.Module:
+    """A fresh norm module from :func:`norm_spec`'s description."""
+    if spec["kind"] == "layer":
+        return nn.LayerNorm(width, eps=spec["eps"], elementwise_affine=spec["affine"])
+    return nn.RMSNorm(width, eps=spec["eps"], elementwise_affine=spec["affine"])
 
 
 class MLP(nn.Sequential):
@@ -28,23 +58,47 @@ class MLP(nn.Sequential):
 
     def __init__(self, *layers: nn.Module) -> None:
         super().__init__(*layers)
+        self.notes: list[str] = []
 
     @classmethod
-    def build(cls, widths: Sequence[int], variant: Variant | str, *, bias: bool = True) -> MLP:
+    def build(cls, widths: Sequence[int], variant: Variant | str, *, bias: bool = True,
+              norms: Sequence[dict | None] | None = None) -> MLP:
         """A fresh MLP with PyTorch's default initialisation.
 
         Args:
             widths: ``[in_features, hidden..., out_features]``.
             variant: Activation after every hidden layer.
             bias: Whether the Linear layers have biases.
+            norms: Per hidden layer, None or a :func:`norm_spec` description.
         """
         variant = parse_variant(variant) if isinstance(variant, str) else variant
         layers: list[nn.Module] = []
         for i in range(len(widths) - 1):
             layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
             if i < len(widths) - 2:
+                if norms is not None and norms[i] is not None:
+                    layers.append(make_norm(norms[i], widths[i + 1]))
                 layers.append(variant.make_module())
         return cls(*layers)
+
+    @classmethod
+    def from_state(cls, state: dict, widths: Sequence[int], variant: Variant | str,
+                   norms: Sequence[dict | None]) -> MLP:
+        """Rebuild a probe checkpoint that records its norms, then load its weights strictly.
+
+        Raises:
+            ValueError, RuntimeError, KeyError: The state does not fit the recorded layout
+                (the caller turns these into a clear error).
+        """
+        if len(norms) != len(widths) - 2:
+            raise ValueError(f"{len(norms)} norm entries for {len(widths) - 2} hidden layers")
+        mlp = cls.build(widths, variant, norms=norms)
+        for i, module in enumerate(mlp):
+            weight = state.get(f"{i}.weight")
+            if isinstance(module, nn.PReLU) and isinstance(weight, torch.Tensor):
+                mlp[i] = nn.PReLU(num_parameters=weight.numel())  # per-channel slopes
+        mlp.load_state_dict(state, strict=True)
+        return mlp
 
     @property
     def linears(self) -> list[nn.Linear]:
@@ -57,15 +111,31 @@ class MLP(nn.Sequential):
 
     @property
     def activations(self) -> list[nn.Module]:
-        return [m for m in self if not isinstance(m, nn.Linear)]
+        return [m for m in self if not isinstance(m, nn.Linear) and not is_norm(m)]
+
+    @property
+    def norms(self) -> list[nn.Module | None]:
+        """Per hidden layer, its norm module (between the Linear and the activation) or None."""
+        out: list[nn.Module | None] = []
+        for m in self:
+            if isinstance(m, nn.Linear):
+                out.append(None)
+            elif is_norm(m):
+                out[-1] = m
+        return out[:-1]
+
+    @property
+    def blocks(self) -> list[tuple[nn.Linear, nn.Module | None, nn.Module]]:
+        """``(linear, norm or None, activation)`` per hidden layer, in forward order."""
+        return list(zip(self.hidden_linears, self.norms, self.activations))
 
     @property
     def widths(self) -> list[int]:
         lin = self.linears
         return [lin[0].in_features] + [layer.out_features for layer in lin]
 
-    def slopes(self) -> list[torch.Tensor]:
-        """Negative slope after each hidden layer: a scalar, or one per unit (PReLU)."""
+    def slopes(self) -> list[torch.Tensor | None]:
+        """Negative slope after each hidden layer: a scalar, one per unit (PReLU), None (smooth kinds)."""
         return [slope_tensor(a) for a in self.activations]
 
     @property
@@ -77,18 +147,24 @@ class MLP(nn.Sequential):
         return specs[0] if len(set(specs)) == 1 else ",".join(specs)
 
     def describe(self) -> str:
-        """``8-64-64-1 relu``."""
-        return "-".join(map(str, self.widths)) + " " + self.activation_spec
+        """``8-64-64-1 relu``, with ``+ layernorm`` / ``+ rmsnorm`` when hidden layers are normalised."""
+        kinds = sorted({norm_spec(n)["kind"] for n in self.norms if n is not None})
+        extra = "".join(f" + {k}norm" for k in kinds)
+        return "-".join(map(str, self.widths)) + " " + self.activation_spec + extra
 
 
 def to_checkpoint(mlp: MLP, **meta: object) -> dict:
     """probe's checkpoint: a plain dict loadable with ``torch.load(weights_only=True)``.
 
     Keys: ``format`` ("probe-mlp/1"), ``state_dict`` (Sequential numbering),
-    ``widths``, ``activation`` (variant spec) and any metadata passed in
+    ``widths``, ``activation`` (variant spec), ``norms`` (only when some hidden
+    layer has a norm: one :func:`norm_spec` or None per hidden layer) and any metadata passed in
     (``scenario``, ``seed``, ...): plain str/int/float/list/dict values only.
     """
     state = {k: v.detach().cpu().clone() for k, v in mlp.state_dict().items()}
-    return {"format": CHECKPOINT_FORMAT, "state_dict": state, "widths": mlp.widths,
-            "activation": mlp.activation_spec, **meta}
+    doc = {"format": CHECKPOINT_FORMAT, "state_dict": state, "widths": mlp.widths,
+           "activation": mlp.activation_spec, **meta}
+    if any(n is not None for n in mlp.norms):
+        doc["norms"] = [norm_spec(n) for n in mlp.norms]
+    return doc
 

@@ -16,14 +16,16 @@ def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Tabl
     table = Table(title=title, title_justify="left", caption_justify="left",
                   caption="active: median over the layer's units of the share of samples with z>0. "
                           "grad_ratio: mean |dL/dz| where z<=0 over where z>0. neg grad: the z<=0 "
-                          "region's fraction of the gradient's squared norm (weights and bias). |h| n/p: mean |activation| ratio.")
+                          "region's fraction of the gradient's squared norm (weights and bias). |h| n/p: mean |activation| ratio. "
+                          "slope: nominal; ~x: measured mean f'(z) over z<=0 (smooth kinds, per-channel PReLU).")
     for col in ("layer", "units", "slope", "dead", "near-dead", "dormant", "active",
                 "grad_ratio", "neg grad", "|h| n/p"):
         table.add_column(col, justify="right", no_wrap=True)
     for lay in diag.layers:
         a, g = lay.activity, lay.gradient
         table.add_row(
-            str(lay.index + 1), str(a.units), fmt(lay.negative_slope),
+            str(lay.index + 1), str(a.units),
+            fmt(lay.negative_slope) if lay.negative_slope is not None else "~" + fmt(a.local_slope_neg),
             f"{a.dead_units}/{a.units}", str(a.near_dead_units), str(a.dormant_units),
             pct(a.active_fraction_quantiles["median"]),
             fmt(g.grad_ratio if g else None), pct(g.neg_grad_fraction if g else None), fmt(a.act_ratio),

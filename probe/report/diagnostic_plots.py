@@ -39,8 +39,8 @@ def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]], ax=Non
                     continue
                 xs.append(lay.index + 1 + 0.12 * (i - (len(groups) - 1) / 2) + spread)
                 ys.append(r)
-                ticks.append(lay.negative_slope)
-        slope = diags[0].layers[0].negative_slope if diags and diags[0].layers else 0.0
+                ticks.append(_slope(lay))
+        slope = _slope(diags[0].layers[0]) if diags and diags[0].layers else 0.0
         if slope <= 0 and not learned:
             ax.scatter([], [], s=18, color=colour(i), label=f"{label}: exactly 0 (not on a log axis)")
             continue
@@ -167,3 +167,10 @@ def _active_fraction_heatmap(diag: NetworkDiagnostics) -> Figure:
 
 
 plot_grad_ratio = grad_ratio_figure
+
+
+def _slope(layer) -> float:
+    """The nominal slope, else the measured mean derivative over the negative region (smooth kinds)."""
+    if layer.negative_slope is not None:
+        return layer.negative_slope
+    return layer.activity.local_slope_neg or 0.0

@@ -103,7 +103,7 @@ def history_figure(histories: Sequence[History]) -> Figure:
                 ratios.extend(shown[~np.isnan(shown)].tolist())
             elif np.any(ratio == 0):
                 zero_ratio.append(_label(h, i, runs))
-            slopes.update(s for s in h.series("negative_slope", i) if s > 0)
+            slopes.update(s for s in h.series("negative_slope", i) if s is not None and s > 0)
         for slope in sorted(slopes):  # a broad pale band: line styles belong to the layers
             ratio_ax.axhline(slope, color=colour(r) if runs > 1 else "grey", lw=5, alpha=0.25)
             ratios.append(slope)
