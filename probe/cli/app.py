@@ -19,6 +19,7 @@ from typer.core import TyperCommand
 from probe.cli.signals import deferred_signals
 from probe.cli.common import (Interrupted, check_outputs, command_line, err, handles_errors, json_text, out,
                               progress_bar)
+from probe.core.errors import ProbeError
 from probe.core.version import __version__
 
 JSON_HELP = "Write the results as JSON: to stdout with no PATH (instead of the tables), else to PATH."
@@ -152,9 +153,16 @@ def _show(doc: dict | None, result, written: dict) -> None:
 @handles_errors
 def compare(
     variants: list[str] = typer.Argument(..., help="Two or more of: relu, leaky, leaky:SLOPE, prelu."),
-    scenario: str = typer.Option("signed_regression", "--scenario", help="Shipped scenario name or a TOML file."),
+    scenario: Optional[str] = typer.Option(None, "--scenario",
+                                           help="Shipped scenario name or a TOML file [default: signed_regression]."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Your own data (.csv/.npz/.pt): an ad-hoc scenario "
+                                        "instead of --scenario (printed, and saved in the JSON)."),
+    target: Optional[str] = typer.Option(None, "--target", help="With --data: the CSV column holding the target."),
+    hidden: Optional[str] = typer.Option(None, "--hidden", help="With --data: hidden widths, e.g. 64,64."),
+    drop: Optional[str] = typer.Option(None, "--drop", help="With --data: CSV columns to leave out, e.g. id,city."),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds per variant (default: the scenario's)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Epochs (0 = initialisation only)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the scenario's)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MEMORY_HELP),
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Write each run as DIR/<variant>-seed<k>.pt."),
@@ -169,10 +177,12 @@ def compare(
         from probe.core.io import StagedOutputs
         if report is not None:  # matplotlib: only when a report is asked for
             from probe.report.compare_report import write_compare_report
+    scenario, toml = _compare_scenario(scenario, data, target, hidden, drop, _memory(max_memory),
+                                       seeds=seeds, epochs=epochs, lr=lr)
     with StagedOutputs() as outputs:
         with progress_bar() as bar:
             task = bar.add_task("training", total=None)
-            result = compare_variants(variants, scenario, seeds=seeds, epochs=epochs, device=device,
+            result = compare_variants(variants, scenario, seeds=seeds, epochs=epochs, lr=lr, device=device,
                                       save_dir=save_dir, outputs=outputs, circuits=not no_circuit,
                                       max_memory=_memory(max_memory),
                                       progress=_bar_callback(bar, task))
@@ -180,10 +190,34 @@ def compare(
             out.print(result)
             raise Interrupted
         if report is not None:
-            write_compare_report(result, report, command=command_line(), outputs=outputs)
-        _publish(outputs, result.to_dict(), json_path)
-    _show(result.to_dict() if json_path == "-" else None, result,
+            write_compare_report(result, report, command=command_line(), outputs=outputs, scenario_toml=toml)
+        doc = result.to_dict() | ({"scenario_toml": toml} if toml else {})
+        _publish(outputs, doc, json_path)
+    _show(doc if json_path == "-" else None, result,
           {"json": json_path, "report": report, "checkpoints": save_dir})
+
+
+def _compare_scenario(scenario: str | None, data: Path | None, target: str | None, hidden: str | None,
+                      drop: str | None, max_memory: int | None, **train: object):
+    """``(scenario, toml)``: the named scenario, or the ad-hoc one built from ``--data`` (printed)."""
+    if data is None:
+        if target is not None or hidden is not None or drop is not None:
+            raise ProbeError("--target, --hidden and --drop describe your own data, so they need --data",
+                             expected="--data FILE with them", found="no --data",
+                             fix="add --data train.csv, or drop --target/--hidden")
+        return scenario or "signed_regression", None
+    if scenario is not None:
+        raise ProbeError("--data and --scenario both name the data", expected="one of them",
+                         found=f"--scenario {scenario} and --data {data}",
+                         fix="drop --scenario: --data builds a scenario from your file")
+    from probe.experiment.adhoc import adhoc_scenario, parse_hidden
+
+    sc, toml = adhoc_scenario(data, target, hidden=parse_hidden(hidden) if hidden else None,
+                              drop=[c for c in drop.split(",") if c] if drop else None, max_memory=max_memory,
+                              **train)
+    err.print("[dim]ad-hoc scenario (save it as a .toml to rerun with --scenario):[/dim]")
+    err.print(toml, markup=False, highlight=False)
+    return sc, toml
 
 
 @app.command(cls=Command)

@@ -82,8 +82,8 @@ def check_device(device: str) -> str:
 
 
 def compare_variants(variants: Sequence[str | Variant], scenario: str | Path | Scenario, *,
-                     seeds: int | None = None, epochs: int | None = None, device: str = "cpu",
-                     diagnostics: bool = True, circuits: bool = True, save_dir: str | Path | None = None,
+                     seeds: int | None = None, epochs: int | None = None, lr: float | None = None,
+                     device: str = "cpu", diagnostics: bool = True, circuits: bool = True, save_dir: str | Path | None = None,
                      outputs: StagedOutputs | None = None, max_memory: int | None = None,
                      progress: Progress | None = None, threads: int | None = 1) -> CompareResult:
     """Train every variant on every seed of a scenario, all at once, and compare convergence.
@@ -93,6 +93,7 @@ def compare_variants(variants: Sequence[str | Variant], scenario: str | Path | S
         scenario: A shipped scenario name, a TOML path or a :class:`Scenario`.
         seeds: Number of seeds (0..seeds-1), overriding ``train.seeds``.
         epochs: Overrides ``train.epochs`` (0 = initialisation study only).
+        lr: Overrides ``train.lr``.
         device: ``cpu`` or ``cuda[:N]``.
         diagnostics: False skips the per-epoch probe-batch history and the final
             evaluation-set diagnostics (``born_dead`` and the init dead rate,
@@ -129,7 +130,7 @@ def compare_variants(variants: Sequence[str | Variant], scenario: str | Path | S
     parsed = _parse_variants(variants)
     memory = {} if max_memory is None else {"max_memory": max_memory}
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, **memory)
-    sc = sc.with_overrides(seeds=seeds, epochs=epochs, **memory)
+    sc = sc.with_overrides(seeds=seeds, epochs=epochs, lr=lr, **memory)
     device = check_device(device)
     sc.check_run(len(parsed), max_memory)
     previous = torch.get_num_threads()

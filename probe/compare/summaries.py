@@ -57,6 +57,8 @@ class VariantSummary:
         steps_by_target_median: Per target of the comparison's grid, the median
             steps (never-reached as infinitely slow; None when half or more never reached it).
         collapsed_at_init: Runs with a hidden layer all-negative at initialisation.
+        eval_loss: ``(median, low, high)`` of the evaluation-set loss of the final
+            parameters over seeds (diverged runs left out), with a 95% bootstrap interval.
     """
 
     variant: str
@@ -88,6 +90,7 @@ class VariantSummary:
     dead_rate_history_median: tuple[tuple[float, ...], ...] | None = field(default=None, repr=False)
     steps_by_target_median: tuple[float | None, ...] = ()
     collapsed_at_init: int = 0
+    eval_loss: Interval = NO_INTERVAL
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,6 +148,7 @@ def summarize_runs(variant: Variant, runs: Sequence[RunResult], budget: int) -> 
         slope=slope, learnable=variant.learnable,
         steps_interval=_median_ci(steps),
         final_loss_interval=_median_ci([r.final_loss for r in runs if r.final_loss is not None]),
+        eval_loss=_median_ci([r.eval_loss for r in runs if r.eval_loss is not None]),
         upstream_ratio=finite_median(layer_means("upstream_ratio")),
         neg_grad_share=finite_median(layer_means("neg_grad_share")),
         neg_grad_fraction=finite_median(layer_means("neg_grad_fraction")),

@@ -45,7 +45,13 @@ def _data_lines(fh: IO[str], skip: int) -> Iterator[str]:
             yield line
 
 
-def _read_csv(path: Path, target: str | None, max_memory: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_csv(path: Path, target: str | None, max_memory: int | None, *, drop: tuple[str, ...] = (),
+              features: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(X, y)`` from a CSV; ``drop`` or ``features`` pick the input columns by name.
+
+    Dropped and unselected columns are never parsed, so an ID or a categorical
+    column can stay in the file.
+    """
     _budget(path.stat().st_size, f"The CSV file {path}", max_memory)
     first, first_no, rows = None, 0, 0
     try:
@@ -77,18 +83,23 @@ def _read_csv(path: Path, target: str | None, max_memory: int | None) -> tuple[n
                             fix="rename the columns so each name is used once")
     else:
         names = [str(j) for j in range(ncols)]
-    _budget(rows * ncols * 12, f"The CSV data in {path} ({rows} rows x {ncols} columns)", max_memory)
+    if target is not None and target not in names:
+        raise DataError(f"Column '{target}' is not in {path}", expected="--target naming a column",
+                        found=f"columns {names}", fix="pass one of those names (or a 0-based index without a header)")
+    keep = _selected(path, names, target, drop, features)
+    _budget(rows * len(keep) * 12, f"The CSV data in {path} ({rows} rows x {len(keep)} columns)", max_memory)
     skip = first_no if has_header else 0
     if rows == 0:
-        arr = np.empty((0, ncols))
+        arr = np.empty((0, len(keep)))
     else:
         try:
             with open(path, encoding="utf-8-sig") as fh, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                arr = np.loadtxt(_data_lines(fh, skip), delimiter=",", ndmin=2, dtype=np.float64, comments=None)
+                arr = np.loadtxt(_data_lines(fh, skip), delimiter=",", ndmin=2, dtype=np.float64, comments=None,
+                                 usecols=None if len(keep) == ncols else keep)
         except ValueError as exc:
-            raise _csv_problem(path, skip, ncols if has_header else None, names, exc) from None
-    if has_header and arr.shape[1] != ncols:
+            raise _csv_problem(path, skip, ncols if has_header else None, names, exc, keep) from None
+    if has_header and len(keep) == ncols and arr.shape[1] != ncols:
         raise DataError(f"The CSV header of {path} does not match its rows",
                         expected=f"{ncols} cells per row, like the header (line {first_no})",
                         found=f"{arr.shape[1]} cells per row", fix="fix the header or the rows so they align")
@@ -98,15 +109,41 @@ def _read_csv(path: Path, target: str | None, max_memory: int | None) -> tuple[n
                         fix="check the file for stray quotes or line breaks")
     if target is None:
         return arr, None
-    if target not in names:
-        raise DataError(f"Column '{target}' is not in {path}", expected="--target naming a column",
-                        found=f"columns {names}", fix="pass one of those names (or a 0-based index without a header)")
-    j = names.index(target)
+    j = keep.index(names.index(target))
     return np.delete(arr, j, axis=1), arr[:, j]
 
 
-def _csv_problem(path: Path, skip: int, width: int | None, names: list[str], exc: Exception) -> DataError:
-    """The first bad line of a CSV that np.loadtxt refused, named by line and column."""
+def _selected(path: Path, names: list[str], target: str | None, drop: tuple[str, ...],
+              features: tuple[str, ...] | None) -> list[int]:
+    """Indices of the columns to parse: the features (all but ``drop``, or exactly ``features``) and the target."""
+    for what, listed in (("drop", drop), ("features", features or ())):
+        unknown = [c for c in listed if c not in names]
+        if unknown:
+            raise DataError(f"The {what} column '{unknown[0]}' is not in {path}",
+                            expected=f"{what} naming columns of the file", found=f"columns {names}",
+                            fix=f"use the names of the header in '{what}'")
+    if target is not None and (target in drop or features is not None and target in features):
+        raise DataError(f"The target column '{target}' is also listed as a feature or dropped",
+                        expected="the target apart from the features", found=f"target {target}",
+                        fix="remove it from 'features' / 'drop'")
+    if features is not None:
+        chosen = {names.index(c) for c in features}
+    else:
+        chosen = {j for j, n in enumerate(names) if n not in drop}
+    if target is not None:
+        chosen.add(names.index(target))
+    if len(chosen) - (target is not None) < 1:
+        raise DataError(f"No feature column is left in {path}", expected="at least one input column",
+                        found=f"columns {names}, dropping {list(drop)}", fix="drop fewer columns")
+    return sorted(chosen)
+
+
+def _csv_problem(path: Path, skip: int, width: int | None, names: list[str], exc: Exception,
+                 keep: list[int] | None = None) -> DataError:
+    """The first bad line of a CSV that np.loadtxt refused, named by line and column.
+
+    Only the parsed columns (``keep``) are checked: a dropped column may hold text.
+    """
     with open(path, encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, 1):
             if lineno <= skip or not line.strip():
@@ -119,7 +156,7 @@ def _csv_problem(path: Path, skip: int, width: int | None, names: list[str], exc
                                  "per row, like the first row", found=_clip(line),
                                  fix="give every row the same columns")
             for j, cell in enumerate(cells):
-                if _is_number(cell):
+                if _is_number(cell) or keep is not None and j not in keep:
                     continue
                 col = f"column {j + 1}" + (f" ('{names[j]}')" if j < len(names) and not names[j].isdigit() else "")
                 if not cell:
@@ -129,7 +166,9 @@ def _csv_problem(path: Path, skip: int, width: int | None, names: list[str], exc
                                          "value; probe then refuses the row by name)")
                 return DataError(f"Line {lineno} of {path} has a cell that is not a number in {col}",
                                  expected="a number in every cell of a data row (a header only on the first line)",
-                                 found=repr(cell[:80]), fix="fix or delete that row")
+                                 found=repr(cell[:80]),
+                                 fix="fix or delete that row; a text column (an ID, a category) can be left out "
+                                     "with drop = [...] in a scenario's [data] (probe compare --drop)")
     return DataError(f"Could not read the CSV file {path}", expected="rows of comma-separated numbers",
                      found=str(exc).splitlines()[0][:200], fix="check the file's format")
 

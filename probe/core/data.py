@@ -73,13 +73,16 @@ class Dataset:
                 "features": int(self.X.shape[1]), "targets": self.y is not None}
 
 
-def load_data(path: str | Path, target: str | None = None, *, max_memory: int | None = None) -> Dataset:
+def load_data(path: str | Path, target: str | None = None, *, max_memory: int | None = None,
+              drop: tuple[str, ...] = (), features: tuple[str, ...] | None = None) -> Dataset:
     """Read a data file. See :data:`FORMATS` and the module docstring for what is refused.
 
     Args:
         path: A .npz, .npy, .csv or .pt file.
         target: The CSV column holding the target (a header name, or a 0-based
             index when the file has no header). Only for .csv files.
+        drop, features: Input columns of a .csv file to leave out, or to use
+            (by header name); the others are never parsed.
         max_memory: Bytes X and y may declare together (see the module
             docstring for how they are counted); None for the default,
             :data:`probe.core.limits.DEFAULT_MAX_MEMORY`.
@@ -105,6 +108,10 @@ def load_data(path: str | Path, target: str | None = None, *, max_memory: int | 
     if suffix not in (".npz", ".npy", ".csv", ".pt"):
         raise DataError(f"Unknown data format '{suffix}' for {path}", expected=FORMATS,
                         found=suffix or "no extension", fix="save the data in one of those formats")
+    if (drop or features is not None) and suffix != ".csv":
+        raise DataError(f"Column selection (drop / features) only applies to .csv files, and {path} is a "
+                        f"{suffix} file", expected="no drop / features (X is one array in this format)",
+                        found=f"drop {list(drop)}, features {features}", fix="select the columns before saving X")
     if target is not None and suffix != ".csv":
         raise DataError(f"--target only applies to .csv files, and {path} is a {suffix} file",
                         expected="no --target (X and y are named arrays in this format)",
@@ -115,7 +122,7 @@ def load_data(path: str | Path, target: str | None = None, *, max_memory: int | 
         elif suffix == ".npy":
             X, y = _read_npy(path, max_memory), None
         elif suffix == ".csv":
-            X, y = _read_csv(path, target, max_memory)
+            X, y = _read_csv(path, target, max_memory, drop=tuple(drop), features=features)
         else:
             X, y = _read_pt(path, max_memory)
         Xt = _as_2d("X", X, path)

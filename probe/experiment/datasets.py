@@ -31,6 +31,8 @@ def make_datasets(scenario: Scenario, *, max_memory: int | None = None) -> tuple
         ScenarioError: The data would exceed the budget, the generator or the
             data seed is out of range, or the generated data are not finite.
     """
+    if scenario.datasets:  # a file scenario: read once when it was loaded
+        return scenario.datasets
     spec = scenario.data
     where = scenario._where
     budget = _check_budget(scenario.max_memory if max_memory is None else max_memory, where)

@@ -70,6 +70,7 @@ from pathlib import Path
 from probe.core.errors import ScenarioError
 from probe.core.limits import MAX_DATA_SEED, MAX_HIDDEN_LAYERS, MAX_LR, MAX_SCENARIO_FILE_BYTES, MAX_SEEDS, format_bytes
 from probe.engines.training.init import INITS
+from probe.experiment.file_data import FileSource, load_file_data
 from probe.experiment.generators import DIABETES_FEATURES, DIABETES_SAMPLES, GENERATORS
 from probe.experiment.scenario_checks import (TARGET_FACTORS, _bad, _check_budget, _check_choice,
                                               _check_float, _check_int, _check_limits, _check_steps, _check_targets,
@@ -91,7 +92,11 @@ def scenarios_dir() -> Path:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """``[data]``: which generator, how many samples, which data seed."""
+    """``[data]``: which generator, how many samples, which data seed.
+
+    A scenario on a file (:mod:`probe.experiment.file_data`) has generator
+    ``file``, its ``source``, and the sizes read from the file.
+    """
 
     generator: str
     n_samples: int
@@ -99,6 +104,7 @@ class DataSpec:
     seed: int = 0
     n_eval: int = DEFAULT_N_EVAL
     noise: float = 0.0
+    source: FileSource | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,8 @@ class Scenario:
     extra: dict = field(default_factory=dict)
     #: the memory budget (bytes) it was validated against; None: the default. Not part of the scenario.
     max_memory: int | None = field(default=None, compare=False, repr=False)
+    #: a file scenario's (train, eval) sets, read once and shared by copies made with overrides
+    datasets: tuple = field(default=(), compare=False, repr=False)
 
     @property
     def targets(self) -> tuple[float, ...]:
@@ -227,12 +235,20 @@ class Scenario:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "path": self.path,
-                "data": vars(self.data).copy(), "model": {"hidden": list(self.model.hidden),
+                "data": _data_dict(self.data), "model": {"hidden": list(self.model.hidden),
                                                          "init": self.model.init},
                 "train": vars(self.train).copy(), **({"extra": self.extra} if self.extra else {})}
 
 
-def parse_scenario(raw: dict, where: str, *, max_memory: int | None = None) -> Scenario:
+def _data_dict(data: DataSpec) -> dict:
+    doc = {k: v for k, v in vars(data).items() if k != "source"}
+    if data.source is not None:
+        doc["source"] = data.source.to_dict()
+    return doc
+
+
+def parse_scenario(raw: dict, where: str, *, max_memory: int | None = None,
+                   base: Path | None = None) -> Scenario:
     """Validate a parsed TOML document into a :class:`Scenario`.
 
     Args:
@@ -243,13 +259,22 @@ def parse_scenario(raw: dict, where: str, *, max_memory: int | None = None) -> S
     Raises:
         ScenarioError: Naming the first missing or malformed key, or the first
             limit exceeded (see the module docstring).
+        DataError: A ``[data] path`` file that cannot be read.
+        base: The folder relative data paths resolve against (the TOML's); None: the working folder.
     """
     max_memory = _check_budget(max_memory, where)
     for key in ("name", "description"):
         if not isinstance(raw.get(key), str) or not raw[key].strip():
             raise ScenarioError(f"Scenario {where} is missing the key '{key}'", expected=f"{key} = \"...\" at the top",
                                 found=repr(raw.get(key)), fix=f"add a {key} line before the first [table]")
-    d, m, t = (_section(raw, s, where) for s in ("data", "model", "train"))
+    on_file = isinstance(raw.get("data"), dict) and "path" in raw["data"]
+    m, t = (_section(raw, s, where) for s in ("model", "train"))
+    if on_file:
+        source, seed, datasets = load_file_data(raw["data"], where, base or Path.cwd(), max_memory)
+        data = DataSpec("file", datasets[0].X.shape[0], datasets[0].X.shape[1], seed=seed,
+                        n_eval=datasets[1].X.shape[0], source=source)
+        return _finish(raw, where, data, m, t, max_memory, datasets)
+    d = _section(raw, "data", where)
     gen = _check_choice("data.generator", d["generator"], where, sorted(GENERATORS))
     data = DataSpec(gen, _check_int("data.n_samples", d["n_samples"], where),
                     _check_int("data.n_features", d["n_features"], where),
@@ -264,6 +289,12 @@ def parse_scenario(raw: dict, where: str, *, max_memory: int | None = None) -> S
             raise _bad(where, "data.n_samples", f"fewer than the {DIABETES_SAMPLES} diabetes samples",
                        data.n_samples, "leave some for evaluation, e.g. n_samples = 354")
         data = replace(data, n_eval=min(data.n_eval, DIABETES_SAMPLES - data.n_samples))
+    return _finish(raw, where, data, m, t, max_memory, ())
+
+
+def _finish(raw: dict, where: str, data: DataSpec, m: dict, t: dict, max_memory: int | None,
+            datasets: tuple) -> Scenario:
+    """The model and train sections, then the whole scenario's limits."""
     hidden = m["hidden"]
     if isinstance(hidden, list) and len(hidden) > MAX_HIDDEN_LAYERS:
         raise _bad(where, "model.hidden", f"at most {MAX_HIDDEN_LAYERS} hidden layers (the limit)",
@@ -284,7 +315,7 @@ def parse_scenario(raw: dict, where: str, *, max_memory: int | None = None) -> S
     known = {"name", "description", "data", "model", "train"}
     extra = {k: v for k, v in raw.items() if k not in known}
     scenario = Scenario(raw["name"], raw["description"].strip(), data, model, train, extra=extra,
-                        max_memory=max_memory)
+                        max_memory=max_memory, datasets=datasets)
     _check_limits(scenario, where)
     return scenario
 
@@ -356,7 +387,8 @@ def load_scenario(name_or_path: str | Path, *, max_memory: int | None = None) ->
         raise ScenarioError(f"Scenario file {path} could not be parsed", expected="a TOML document",
                             found=f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}",
                             fix="fix the value the message names") from None
-    return replace(parse_scenario(raw, str(path), max_memory=max_memory), path=str(path))
+    return replace(parse_scenario(raw, str(path), max_memory=max_memory, base=path.resolve().parent),
+                   path=str(path))
 
 
 def list_scenarios() -> list[tuple[str, str]]:

@@ -60,8 +60,11 @@ def losses_table(result: CompareResult) -> str:
 
 
 def write_compare_report(result: CompareResult, path: str | Path, command: str,
-                         outputs: StagedOutputs | None = None) -> Path:
-    """Write the report and its figures atomically; returns the markdown path."""
+                         outputs: StagedOutputs | None = None, scenario_toml: str | None = None) -> Path:
+    """Write the report and its figures atomically; returns the markdown path.
+
+    ``scenario_toml``: an ad-hoc scenario's TOML (``--data``), shown so the run can be repeated.
+    """
     sc = result.scenario
     labels = ", ".join(v.label for v in result.variants)
     diag_groups = {v.label: [r.diagnostics for r in result.runs
@@ -89,10 +92,12 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str,
         sweep = slope_sweep_figure(result) if trained else None
         if sweep is not None:
             rw.add("## Slope sweep", md_table(
-                ["variant", "slope", "steps to target (median)", "95% CI", "final loss (median)", "95% CI"],
+                ["variant", "slope", "steps to target (median)", "95% CI", "final loss (median)", "95% CI",
+                 "eval loss (median)", "95% CI"],
                 [[iv.variant, f"{iv.slope:.3g}" + (" (learned)" if iv.learnable else ""),
                   _steps(iv.steps_interval[0], result.budget), _ci(iv.steps_interval),
-                  fmt(iv.final_loss_interval[0]), _ci(iv.final_loss_interval)]
+                  fmt(iv.final_loss_interval[0]), _ci(iv.final_loss_interval),
+                  fmt(iv.eval_loss[0]), _ci(iv.eval_loss)]
                  for iv in result.summaries]),
                 f"*Never-reached runs count as {result.budget + 1} steps (the budget + 1), as in the paired "
                 "statistics.*")
@@ -125,6 +130,9 @@ def write_compare_report(result: CompareResult, path: str | Path, command: str,
                                                             f"{v.label} circuit, seed {run.seed}"),
                                  "negative", dpi=CIRCUIT_DPI)
         rw.add("## Scenario", scenario_block(result))
+        if scenario_toml:
+            rw.add("Built from `--data`; save this as a `.toml` file to rerun it with `--scenario`:",
+                   f"```toml\n{scenario_toml}```")
     return rw.path
 
 

@@ -25,11 +25,12 @@ def convergence_table(result: CompareResult) -> Table:
     table = variant_table(
         Text(f"Convergence on {result.scenario.name} (target loss {t.target_loss:g}, {result.budget} steps = "
              f"{result.epochs_completed} epochs x {result.steps_per_epoch})"),
-        "Medians over seeds. steps to target: first step whose running mean over one epoch of minibatch "
-        "losses is <= the target ('—': half or more never reached it).",
-        ("final loss", "steps to target", "reached", "mean step loss", "diverged", "born dead"))
+        "Medians over seeds. final/eval: training and evaluation-set loss after training. steps to "
+        "target: first step whose running mean over one epoch of minibatch losses is <= the target "
+        "('—': half or more never reached it). step loss: mean per-step loss.",
+        ("final", "eval", "steps to target", "reached", "step loss", "diverged", "born dead"))
     for s in result.summaries:
-        table.add_row(s.variant, fmt(s.median_final_loss), fmt(s.median_steps_to_target),
+        table.add_row(s.variant, fmt(s.median_final_loss), fmt(s.eval_loss[0]), fmt(s.median_steps_to_target),
                       f"{s.reached}/{s.runs}", fmt(s.median_loss_auc), f"{s.diverged}/{s.runs}",
                       f"{s.born_dead}/{s.runs}")
     return table
