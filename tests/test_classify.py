@@ -103,6 +103,22 @@ def test_margin_routes_match_a_per_sample_recomputation() -> None:
             assert got == pytest.approx(ref, rel=1e-5, abs=1e-6)
 
 
+def test_ties_with_the_top_class_are_not_negative_margins() -> None:
+    # Integer weights, no bias: h = (1, 1) gives logits (1, 1, -2), a tie between classes 0 and 1.
+    mlp = MLP.build([2, 2, 3], "relu")
+    set_linear(mlp[0], [[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])
+    set_linear(mlp[2], [[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]], [0.0, 0.0, 0.0])
+    X = torch.tensor([[1.0, 1.0], [2.0, 2.0], [1.0, 3.0], [3.0, 1.0], [-1.0, -1.0]])
+    sign = diagnose(mlp, X, torch.tensor([0, 1, 1, 0, 2]), batch_size=2).sign
+    # class 0: margins 0, 0, -2, 2, 0 (h = 0 ties everything): one negative; class 1 likewise
+    assert [s.negative_predictions.samples for s in sign] == [1, 1, 4]
+    for s, (whole, neg) in zip(sign, _reference_margin_routes(mlp, X)):
+        n = s.negative_predictions
+        assert [n.pos_pos, n.neg_pos, n.pos_neg, n.neg_neg, n.net_mass] == pytest.approx(neg[:5])
+        a = s.all_samples
+        assert [a.pos_pos, a.neg_pos, a.pos_neg, a.neg_neg, a.net_mass] == pytest.approx(whole[:5])
+
+
 def test_two_class_margins_are_opposite() -> None:
     torch.manual_seed(4)
     mlp = MLP.build([3, 6, 2], "relu")
