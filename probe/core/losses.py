@@ -108,7 +108,8 @@ def check_targets(name: str, y: torch.Tensor | None, outputs: int, source: str) 
     if y.shape[1] != outputs:
         raise DataError(f"The targets from {source} have the wrong width",
                         expected=f"{outputs} target columns (the model's outputs)",
-                        found=f"{y.shape[1]}", fix="pass matching targets, or none to use the sum of outputs")
+                        found=f"{y.shape[1]}", fix="pass matching targets (class labels in one column: --loss cross_entropy), "
+                            "or none to use the sum of outputs")
     if name == "bce" and bool(((y < 0) | (y > 1)).any()):
         raise DataError(f"The bce targets from {source} are not in [0, 1]", expected="0/1 labels (or probabilities)",
                         found=f"values from {float(y.min()):g} to {float(y.max()):g}",
