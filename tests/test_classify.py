@@ -268,8 +268,10 @@ def iris_files(tmp_path):
 def test_cli_analyze_iris_classifier(iris_files) -> None:
     path, ce, acc = iris_files
     res = CliRunner().invoke(app, ["analyze", str(path / "model.pt"), "--data", str(path / "iris.csv"),
-                                   "--target", "label", "--json"])
+                                   "--target", "label", "--json", "--report", str(path / "r.md")])
     assert res.exit_code == 0, res.output
+    assert "- **warning:** The loss was inferred as cross_entropy" in (path / "r.md").read_text()
+    assert "loss (cross_entropy, inferred) of the model as analysed" in (path / "r.md").read_text()
     doc = json.loads(res.stdout)
     assert doc["loss"]["name"] == "cross_entropy" and doc["loss"]["inferred"] is True
     assert doc["loss"]["value"] == pytest.approx(ce, rel=1e-5)

@@ -197,24 +197,24 @@ class LossSummary:
 
 
 class LossMeter:
-    """Streams the mean loss (and accuracy) over batches: float64 sums, no samples kept."""
+    """Streams the mean loss (and accuracy) over batches: float64 sums on the batch's device, no samples kept."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.total = 0.0
-        self.hits = 0.0
+        self.total: torch.Tensor | float = 0.0
+        self.hits: torch.Tensor | float = 0.0
         self.samples = 0
 
     def update(self, out: torch.Tensor, y: torch.Tensor | None, per_sample: torch.Tensor | None) -> None:
-        """Feed one batch's outputs, targets and :func:`sample_losses` (no second evaluation)."""
+        """Feed one batch's outputs, targets and :func:`sample_losses` (no second evaluation, no sync)."""
         self.samples += out.shape[0]
         if per_sample is not None:
-            self.total += float(per_sample.detach().double().sum())
+            self.total = self.total + per_sample.detach().double().sum()
         if self.name in CLASSIFIERS:
-            self.hits += float(correct(self.name, out.detach(), y).sum())
+            self.hits = self.hits + correct(self.name, out.detach(), y).sum()
 
     def result(self, inferred: bool, warnings: tuple[str, ...] = ()) -> LossSummary:
         n = max(self.samples, 1)
-        value = None if self.name == "sum" else self.total / n
-        accuracy = self.hits / n if self.name in CLASSIFIERS else None
+        value = None if self.name == "sum" else float(self.total) / n
+        accuracy = float(self.hits) / n if self.name in CLASSIFIERS else None
         return LossSummary(self.name, inferred, self.samples, value, accuracy, warnings)
