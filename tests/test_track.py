@@ -140,7 +140,7 @@ def assert_close(got: object, want: object, where: str) -> None:
         assert len(got) == len(want), where
         for i, (a, b) in enumerate(zip(got, want)):
             assert_close(a, b, f"{where}[{i}]")
-    elif want is None or isinstance(want, (bool, int)) and not isinstance(want, float):
+    elif want is None or isinstance(want, (bool, int, str)) and not isinstance(want, float):
         assert got == want, f"{where}: {got} != {want}"
     else:
         assert got is not None and math.isclose(got, want, rel_tol=2e-5, abs_tol=1e-9), f"{where}: {got} != {want}"

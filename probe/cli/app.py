@@ -109,6 +109,8 @@ def analyze(
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Samples per batch (memory does not grow with the data)."),
     near_dead: float = typer.Option(0.01, "--near-dead", help="Active fraction below which a unit is near-dead."),
     dormant_tau: float = typer.Option(0.025, "--dormant-tau", help="ReDo dormancy threshold."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="mse | cross_entropy | bce | sum (default: inferred "
+                                       "from the targets, and shown: integer labels with K>1 outputs mean cross_entropy)."),
     output: int = typer.Option(0, "--output", help="Output whose sign circuit is traced (JSON 'circuit')."),
     no_circuit: bool = typer.Option(False, "--no-circuit", help="Skip the sign circuit (faster on large data)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to FILE.md."),
@@ -130,11 +132,16 @@ def analyze(
             task = bar.add_task("analyzing", total=None)
             result = analyze_file(model, data=data, scenario=scenario, target=target, activation=activation,
                                   trust=trust, max_memory=_memory(max_memory), batch_size=batch_size,
-                                  near_dead_threshold=near_dead, dormant_tau=dormant_tau,
+                                  near_dead_threshold=near_dead, dormant_tau=dormant_tau, loss=loss,
                                   circuit_output=None if no_circuit else output, progress=_bar_callback(bar, task))
         if report is not None:
             write_analysis_report(result, report, command=command_line(), outputs=outputs)
         _publish(outputs, result.to_dict(), json_path)
+    if json_path == "-":  # the tables show them otherwise; here stdout is JSON, so: stderr
+        import warnings
+
+        for message in result.warnings:
+            warnings.warn(message, UserWarning, stacklevel=1)
     _show(result.to_dict() if json_path == "-" else None, result, {"json": json_path, "report": report})
 
 

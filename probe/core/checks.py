@@ -4,7 +4,9 @@ Every public entry point turns what the user hands it (a tensor, a numpy
 array, a list, a :class:`~probe.core.data.Dataset` or a data file) into a
 ``Dataset`` of float32 tensors here, or raises a :class:`DataError` that says
 what was expected, what arrived and the fix. float64 is converted; a 1-D ``y``
-becomes one column.
+becomes one column. Integer (or bool) targets are class labels: they are kept
+exactly (float32 holds every integer label a model can have) and the dataset
+records ``labels=True``, from which the loss is inferred.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from probe.core.data import Dataset, load_data
+from probe.core.data import Dataset, is_integer_dtype, load_data
 from probe.core.errors import DataError
 
 ACCEPTED = "a torch tensor, a numpy array, a list of rows, a probe Dataset or a data file path"
@@ -53,7 +55,8 @@ def as_dataset(X: object, y: object = None, *, source: str | None = None,
     Args:
         X: Inputs ``[samples, features]`` as a tensor, array or list; or a
             ``Dataset`` (then ``y`` must be None); or a path to a data file.
-        y: Targets ``[samples]`` or ``[samples, outputs]``, or None.
+        y: Targets ``[samples]`` or ``[samples, outputs]``, or None; integer
+            labels (numpy int arrays, torch long tensors) set ``labels``.
         source: A name for the data in results (default: the path, or ``array``).
         target: With a CSV path, the target column.
 
@@ -76,8 +79,9 @@ def as_dataset(X: object, y: object = None, *, source: str | None = None,
                         found=f"shape {tuple(xt.shape)}",
                         fix="reshape it: X.reshape(-1, 1) for one feature, X.reshape(len(X), -1) "
                             "to flatten each sample")
-    yt = None
+    yt, labels = None, False
     if y is not None:
+        labels = is_integer_dtype(y) if isinstance(y, torch.Tensor) else _integer_array(y)
         yt = _as_float_tensor("y", y)
         if yt.dim() == 1:
             yt = yt[:, None]
@@ -87,7 +91,14 @@ def as_dataset(X: object, y: object = None, *, source: str | None = None,
         if yt.shape[0] != xt.shape[0]:
             raise DataError("X and y have different numbers of samples", expected="one target row per input row",
                             found=f"{xt.shape[0]} rows in X, {yt.shape[0]} in y", fix="pass matching X and y")
-    return Dataset(xt, yt, source or "array")
+    return Dataset(xt, yt, source or "array", labels)
+
+
+def _integer_array(value: object) -> bool:
+    try:
+        return is_integer_dtype(np.asarray(value))
+    except (TypeError, ValueError):
+        return False  # _as_float_tensor says what is wrong
 
 
 def check_fraction(name: str, value: object) -> float:

@@ -109,8 +109,27 @@ def _read_csv(path: Path, target: str | None, max_memory: int | None, *, drop: t
                         fix="check the file for stray quotes or line breaks")
     if target is None:
         return arr, None
-    j = keep.index(names.index(target))
-    return np.delete(arr, j, axis=1), arr[:, j]
+    column = names.index(target)
+    j = keep.index(column)  # its place among the parsed columns
+    y = arr[:, j]
+    if _integer_column(path, skip, column, y):
+        y = y.astype(np.int64)  # class labels: read back as such by the loss inference
+    return np.delete(arr, j, axis=1), y
+
+
+def _integer_column(path: Path, skip: int, j: int, values: np.ndarray) -> bool:
+    """Whether column ``j`` is written as integers ("3", not "3.0"): class labels, not float targets.
+
+    The text is read again only when every value is a whole number below 2**53.
+    """
+    if values.size == 0 or not bool(np.all((values == np.round(values)) & (np.abs(values) < 2.0 ** 53))):
+        return False
+    with open(path, encoding="utf-8-sig") as fh:
+        for line in _data_lines(fh, skip):
+            cell = line.split(",")[j].strip()
+            if not cell.lstrip("+-").isdigit():
+                return False
+    return True
 
 
 def _selected(path: Path, names: list[str], target: str | None, drop: tuple[str, ...],

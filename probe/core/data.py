@@ -46,6 +46,7 @@ import torch
 
 from probe.core.errors import DataError
 from probe.core.csv_data import _budget, _read_csv
+from probe.core.losses import check_targets, choose_loss
 
 FORMATS = ".npz (arrays X and optionally y), .npy (X only), .csv (numeric, --target names y) or .pt (dict with X, y)"
 
@@ -60,17 +61,20 @@ class Dataset:
 
     Attributes:
         X: ``[samples, features]``.
-        y: ``[samples, outputs]`` or None.
+        y: ``[samples, outputs]`` or None (class labels: ``[samples, 1]``, exact in float32).
         source: Where the data came from (a path or a scenario name).
+        labels: The targets were integers (or bools) in their source: class labels,
+            from which :func:`probe.core.losses.choose_loss` infers a classifier's loss.
     """
 
     X: torch.Tensor
     y: torch.Tensor | None
     source: str
+    labels: bool = False
 
     def to_dict(self) -> dict:
         return {"source": self.source, "samples": int(self.X.shape[0]),
-                "features": int(self.X.shape[1]), "targets": self.y is not None}
+                "features": int(self.X.shape[1]), "targets": self.y is not None, "labels": self.labels}
 
 
 def load_data(path: str | Path, target: str | None = None, *, max_memory: int | None = None,
@@ -127,6 +131,7 @@ def load_data(path: str | Path, target: str | None = None, *, max_memory: int | 
             X, y = _read_pt(path, max_memory)
         Xt = _as_2d("X", X, path)
         yt = None if y is None else _as_2d("y", y, path)
+        labels = y is not None and is_integer_dtype(y)
     except DataError:
         raise
     except MemoryError:
@@ -139,7 +144,7 @@ def load_data(path: str | Path, target: str | None = None, *, max_memory: int | 
     if yt is not None and yt.shape[0] != Xt.shape[0]:
         raise DataError(f"X and y in {path} have different lengths", expected="one target row per sample",
                         found=f"{Xt.shape[0]} samples and {yt.shape[0]} targets", fix="align X and y")
-    return Dataset(Xt, yt, str(path))
+    return Dataset(Xt, yt, str(path), labels)
 
 
 # ---------------------------------------------------------------- budget and dtypes
@@ -275,6 +280,13 @@ def _check_tensor(name: str, t: torch.Tensor, path: Path) -> None:
                         found=problem[0], fix=problem[1])
 
 
+def is_integer_dtype(values: object) -> bool:
+    """Whether a tensor or array holds integers or bools (class labels), not floats."""
+    if isinstance(values, torch.Tensor):
+        return not values.dtype.is_floating_point and not values.is_complex()
+    return np.asarray(values).dtype.kind in "biu"
+
+
 def _is_integer(dtype: torch.dtype) -> bool:
     try:
         return not dtype.is_floating_point and not dtype.is_complex and torch.iinfo(dtype) is not None
@@ -322,8 +334,14 @@ def _as_2d(name: str, arr: object, path: Path) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- .csv
-def check_data(data: Dataset, in_features: int, out_features: int) -> None:
-    """Refuse data the model cannot take: wrong width, NaN or infinite values, no samples."""
+def check_data(data: Dataset, in_features: int, out_features: int, loss: str | None = None) -> None:
+    """Refuse data the model cannot take: wrong width, NaN or infinite values, no samples.
+
+    The targets are checked against ``loss`` (inferred from the data when None,
+    :func:`probe.core.losses.choose_loss`): class labels in ``0..K-1`` for
+    ``cross_entropy``, else one target column per output.
+    """
+
     X, y = data.X, data.y
     if X.shape[0] == 0:
         raise DataError(f"The data from {data.source} has no samples", expected="at least one row",
@@ -339,7 +357,6 @@ def check_data(data: Dataset, in_features: int, out_features: int) -> None:
             raise DataError(f"The data from {data.source} contains NaN or infinite values",
                             expected=f"finite numbers in {name}", found=f"{bad} rows with NaN/inf",
                             fix="drop or impute those rows")
-    if y is not None and y.shape[1] != out_features:
-        raise DataError(f"The targets from {data.source} have the wrong width",
-                        expected=f"{out_features} target columns (the model's outputs)",
-                        found=f"{y.shape[1]}", fix="pass matching targets, or none to use the sum of outputs")
+    if y is not None:
+        name = loss if loss not in (None, "sum") else choose_loss(None, y, data.labels, out_features)[0]
+        check_targets(name, y, out_features, str(data.source))

@@ -16,6 +16,7 @@ from probe.core.variants import leaky_relu
 from probe.diagnostics.activity import ActivityStats, negative_mask
 from probe.diagnostics.gradients import GradientStats
 from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
+from probe.diagnostics.margin import MarginRoutes
 from probe.diagnostics.sign import SignRoutes
 
 
@@ -56,12 +57,14 @@ class Collector:
         pos_from_total: See :class:`GradientStats`; then call :meth:`set_weight_grads`.
         near_dead_threshold: See :class:`ActivityStats`.
         dormant_tau: See :class:`ActivityStats`.
+        margin: Sign routes of each class's logit margin (:class:`MarginRoutes`, a
+            classifier under cross-entropy) instead of each output's logit.
     """
 
     def __init__(self, n_layers: int, final_weight: torch.Tensor | None = None,
                  final_bias: torch.Tensor | None = None, *, gradients: bool = True,
                  weight_grads: bool = True, pos_from_total: bool = False,
-                 near_dead_threshold: float = 0.01, dormant_tau: float = 0.025) -> None:
+                 near_dead_threshold: float = 0.01, dormant_tau: float = 0.025, margin: bool = False) -> None:
         self.activity = [ActivityStats(near_dead_threshold, dormant_tau) for _ in range(n_layers)]
         self.gradients = ([GradientStats(weight_grads, pos_from_total) for _ in range(n_layers)]
                           if gradients else None)
@@ -70,7 +73,7 @@ class Collector:
         if final_weight is not None:
             if final_bias is None:
                 final_bias = torch.zeros(final_weight.shape[:2], device=final_weight.device)
-            self.sign = SignRoutes(final_weight, final_bias)
+            self.sign = (MarginRoutes if margin else SignRoutes)(final_weight, final_bias)
         self.slopes: list[torch.Tensor | None] = [None] * n_layers
 
     def forward(self, layer: int, x: torch.Tensor, z: torch.Tensor,

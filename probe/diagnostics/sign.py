@@ -27,6 +27,15 @@ weight-times-activation downward mass that arrives through negative activations
 sample's output fights another, larger when positive and negative masses
 cancel. The same quantities are reported over the samples whose prediction of
 output ``k`` is negative (``negative_predictions``).
+
+**What is signed** (``target``): for a regression model or a one-logit binary
+classifier (bce), output ``k`` itself (``target = "logit"``: for bce the logit
+is the margin of the positive class). For a classifier with ``K > 1`` logits
+under cross-entropy, the sign of one logit means little; there the routes
+describe each class's **logit margin** ``m_k = f_k - max_{j != k} f_j``, whose
+per-sample row is ``W[k] - W[j*]`` with ``j*`` the runner-up, and a negative
+prediction means the class is not predicted (``target = "margin"``, see
+:mod:`probe.diagnostics.margin`).
 """
 
 from __future__ import annotations
@@ -88,15 +97,20 @@ class RouteMasses:
 
 @dataclass(frozen=True)
 class SignResult:
-    """Sign construction of one output over all samples and over negative predictions."""
+    """Sign construction of one output over all samples and over negative predictions.
+
+    ``target`` is ``"logit"`` (the output itself) or ``"margin"`` (class ``output``'s
+    logit margin over the runner-up, :mod:`probe.diagnostics.margin`).
+    """
 
     output: int
     all_samples: RouteMasses
     negative_predictions: RouteMasses
+    target: str = "logit"
 
     def to_dict(self) -> dict:
         """Flat keys for the whole set, the negative-prediction subset nested."""
-        d = {"output": self.output, **self.all_samples.to_dict()}
+        d = {"output": self.output, "target": self.target, **self.all_samples.to_dict()}
         d["negative_predictions"] = self.negative_predictions.to_dict()
         return d
 

@@ -268,13 +268,13 @@ def parse_scenario(raw: dict, where: str, *, max_memory: int | None = None,
             raise ScenarioError(f"Scenario {where} is missing the key '{key}'", expected=f"{key} = \"...\" at the top",
                                 found=repr(raw.get(key)), fix=f"add a {key} line before the first [table]")
     on_file = isinstance(raw.get("data"), dict) and "path" in raw["data"]
+    d = None if on_file else _section(raw, "data", where)  # sections are checked in file order
     m, t = (_section(raw, s, where) for s in ("model", "train"))
     if on_file:
         source, seed, datasets = load_file_data(raw["data"], where, base or Path.cwd(), max_memory)
         data = DataSpec("file", datasets[0].X.shape[0], datasets[0].X.shape[1], seed=seed,
                         n_eval=datasets[1].X.shape[0], source=source)
         return _finish(raw, where, data, m, t, max_memory, datasets)
-    d = _section(raw, "data", where)
     gen = _check_choice("data.generator", d["generator"], where, sorted(GENERATORS))
     data = DataSpec(gen, _check_int("data.n_samples", d["n_samples"], where),
                     _check_int("data.n_features", d["n_features"], where),

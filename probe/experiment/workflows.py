@@ -15,8 +15,7 @@ from probe.circuit.validate import check_output
 from probe.core.checks import as_dataset
 from probe.core.data import Dataset
 from probe.core.errors import DataError
-from probe.core.losses import resolve_loss
-from probe.engines.analysis import AnalysisResult, diagnose
+from probe.engines.analysis import AnalysisResult, diagnose_with_loss
 from probe.models.coerce import as_model
 from probe.models.loading import LoadedModel
 
@@ -33,7 +32,8 @@ def analyze(model: object, X: object, y: object = None, *, activation: str | Non
         y: Targets (``[samples]`` or ``[samples, outputs]``), or None.
         activation: Variant spec, needed for a bare state_dict file.
         trust: Allow model files that carry code (pickled custom classes, TorchScript).
-        loss: ``mse`` (default with targets) or ``sum`` (default without).
+        loss: ``mse``, ``cross_entropy``, ``bce`` or ``sum``; default inferred from the
+            targets (:func:`probe.core.losses.choose_loss`) and recorded as such.
         batch_size: Samples per forward/backward pass; memory does not grow with the data.
         near_dead_threshold: Active fraction below which a unit counts as near-dead.
         dormant_tau: ReDo dormancy threshold.
@@ -61,13 +61,14 @@ def analyze_loaded(loaded: LoadedModel, data: Dataset, *, loss: str | None = Non
     """:func:`analyze` on an already loaded model and validated data (``circuit_output=None``: no circuit)."""
     if circuit_output is not None:  # refuse a bad index before the analysis, not after it
         check_output(circuit_output, loaded.mlp.widths[-1])
-    loss = resolve_loss(loss, data.y is not None)
     total = data.X.shape[0]
     cb = None if progress is None else (lambda done: progress(done, total))
-    diag = diagnose(loaded, data, loss=loss, batch_size=batch_size, near_dead_threshold=near_dead_threshold,
-                    dormant_tau=dormant_tau, progress=cb)
+    diag, fit = diagnose_with_loss(loaded, data, loss=loss, batch_size=batch_size,
+                                   near_dead_threshold=near_dead_threshold, dormant_tau=dormant_tau, progress=cb)
     traced = None if circuit_output is None else trace_circuit(loaded.mlp, data, output=circuit_output)
-    return AnalysisResult(loaded.to_dict(), data.to_dict(), loss, diag, traced)
+    # the loader's warnings (unverified conversions), then the loss choice's
+    warnings = tuple(getattr(loaded, "warnings", ())) + fit.warnings
+    return AnalysisResult(loaded.to_dict(), data.to_dict(), fit.name, diag, traced, fit=fit, warnings=warnings)
 
 
 def scenario_eval_data(scenario: str | Path, **load_options) -> Dataset:

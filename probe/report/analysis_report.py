@@ -7,7 +7,7 @@ from pathlib import Path
 from probe.core.io import StagedOutputs
 
 from probe.engines.analysis import AnalysisResult
-from probe.report.analyze_view import layers_table, sign_table
+from probe.report.analyze_view import layers_table, sanity_line, sign_table
 from probe.report.diagnostic_plots import active_fraction_figure, grad_ratio_figure, sign_routes_figure
 from probe.report.markdown import ReportWriter, environment_lines, rich_table_markdown
 
@@ -21,8 +21,9 @@ def write_analysis_report(result: AnalysisResult, path: str | Path, command: str
         rw.add(f"# probe analyze: {Path(m['path']).name if m.get('path') else 'model'}",
                "\n".join([*environment_lines(command),
                           f"- model: `{m['architecture']}` ({m['format']})",
-                          f"- data: {d['source']}, {d['samples']} samples x {d['features']} features; "
-                          f"loss: {result.loss}"]),
+                          f"- data: {d['source']}, {d['samples']} samples x {d['features']} features",
+                          f"- {sanity_line(result)}",
+                          *(f"- **warning:** {message}" for message in result.warnings)]),
                f"**Verdict.** {result.verdict}",
                rich_table_markdown(layers_table(diag), heading=2))
         rw.figure(grad_ratio_figure({label: [diag]}), "grad_ratio.png",

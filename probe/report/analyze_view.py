@@ -35,13 +35,16 @@ def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Tabl
 
 def sign_table(diag: NetworkDiagnostics) -> Table:
     """One row per output: the four contribution masses and the activation route's share."""
-    table = Table(title="Sign construction at the output layer (|W·h| masses)", title_justify="left",
-                  caption_justify="left",
+    margin = any(s.target == "margin" for s in diag.sign)
+    title = ("Sign construction of each class's logit margin f_k - max_j≠k f_j (|(W_k - W_j*)·h| masses)"
+             if margin else "Sign construction at the output layer (|W·h| masses)")
+    table = Table(title=title, title_justify="left", caption_justify="left",
                   caption="pos_neg: W>0, h<0 (negative activations, leaky only); neg_pos: W<0, h>0 "
                           "(negative weights). act.route: pos_neg / (pos_neg + neg_pos); "
-                          "'neg' columns: samples predicted negative; neg bias: share of their downward "
-                          "mass that the output's bias supplies.")
-    for col in ("output", "pos_pos", "neg_pos", "pos_neg", "neg_neg", "act.route",
+                          "'neg' columns: samples predicted negative" + (" (the class is not predicted)"
+                                                                         if margin else "")
+                          + "; neg bias: share of their downward mass that the output's bias supplies.")
+    for col in ("class" if margin else "output", "pos_pos", "neg_pos", "pos_neg", "neg_neg", "act.route",
                 "cancel", "neg n", "neg act.route", "neg bias"):
         table.add_column(col, justify="right", no_wrap=True)
     for s in diag.sign:
@@ -66,13 +69,32 @@ def circuit_line(output: int, negatives: int, units: int) -> str:
                    "(90% of attribution); details: probe circuit.")
 
 
+def sanity_line(result: AnalysisResult) -> str:
+    """The loss of the model as analysed, in one line (with accuracy for classifiers)."""
+    fit = result.fit
+    if fit is None:
+        return f"loss: {result.loss}"
+    name = f"{fit.name}, inferred" if fit.inferred else fit.name
+    head = f"loss ({name}) of the model as analysed: "
+    if fit.value is None:
+        return head + (f"none, there were no targets ({fit.samples:,} samples; the gradients are those of "
+                       "the sum of the outputs)")
+    line = head + f"{fit.value:.4g} on {fit.samples:,} samples"
+    return line if fit.accuracy is None else line + f", accuracy {fit.accuracy:.3f}"
+
+
+def warning_lines(result: AnalysisResult) -> list[Text]:
+    """One ``warning:`` line per warning of the result."""
+    return [Text.assemble(("warning: ", "yellow"), message) for message in result.warnings]
+
+
 def analysis_renderable(result: AnalysisResult) -> Group:
     """The model summary, the layer table, the sign table and the verdict (plain text: no markup)."""
     model, data = result.model, result.data
     items = [Text.assemble((str(model.get("path") or "model"), "bold"),
                            f"  {model['architecture']}  ({model['format']})"),
-             Text(f"data: {data['source']} — {data['samples']} samples × {data['features']} features; "
-                  f"loss: {result.loss}"),
+             Text(f"data: {data['source']} — {data['samples']} samples × {data['features']} features"),
+             Text(sanity_line(result)), *warning_lines(result),
              layers_table(result.diagnostics), sign_table(result.diagnostics)]
     if result.circuit is not None:
         neg = result.circuit.group("negative")
