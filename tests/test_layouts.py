@@ -252,6 +252,27 @@ def test_real_lightning_checkpoint(tmp_path) -> None:
     _same(loaded.mlp, module.model)
 
 
+def test_training_state_of_plain_values_loads_without_trust(tmp_path) -> None:
+    import argparse
+    import pathlib
+
+    net = _sequential([4, 8, 1])
+    obj = {"model_state_dict": net.state_dict(), "loss": np.float32(0.25), "epoch": np.int64(3),
+           "hyper_parameters": {"root": pathlib.Path("/data"), "args": argparse.Namespace(lr=0.1)},
+           "optimizer_states": []}
+    _same(load_mlp(_save(obj, tmp_path / "m.pt"), "relu").mlp, net)
+
+
+class Config:
+    """A class of the training script: unpickling it would run its code."""
+
+
+def test_training_state_with_custom_classes_names_the_way_out(tmp_path) -> None:
+    obj = {"state_dict": _sequential([4, 8, 1]).state_dict(), "hyper_parameters": Config(), "optimizer_states": []}
+    with pytest.raises(ModelLoadError, match=r"Refusing to unpickle.*Config.*ckpt\['state_dict'\]"):
+        load_mlp(_save(obj, tmp_path / "m.pt"), "relu")
+
+
 def test_checkpoint_without_model_names_the_keys(tmp_path) -> None:
     with pytest.raises(ModelLoadError, match=r"holds no model.*'model_state_dict'.*\['epoch', 'optimizer'\]"):
         load_mlp(_save({"epoch": 1, "optimizer": {"lr": 0.1}}, tmp_path / "m.pt"), "relu")
@@ -357,6 +378,20 @@ def test_torchscript_control_flow_refusal_names_the_order(tmp_path) -> None:
     torch.jit.save(torch.jit.script(Looped()), str(tmp_path / "l.pt"))
     with pytest.raises(ModelLoadError, match="control flow.*order.*--layer-order"):
         load_mlp(tmp_path / "l.pt", "relu", trust=True)
+
+
+def test_torchscript_wrong_activation_blames_the_activation(tmp_path) -> None:
+    net = nn.Sequential(nn.Linear(4, 8), nn.LeakyReLU(0.3), nn.Linear(8, 1))
+    torch.jit.save(torch.jit.script(net), str(tmp_path / "s.pt"))
+    with pytest.raises(ModelLoadError, match=r"--activation given \(relu\).*check that --activation") as info:
+        load_mlp(tmp_path / "s.pt", "relu", trust=True)
+    assert "residual" not in str(info.value)
+
+
+def test_prelu_slopes_without_prelu_activation_say_so(tmp_path) -> None:
+    net = nn.Sequential(nn.Linear(3, 5), nn.PReLU(5), nn.Linear(5, 1))
+    with pytest.raises(ModelLoadError, match="PReLU slope.*--activation prelu"):
+        load_mlp(_save(net.state_dict(), tmp_path / "sd.pt"), "relu")
 
 
 # --- the command line

@@ -34,6 +34,30 @@ LIGHTNING_KEYS = ("pytorch-lightning_version", "optimizer_states", "lr_scheduler
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 _MAX_DEPTH = 2  # {"model": {"state_dict": ...}} at most
+_NUMERIC_DTYPES = ("Bool", "Float16", "Float32", "Float64", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16",
+                   "UInt32", "UInt64")
+
+
+def training_state_globals() -> list[object]:
+    """Classes training checkpoints pickle besides tensors, each building a plain value and nothing else.
+
+    numpy scalars and dtypes (``"loss": np.float32(0.3)``), paths and
+    ``argparse.Namespace`` (in ``hyper_parameters``): allowed for
+    ``torch.load(weights_only=True)``, since none of them runs code or
+    touches the file system when built.
+    """
+    import argparse
+    import pathlib
+
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    allowed: list[object] = [np.dtype, core.multiarray.scalar, argparse.Namespace, pathlib.Path,
+                             pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, f"{name}DType") for name in _NUMERIC_DTYPES if hasattr(dtypes, f"{name}DType")]
+    return allowed
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from probe.models.archive import (PICKLE, SAFETENSORS, SKOPS, TORCHSCRIPT, corru
                                   torchscript_refused)
 from probe.models.convert import module_to_mlp
 from probe.models.guards import clip, short
-from probe.models.layouts import describe, find_model, is_state_dict, strip_prefixes
+from probe.models.layouts import describe, find_model, is_state_dict, strip_prefixes, training_state_globals
 from probe.models.mlp import CHECKPOINT_FORMAT, MLP, to_checkpoint
 from probe.models.safetensors_file import load_safetensors
 from probe.models.sklearn_mlp import is_sklearn, joblib_refused, load_joblib, load_skops, sklearn_to_mlp
@@ -214,7 +214,7 @@ def _torch_load(path: Path, trust: bool) -> object:
         except Exception as exc:
             raise _corrupt(path, exc) from None
     try:
-        with torch.serialization.safe_globals(list(SAFE_MODULE_CLASSES)):
+        with torch.serialization.safe_globals(list(SAFE_MODULE_CLASSES) + training_state_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
@@ -231,7 +231,8 @@ def _torch_load(path: Path, trust: bool) -> object:
             expected="a probe checkpoint, a state_dict, or a model of torch.nn classes",
             found="pickled references to " + ", ".join(short(g, 80) for g in unsafe[:5]),
             fix="pass --trust only if you trust where the file came from, or save "
-                "model.state_dict() instead (and load it with --activation)",
+                "model.state_dict() instead (and load it with --activation); for a training checkpoint, "
+                "save its weights alone: torch.save(ckpt['state_dict'], 'model_state.pt')",
         ) from None
     except Exception as exc:
         raise _corrupt(path, exc) from None
@@ -363,11 +364,12 @@ def _from_state(state: dict, path: Path, variant: Variant | None, max_memory: in
                 "which record it)")
     state, prefix = strip_prefixes(state)
     read = read_state(state, variant, max_memory=max_memory, layer_order=layer_order)
-    activation = (f"Activation not verified: a state_dict does not record its activation, so probe used "
-                  f"'{read.mlp.activation_spec}' as given (--activation). With another activation the "
-                  "analysed network is a different function: compare the loss probe reports with yours.")
+    activation = () if len(read.order) < 2 else (
+        f"Activation not verified: a state_dict does not record its activation, so probe used "
+        f"'{variant.spec}' as given (--activation). With another activation the analysed network is a "
+        "different function: compare the loss probe reports with yours.",)
     meta = {"stripped_prefix": prefix} if prefix else {}
-    return LoadedModel(read.mlp.eval(), str(path), what, meta, read.warnings + (activation,))
+    return LoadedModel(read.mlp.eval(), str(path), what, meta, read.warnings + activation)
 
 
 def save_checkpoint(mlp: MLP, path: str | Path, **meta: object) -> Path:

@@ -119,9 +119,13 @@ def _split_modules(modules: dict[str, dict[str, torch.Tensor]],
                 and previous.name not in slopes and weight.numel() in (1, previous.fan_out):
             slopes[previous.name] = weight
         else:
-            what = ("a 1-D weight with a bias: a normalisation layer (BatchNorm, LayerNorm), which a bare "
-                    "state_dict cannot place" if weight.dim() == 1 and bias is not None
-                    else "neither a Linear weight nor its bias")
+            if weight.dim() == 1 and bias is not None:
+                what = ("a 1-D weight with a bias: a normalisation layer (BatchNorm, LayerNorm), which a bare "
+                        "state_dict cannot place")
+            elif weight.dim() == 1 and not variant.learnable:
+                what = "a 1-D weight with no bias: a PReLU slope (then pass --activation prelu) or a norm layer"
+            else:
+                what = "neither a Linear weight nor its bias"
             raise not_mlp(f"state_dict entry {short(name + '.weight', 60)} of shape {tuple(weight.shape)}, "
                           f"{what}", fix="load the pickled model (or TorchScript), whose forward probe follows, "
                                          "or a state_dict of Linear layers only")

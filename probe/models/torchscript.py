@@ -108,7 +108,8 @@ def _combines_tensors(script: torch.jit.ScriptModule) -> str | None:
     return None
 
 
-def _failure_cause(script: torch.jit.ScriptModule, followed: bool, variant: Variant | None) -> tuple[str, str]:
+def _failure_cause(script: torch.jit.ScriptModule, order: list[str] | None, followed: bool,
+                   variant: Variant | None) -> tuple[str, str]:
     """(what was found, the fix) for a TorchScript model whose conversion computes something else."""
     combine = _combines_tensors(script)
     if combine is not None:
@@ -116,8 +117,10 @@ def _failure_cause(script: torch.jit.ScriptModule, followed: bool, variant: Vari
                 "connection, which a Linear/activation chain cannot express",
                 "export the plain MLP part of the model on its own")
     if not followed:
-        return ("a TorchScript model whose forward() has control flow (if/for), so probe could not follow "
-                "the order it calls its Linear layers in, and their registration order computes something else",
+        why = ("has control flow (if/for) or calls probe could not resolve" if order is None
+               else "calls a layer more than once")
+        return (f"a TorchScript model whose forward() {why}, so probe could not follow the order it calls "
+                "its Linear layers in, and their registration order computes something else",
                 "save the state_dict and load it with --activation and --layer-order (names in forward order), "
                 "or script a forward() without control flow")
     if variant is not None:
@@ -184,12 +187,12 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
                 return mlp
             except ModelLoadError:
                 continue
-        raise not_mlp(*_failure_cause(script, followed, None))
+        raise not_mlp(*_failure_cause(script, order, followed, None))
     mlp = assemble(linears, acts)
     try:
         verify_same_function(script, mlp)
     except ModelLoadError as exc:
         if "outputs differ" not in str(exc):
             raise
-        raise not_mlp(*_failure_cause(script, followed, variant)) from None
+        raise not_mlp(*_failure_cause(script, order, followed, variant)) from None
     return mlp
