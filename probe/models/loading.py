@@ -30,7 +30,7 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -128,7 +128,7 @@ def load_mlp(path: str | Path, activation: str | Variant | None = None, *,
     if not path.is_file():
         raise ModelLoadError(f"Model file {path} does not exist" if not path.exists()
                              else f"{path} is not a model file",
-                             expected="a path to a .pt/.pth file",
+                             expected="a path to a model file (.pt, .pth, .ckpt, .safetensors, .skops, ...)",
                              found="nothing at that path" if not path.exists() else "a folder",
                              fix="check the path (probe compare --save-dir writes probe checkpoints, one file each: "
                                  "pass one of them)")
@@ -325,7 +325,8 @@ def _from_object(obj: object, path: Path, variant: Variant | None, max_memory: i
                            describe("pickled-module", layout), warnings=_order_ignored(layer_order))
     fmt = obj.get("format") if isinstance(obj, dict) else None
     if isinstance(fmt, str) and fmt == CHECKPOINT_FORMAT:
-        return _from_checkpoint(obj, path, variant, max_memory)
+        loaded = _from_checkpoint(obj, path, variant, max_memory)
+        return replace(loaded, warnings=_order_ignored(layer_order)) if layer_order is not None else loaded
     if isinstance(fmt, str) and fmt.startswith("probe-mlp/"):
         raise ModelLoadError(f"{path} is a probe checkpoint of a format this probe does not read",
                              expected=f"format '{CHECKPOINT_FORMAT}'", found=f"format {short(fmt, 40)}",
