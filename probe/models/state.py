@@ -92,7 +92,9 @@ def _group(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]
         prefix, _, param = key.rpartition(".")
         if param not in ("weight", "bias"):
             raise not_mlp(f"state_dict entry {short(key, 60)} of shape {tuple(value.shape)}, which is neither "
-                          "a Linear weight nor its bias (a normalisation or other layer?)")
+                          "a Linear weight nor its bias (a normalisation or other layer?)",
+                          fix="load the pickled model (torch.save(model)) or its TorchScript, whose forward probe "
+                              "follows, or save the state_dict of the Linear layers alone")
         modules.setdefault(prefix, {})[param] = value
     return modules
 
