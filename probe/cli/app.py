@@ -89,9 +89,11 @@ def _bar_callback(bar, task):
     return lambda done, total: bar.update(task, completed=done, total=total)
 
 
-MODEL_HELP = "Model file: probe checkpoint, state_dict, TorchScript (with --trust) or pickled nn.Module."
+MODEL_HELP = ("Model file: probe checkpoint, state_dict (bare, in a training or Lightning checkpoint, or .safetensors), "
+              "TorchScript (with --trust), pickled nn.Module, scikit-learn MLP (.skops; joblib/pickle with --trust).")
 DATA_HELP = "Evaluation data: .npz (X, y), .npy, .csv or .pt."
 TRUST_HELP = "Allow code from the file to run: pickled custom classes and TorchScript. Only for files you trust."
+LAYER_ORDER_HELP = "A state_dict's Linear layer names in forward order, e.g. fc1,fc2,fc3,out (when its names and shapes leave the order open)."
 MEMORY_HELP = "Memory budget: the largest size a file, the data or the ensemble may declare (e.g. 8GiB; default 4GiB)."
 
 
@@ -103,6 +105,7 @@ def analyze(
     scenario: Optional[str] = typer.Option(None, "--scenario", help="Use this scenario's evaluation data."),
     target: Optional[str] = typer.Option(None, "--target", help="CSV column holding the target."),
     activation: Optional[str] = typer.Option(None, "--activation", help="relu | leaky | leaky:SLOPE | prelu (needed for a bare state_dict)."),
+    layer_order: Optional[str] = typer.Option(None, "--layer-order", help=LAYER_ORDER_HELP),
     trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MEMORY_HELP),
     json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP),
@@ -131,6 +134,7 @@ def analyze(
         with progress_bar() as bar:
             task = bar.add_task("analyzing", total=None)
             result = analyze_file(model, data=data, scenario=scenario, target=target, activation=activation,
+                                  layer_order=layer_order,
                                   trust=trust, max_memory=_memory(max_memory), batch_size=batch_size,
                                   near_dead_threshold=near_dead, dormant_tau=dormant_tau, loss=loss,
                                   circuit_output=None if no_circuit else output, progress=_bar_callback(bar, task))
@@ -235,6 +239,7 @@ def circuit(
     scenario: Optional[str] = typer.Option(None, "--scenario", help="Use this scenario's evaluation data."),
     target: Optional[str] = typer.Option(None, "--target", help="CSV column holding the target (dropped from X)."),
     activation: Optional[str] = typer.Option(None, "--activation", help="Variant spec (needed for a bare state_dict)."),
+    layer_order: Optional[str] = typer.Option(None, "--layer-order", help=LAYER_ORDER_HELP),
     trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MEMORY_HELP),
     output: int = typer.Option(0, "--output", help="Which output's sign circuit to trace."),
@@ -269,6 +274,7 @@ def circuit(
         with progress_bar() as bar:
             task = bar.add_task("tracing", total=None)
             result = circuit_file(model, data=data, scenario=scenario, target=target, activation=activation,
+                                  layer_order=layer_order,
                                   trust=trust, max_memory=_memory(max_memory), output=output, method=method,
                                   baseline=baseline, n_steps=n_steps, progress=_bar_callback(bar, task))
         if graph is not None:

@@ -125,13 +125,14 @@ def resolve_data(loaded: LoadedModel, data: str | Path | None, scenario: str | N
 def analyze_file(model: str | Path, *, data: str | Path | None = None, scenario: str | None = None,
                  target: str | None = None, activation: str | None = None, trust: bool = False,
                  max_memory: int | None = None, circuit_output: int | None = None,
+                 layer_order: list[str] | str | None = None,
                  progress: Callable[[int, int], None] | None = None, **options) -> AnalysisResult:
     """Load a model file and its data (``data``, ``scenario`` or the checkpoint's scenario), then analyse.
 
     ``options`` are :func:`analyze_loaded`'s (``loss``, ``batch_size``, ...).
     """
     memory = {} if max_memory is None else {"max_memory": max_memory}
-    loaded = as_model(model, activation, trust=trust, **memory)
+    loaded = as_model(model, activation, trust=trust, layer_order=layer_order, **memory)
     if circuit_output is not None:
         check_output(circuit_output, loaded.mlp.widths[-1])
     dataset = resolve_data(loaded, data, scenario, target, **memory)
@@ -140,14 +141,14 @@ def analyze_file(model: str | Path, *, data: str | Path | None = None, scenario:
 
 def circuit_file(model: str | Path, *, data: str | Path | None = None, scenario: str | None = None,
                  target: str | None = None, activation: str | None = None, trust: bool = False,
-                 max_memory: int | None = None, output: int = 0,
+                 max_memory: int | None = None, output: int = 0, layer_order: list[str] | str | None = None,
                  progress: Callable[[int, int], None] | None = None, **options) -> CircuitResult:
     """Load a model file and its data, then trace the sign circuit of ``output``.
 
     ``options`` go to :func:`probe.circuit.trace_circuit` (``method``, ``baseline``, ``n_steps``, ...).
     """
     memory = {} if max_memory is None else {"max_memory": max_memory}
-    loaded = as_model(model, activation, trust=trust, **memory)
+    loaded = as_model(model, activation, trust=trust, layer_order=layer_order, **memory)
     dataset = resolve_data(loaded, data, scenario, target, **memory)
     total = dataset.X.shape[0]
     cb = None if progress is None else (lambda done: progress(done, total))

@@ -29,9 +29,17 @@ from typing import IO
 from probe.core.errors import ModelLoadError
 from probe.core.limits import MAX_PICKLE_BYTES
 from probe.models.guards import QUANTIZED_FIX, budget, clip
+from probe.models.safetensors_file import looks_like_safetensors
 
 
 TORCHSCRIPT, ZIP, LEGACY = "torchscript", "zip", "legacy"
+SAFETENSORS, SKOPS, PICKLE = "safetensors", "skops", "pickle"
+
+#: The number ``torch.save``'s legacy (pre-zip) format pickles first.
+_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
+#: First bytes of the compressed files joblib writes (zlib, gzip, bz2, xz, lzma, lz4).
+_COMPRESSED = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"\x1f\x8b", b"BZh", b"\xfd7zXZ",
+               b"\x5d\x00\x00", b"\x04\x22\x4d\x18")
 
 #: Rebuild functions ``torch.load(weights_only=True)`` allows that only make views or shapes.
 _SAFE_REBUILDS = {"_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
@@ -160,8 +168,34 @@ def _check_legacy(path: Path) -> None:
             refuse_allocating_globals(pickle_globals(f, path), path)
 
 
+def _is_torch_legacy(path: Path) -> bool:
+    """Whether the file's first pickle is torch's magic number (a pre-zip ``torch.save`` file)."""
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(_Bounded(f, 4096)):
+                if op.name in ("PROTO", "FRAME"):
+                    continue
+                return op.name in ("LONG1", "LONG", "LONG4", "INT") and arg == _TORCH_MAGIC
+    except Exception:
+        return False
+    return False
+
+
+def _pickle_kind(path: Path, head: bytes) -> str:
+    """``legacy`` for torch's pre-zip format, ``pickle`` for a joblib or plain pickle file."""
+    if head[:1] == b"\x80" and not _is_torch_legacy(path):
+        return PICKLE
+    if head.startswith(_COMPRESSED):
+        return PICKLE
+    return LEGACY
+
+
 def inspect_file(path: Path, *, max_memory: int | None, trust: bool) -> str:
-    """``torchscript``, ``zip`` or ``legacy``, after the checks that need no loading.
+    """``torchscript``, ``zip``, ``skops``, ``safetensors``, ``pickle`` or ``legacy``, after the checks
+    that need no loading.
+
+    ``pickle`` is a joblib or plain pickle file (not written by ``torch.save``):
+    only named here, like TorchScript, since unpickling it runs code.
 
     Always: a zip's declared uncompressed size (a legacy file's size) against
     ``max_memory``. Without ``trust``: the globals named by every pickle in the
@@ -172,12 +206,14 @@ def inspect_file(path: Path, *, max_memory: int | None, trust: bool) -> str:
         ModelLoadError: Corrupt, over budget, or naming an allocating constructor.
     """
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head == b"PK\x03\x04" or zipfile.is_zipfile(path):
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04" or zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as zf:
                 infos = zf.infolist()
                 budget(sum(i.file_size for i in infos), f"The model file {path}", max_memory)
+                if "schema.json" in [i.filename for i in infos]:
+                    return SKOPS
                 if is_torchscript([i.filename for i in infos]):
                     return TORCHSCRIPT
                 if not trust:
@@ -194,8 +230,18 @@ def inspect_file(path: Path, *, max_memory: int | None, trust: bool) -> str:
         except Exception as exc:  # a zip that Python cannot read: torch would read it differently, if at all
             raise corrupt(path, f"not a readable zip archive: {type(exc).__name__}: {clip(str(exc), 100)}") from None
         return ZIP
+    if looks_like_safetensors(head, path.stat().st_size):
+        return SAFETENSORS  # its header is checked against the budget before loading
     budget(path.stat().st_size, f"The model file {path}", max_memory)
-    if not trust:
+    kind = _pickle_kind(path, head)
+    if kind == LEGACY and not trust:
         _check_legacy(path)
-    return LEGACY
+    if kind == PICKLE and not trust:  # refused by the caller; name an allocating constructor first
+        try:
+            with open(path, "rb") as f:
+                found = pickle_globals(f, path)
+        except ModelLoadError:  # joblib writes array bytes between its pickle opcodes
+            return kind
+        refuse_allocating_globals(found, path)
+    return kind
 

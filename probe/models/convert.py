@@ -17,15 +17,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probe.core.errors import ModelLoadError, article
-from probe.core.variants import Variant, parse_variant
-from probe.models.chain import fresh_activation as _fresh_activation  # noqa: F401  (TorchScript reader)
-from probe.models.chain import fresh_linear as _fresh_linear  # noqa: F401
+from probe.core.errors import ModelLoadError
 from probe.models.chain import read_chain
-from probe.models.fresh import float_copy as _float_copy
 from probe.models.fresh import new_linear, new_prelu
 from probe.models.guards import (check_layer_count, check_tensors, check_widths, clip, module_tensors,
-                                 plain_eval, short, walk_modules)
+                                 plain_eval, walk_modules)
 from probe.models.mlp import MLP
 from probe.models.trace import ACTIVATIONS, PASSTHROUGH, PASSTHROUGH_NAMES, module_sequence, not_mlp
 
@@ -59,71 +55,6 @@ def assemble(linears: list[nn.Linear], acts: list[nn.Module],
                 layers.append(norms[i])
             layers.append(acts[i])
     return MLP(*layers)
-
-
-def _state_problem(state: object) -> str | None:
-    """What is wrong with a would-be state_dict, or ``None``: a dict of str keys to tensors."""
-    if not isinstance(state, dict):
-        return f"{article(type(state).__name__)} ({short(state, 60)})"
-    for key, value in state.items():
-        if not isinstance(key, str):
-            return f"a dict with the key {short(key, 40)} of type {type(key).__name__}"
-        if not isinstance(value, torch.Tensor):
-            return f"a non-tensor entry {short(key, 60)} ({type(value).__name__})"
-    return None
-
-
-def linears_from_state(state: dict[str, torch.Tensor], variant: Variant | str, *,
-                       max_memory: int | None = None) -> MLP:
-    """Build an MLP from a bare state_dict whose Linear weights appear in forward order.
-
-    A 2-D tensor starts a Linear layer; a 1-D tensor right after it of matching
-    length is its bias; a 1-D tensor between Linear layers is a PReLU slope
-    (used when ``variant`` is ``prelu``). Anything else is refused, as are
-    tensors probe cannot analyse, more than ``max_memory`` bytes of declared
-    weights and more than ``MAX_HIDDEN_LAYERS`` hidden layers: all before any
-    tensor is copied.
-    """
-    variant = parse_variant(variant) if isinstance(variant, str) else variant
-    problem = _state_problem(state)
-    if problem is not None:
-        raise ModelLoadError("This state_dict is malformed", expected="a dict of parameter names (str) to tensors",
-                             found=problem, fix="save model.state_dict() with torch.save")
-    check_tensors(state.items(), "this state_dict", max_memory)
-    shapes = [tuple(v.shape) for v in state.values() if v.dim() == 2]
-    check_layer_count(len(shapes))
-    if shapes:
-        check_widths([shapes[0][1]] + [s[0] for s in shapes])
-    linears: list[nn.Linear] = []
-    biases: dict[int, torch.Tensor] = {}
-    slopes: dict[int, torch.Tensor] = {}
-    for key, value in state.items():
-        if value.dim() == 2:
-            linears.append(new_linear(value, None))
-        elif value.dim() == 1 and linears and key.endswith("bias") and len(linears) - 1 not in biases \
-                and value.numel() == linears[-1].out_features:
-            biases[len(linears) - 1] = value
-        elif value.dim() == 1 and linears and key.endswith("weight") and variant.learnable \
-                and value.numel() in (1, linears[-1].out_features):
-            slopes[len(linears) - 1] = value
-        else:
-            raise not_mlp(f"state_dict entry {short(key, 60)} of shape {tuple(value.shape)}, which is neither "
-                          "a Linear weight nor its bias")
-    for i, bias in biases.items():
-        linears[i].bias = nn.Parameter(_float_copy(bias))
-    if variant.learnable and len(linears) > 1 and not slopes:
-        raise ModelLoadError(
-            "This state_dict has no PReLU slope tensors, so it cannot be a PReLU model",
-            expected="1-D '*.weight' tensors between the Linear layers for --activation prelu",
-            found=f"{len(linears)} Linear layers and no slopes",
-            fix="pass the activation the model was trained with (relu, leaky or leaky:SLOPE)")
-    acts = []
-    for i in range(len(linears) - 1):
-        act = variant.make_module()
-        if isinstance(act, nn.PReLU) and i in slopes:
-            act = new_prelu(slopes[i])
-        acts.append(act)
-    return assemble(linears, acts)
 
 
 def module_to_mlp(module: nn.Module, *, max_memory: int | None = None) -> MLP:

@@ -5,9 +5,17 @@ Formats, told apart before anything is loaded (:mod:`probe.models.archive`):
 1. TorchScript (``torch.jit.save``): recognised by its archive layout. It
    carries code that runs while it loads, so it needs ``trust=True``.
 2. probe's checkpoint: a dict with ``format == "probe-mlp/1"``.
-3. A bare ``state_dict`` (needs an activation spec).
+3. A bare ``state_dict`` (needs an activation spec), alone, inside a
+   training checkpoint (:mod:`probe.models.layouts`) or in a ``.safetensors``
+   file (:mod:`probe.models.safetensors_file`); its layers are ordered by
+   names and shapes (:mod:`probe.models.state`).
 4. A pickled ``nn.Module`` made of ``torch.nn`` classes only (an allow-list);
    anything else needs ``trust=True``.
+5. A scikit-learn MLP from a ``.skops`` file, or from a joblib/pickle file
+   with ``trust=True`` (:mod:`probe.models.sklearn_mlp`).
+
+What probe could not verify (a state_dict's layer order and activation, a
+classifier's dropped output activation) is listed in ``LoadedModel.warnings``.
 
 Everything but trusted files is read with ``torch.load(weights_only=True)``,
 after the sizes the file declares are checked against the memory budget
@@ -21,7 +29,8 @@ from __future__ import annotations
 
 import io
 import pickle
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -30,11 +39,17 @@ from torch import nn
 from probe.core.errors import ModelLoadError, ProbeError, article
 from probe.core.io import atomic_write_bytes
 from probe.core.variants import Variant, parse_variant
-from probe.models.archive import TORCHSCRIPT, corrupt, inspect_file, torchscript_refused
-from probe.models.convert import linears_from_state, module_to_mlp
-from probe.models.torchscript import script_to_mlp
-from probe.models.guards import check_tensors, check_widths, clip, short
+from probe.models.archive import (PICKLE, SAFETENSORS, SKOPS, TORCHSCRIPT, corrupt, inspect_file,
+                                  torchscript_refused)
+from probe.models.checkpoint import _keys, read_checkpoint
+from probe.models.convert import module_to_mlp
+from probe.models.guards import clip, short
+from probe.models.layouts import describe, find_model, is_state_dict, strip_prefixes, training_state_globals
 from probe.models.mlp import CHECKPOINT_FORMAT, MLP, norm_spec, to_checkpoint
+from probe.models.safetensors_file import load_safetensors
+from probe.models.sklearn_mlp import is_sklearn, joblib_refused, load_joblib, load_skops, sklearn_to_mlp
+from probe.models.state import read_state
+from probe.models.torchscript import script_to_mlp
 
 #: Classes a pickled model may consist of without ``--trust``: torch.nn modules only.
 SAFE_MODULE_CLASSES = tuple(
@@ -49,14 +64,20 @@ class LoadedModel:
     Attributes:
         mlp: The canonical MLP (eval mode).
         path: Where it came from.
-        format: ``probe-checkpoint``, ``state_dict``, ``torchscript`` or ``pickled-module``.
-        meta: Extra checkpoint fields (``scenario``, ``seed``, ...).
+        format: What the file held: ``probe-checkpoint``, ``state_dict``, ``torchscript``,
+            ``pickled-module`` or ``sklearn MLPRegressor``/``sklearn MLPClassifier``, followed by
+            the layout in parentheses when there was one, e.g. ``state_dict (lightning
+            checkpoint)``, ``state_dict (safetensors)``, ``sklearn MLPClassifier (skops)``.
+        meta: Extra checkpoint fields (``scenario``, ``seed``, ...; ``stripped_prefix`` when
+            wrapper prefixes such as ``module.`` were removed from a state_dict's keys).
+        warnings: What probe could not verify about the conversion, one sentence each.
     """
 
     mlp: MLP
     path: str
     format: str
     meta: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {"path": self.path, "format": self.format, "architecture": self.mlp.describe(),
@@ -80,7 +101,8 @@ def _corrupt(path: Path, exc: BaseException) -> ModelLoadError:
 
 
 def load_mlp(path: str | Path, activation: str | Variant | None = None, *,
-             trust: bool = False, max_memory: int | None = None) -> LoadedModel:
+             trust: bool = False, max_memory: int | None = None,
+             layer_order: Sequence[str] | str | None = None) -> LoadedModel:
     """Load a model file into a canonical :class:`MLP`.
 
     Args:
@@ -92,6 +114,10 @@ def load_mlp(path: str | Path, activation: str | Variant | None = None, *,
         max_memory: Bytes of tensors the file may declare (compressed records
             counted inflated, views counted at their full shape); ``None``: the
             default of ``probe.core.limits.DEFAULT_MAX_MEMORY`` (4 GiB).
+        layer_order: A state_dict's Linear layers (module names such as
+            ``fc1``, or one comma-separated string) in the order ``forward``
+            calls them; by default the order is read from the names and shapes,
+            with a warning when they leave it open.
 
     Raises:
         ModelLoadError: Missing, corrupt, untrusted, over a limit or non-MLP model.
@@ -99,15 +125,17 @@ def load_mlp(path: str | Path, activation: str | Variant | None = None, *,
     """
     path = Path(path)
     variant = parse_variant(activation) if isinstance(activation, str) else activation
+    if isinstance(layer_order, str):
+        layer_order = [name for name in layer_order.split(",") if name.strip()]
     if not path.is_file():
         raise ModelLoadError(f"Model file {path} does not exist" if not path.exists()
                              else f"{path} is not a model file",
-                             expected="a path to a .pt/.pth file",
+                             expected="a path to a model file (.pt, .pth, .ckpt, .safetensors, .skops, ...)",
                              found="nothing at that path" if not path.exists() else "a folder",
                              fix="check the path (probe compare --save-dir writes probe checkpoints, one file each: "
                                  "pass one of them)")
     try:
-        return _load(path, variant, trust, max_memory)
+        return _load(path, variant, trust, max_memory, layer_order)
     except ProbeError:
         raise
     except Exception as exc:  # a file no check foresaw: still one paragraph, never a traceback
@@ -118,8 +146,12 @@ def load_mlp(path: str | Path, activation: str | Variant | None = None, *,
             fix="save model.state_dict() with torch.save and load it with --activation") from None
 
 
-def _load(path: Path, variant: Variant | None, trust: bool, max_memory: int | None) -> LoadedModel:
+def _load(path: Path, variant: Variant | None, trust: bool, max_memory: int | None,
+          layer_order: Sequence[str] | None) -> LoadedModel:
     kind = inspect_file(path, max_memory=max_memory, trust=trust)
+    if kind == SAFETENSORS:
+        return _from_state(load_safetensors(path, max_memory), path, variant, max_memory, layer_order,
+                           "safetensors")
     if kind == TORCHSCRIPT:
         if not trust:
             raise torchscript_refused(path)
@@ -128,9 +160,51 @@ def _load(path: Path, variant: Variant | None, trust: bool, max_memory: int | No
         except Exception as exc:
             raise _corrupt(path, exc) from None
         mlp = script_to_mlp(script, variant, max_memory=max_memory)
-        return LoadedModel(mlp.eval(), str(path), "torchscript")
+        return LoadedModel(mlp.eval(), str(path), "torchscript", warnings=_order_ignored(layer_order))
+    if kind == SKOPS:
+        return _from_sklearn(load_skops(path), path, "skops", max_memory, layer_order)
+    if kind == PICKLE:
+        if not trust:
+            raise joblib_refused(path)
+        return _from_object(_joblib_load(path), path, variant, max_memory, layer_order, "joblib")
     obj = _torch_load(path, trust)
-    return _from_object(obj, path, variant, max_memory)
+    return _from_object(obj, path, variant, max_memory, layer_order)
+
+
+def _order_ignored(layer_order: Sequence[str] | None) -> tuple[str, ...]:
+    if layer_order is None:
+        return ()
+    return ("The layer order given (--layer-order) was not used: it is for state_dicts, and this model's "
+            "own forward gives the order.",)
+
+
+def _from_sklearn(obj: object, path: Path, layout: str, max_memory: int | None,
+                  layer_order: Sequence[str] | None) -> LoadedModel:
+    mlp, name, warnings = sklearn_to_mlp(obj, max_memory=max_memory)
+    return LoadedModel(mlp.eval(), str(path), describe(f"sklearn {name}", layout),
+                       warnings=warnings + _order_ignored(layer_order))
+
+
+def _unimportable(path: Path, exc: BaseException) -> ModelLoadError:
+    if "__main__" in str(exc):  # defined in the training script itself: no path can import it
+        fix = ("the class was defined in the script that saved the model (its __main__), which no "
+               "other program can import; in that script, save the weights instead: "
+               "torch.save(model.state_dict(), 'model.pt') and pass --activation, or "
+               "probe.save_checkpoint(probe.as_model(model).mlp, 'model.pt')")
+    else:
+        fix = ("run with PYTHONPATH set to the folder of the module that defines the class "
+               "(e.g. PYTHONPATH=. probe ...), install the library it comes from, or save "
+               "model.state_dict() instead")
+    return ModelLoadError(f"The model class pickled in {path} cannot be imported here",
+                          expected="the module that defines the model's class to be importable",
+                          found=f"{type(exc).__name__}: {clip(str(exc), 160)}", fix=fix)
+
+
+def _joblib_load(path: Path) -> object:
+    try:
+        return load_joblib(path)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise _unimportable(path, exc) from None
 
 
 def _torch_load(path: Path, trust: bool) -> object:
@@ -138,22 +212,11 @@ def _torch_load(path: Path, trust: bool) -> object:
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except (ModuleNotFoundError, AttributeError) as exc:
-            if "__main__" in str(exc):  # defined in the training script itself: no path can import it
-                fix = ("the class was defined in the script that saved the model (its __main__), which no "
-                       "other program can import; in that script, save the weights instead: "
-                       "torch.save(model.state_dict(), 'model.pt') and pass --activation, or "
-                       "probe.save_checkpoint(probe.as_model(model).mlp, 'model.pt')")
-            else:
-                fix = ("run with PYTHONPATH set to the folder of the module that defines the class "
-                       "(e.g. PYTHONPATH=. probe ...), or save model.state_dict() instead")
-            raise ModelLoadError(
-                f"The model class pickled in {path} cannot be imported here",
-                expected="the module that defines the model's class to be importable",
-                found=f"{type(exc).__name__}: {clip(str(exc), 160)}", fix=fix) from None
+            raise _unimportable(path, exc) from None
         except Exception as exc:
             raise _corrupt(path, exc) from None
     try:
-        with torch.serialization.safe_globals(list(SAFE_MODULE_CLASSES)):
+        with torch.serialization.safe_globals(list(SAFE_MODULE_CLASSES) + training_state_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
@@ -170,152 +233,69 @@ def _torch_load(path: Path, trust: bool) -> object:
             expected="a probe checkpoint, a state_dict, or a model of torch.nn classes",
             found="pickled references to " + ", ".join(short(g, 80) for g in unsafe[:5]),
             fix="pass --trust only if you trust where the file came from, or save "
-                "model.state_dict() instead (and load it with --activation)",
+                "model.state_dict() instead (and load it with --activation); for a training checkpoint, "
+                "save its weights alone: torch.save(ckpt['state_dict'], 'model_state.pt')",
         ) from None
     except Exception as exc:
         raise _corrupt(path, exc) from None
 
 
-#: Fields probe writes into its checkpoints, and the types a reader may rely on.
-_META_TYPES: dict[str, type] = {"activation": str, "scenario": str, "scenario_path": str, "variant": str,
-                                "seed": int}
-_MAX_META_TEXT = 4096  # characters in a recorded name or path
-
-
-def _keys(obj: dict, limit: int = 8) -> str:
-    """A dict's keys for a message: any key types, at most ``limit`` of them, each cut short."""
-    keys = [short(k, 40) for k in list(obj)[:limit]]
-    return "[" + ", ".join(keys) + (", ..." if len(obj) > limit else "") + "]"
-
-
-def _malformed(path: Path, found: str, expected: str) -> ModelLoadError:
-    return ModelLoadError(f"The probe checkpoint {path} is malformed", expected=expected, found=found,
-                          fix="re-save it with probe (probe compare --save-dir, or probe.save_checkpoint)")
-
-
-def _checkpoint_meta(obj: dict, path: Path) -> dict:
-    """The checkpoint's metadata, each field probe reads checked for its type.
-
-    Unknown fields are kept when they are plain values (str, int, float, bool,
-    None, or a flat list of those) and dropped otherwise.
-    """
-    meta: dict = {}
-    for key, value in obj.items():
-        if key in ("state_dict", "format"):
-            continue
-        want = _META_TYPES.get(key)
-        if want is not None:
-            if not isinstance(value, want) or isinstance(value, bool):
-                raise _malformed(path, f"'{key}' = {short(value, 60)} ({type(value).__name__})",
-                                 f"'{key}' to be {'an integer' if want is int else 'a string'}")
-            if isinstance(value, str) and (len(value) > _MAX_META_TEXT or "\x00" in value):
-                raise _malformed(path, f"'{key}' = {short(value, 60)} ({len(value)} characters)",
-                                 f"'{key}' to be a name or path of at most {_MAX_META_TEXT} characters")
-        elif key == "widths":
-            if not isinstance(value, (list, tuple)) or not all(
-                    isinstance(w, int) and not isinstance(w, bool) for w in value):
-                raise _malformed(path, f"'widths' = {short(value, 60)}", "'widths' to be a list of integers")
-            value = list(value)
-        elif not isinstance(key, str) or not _plain(value):
-            continue
-        meta[key] = value
-    return meta
-
-
-def _plain(value: object) -> bool:
-    scalar = (str, int, float, bool, type(None))
-    return isinstance(value, scalar) or (isinstance(value, (list, tuple)) and all(isinstance(v, scalar) for v in value))
-
-
-def _from_checkpoint(obj: dict, path: Path, variant: Variant | None, max_memory: int | None) -> LoadedModel:
-    if "state_dict" not in obj or "activation" not in obj:
-        raise ModelLoadError(f"The probe checkpoint {path} is incomplete",
-                             expected="keys 'state_dict' and 'activation'",
-                             found=f"keys {_keys(obj)}", fix="re-save it with probe")
-    spec = obj["activation"]
-    if not isinstance(spec, str):
-        raise _malformed(path, f"'activation' = {short(spec, 60)} ({type(spec).__name__})",
-                         "'activation' to be a variant spec such as 'relu' or 'leaky:0.1'")
-    meta = _checkpoint_meta(obj, path)
-    if variant is not None and variant.spec != spec.strip().lower() and not (
-            variant.learnable and spec == "prelu"):
-        raise ModelLoadError(f"--activation {variant.spec} contradicts the probe checkpoint {path}",
-                             expected=f"no --activation (the checkpoint records '{short(spec, 40)}')",
-                             found=f"--activation {variant.spec}",
-                             fix="drop --activation: a probe checkpoint says which activation it was trained with")
-    if variant is None:
-        try:
-            variant = parse_variant(spec)
-        except ProbeError:
-            raise _malformed(path, f"'activation' = {short(spec, 60)}",
-                             "'activation' to be relu, leaky, leaky:SLOPE or prelu") from None
-    state = obj["state_dict"]
-    if not isinstance(state, dict):
-        raise _malformed(path, f"'state_dict' is a {type(state).__name__} ({short(state, 60)})",
-                         "'state_dict' to be a dict of parameter names (str) to tensors")
-    if obj.get("norms") is not None:
-        mlp = _with_norms(state, obj, meta, variant, path, max_memory)
-    else:
-        mlp = linears_from_state(state, variant, max_memory=max_memory)
-    if "widths" in meta and meta["widths"] != mlp.widths:
-        raise _malformed(path, f"recorded widths {short(meta['widths'], 60)} but weights of widths "
-                               f"{short(mlp.widths, 60)}", "the recorded widths to match the weights")
-    return LoadedModel(mlp.eval(), str(path), "probe-checkpoint", meta)
-
-
-def _with_norms(state: dict, obj: dict, meta: dict, variant: Variant, path: Path,
-                max_memory: int | None) -> MLP:
-    """A probe checkpoint whose hidden layers have norms: rebuilt from its recorded layout."""
-    check_tensors(state.items(), "this checkpoint", max_memory)
-    norms, widths = obj["norms"], meta.get("widths")
-    if widths is None or not isinstance(norms, list) or not all(
-            n is None or isinstance(n, dict) and n.get("kind") in ("layer", "rms") for n in norms):
-        raise _malformed(path, f"'norms' = {short(norms, 60)}",
-                         "'norms' to be a list of null or {kind: layer|rms, eps, affine}, with 'widths'")
-    check_widths(widths)
-    try:
-        mlp = MLP.from_state(state, widths, variant, norms)
-    except Exception as exc:
-        raise _malformed(path, f"weights that do not fit the recorded layout ({clip(str(exc), 120)})",
-                         "a state_dict matching 'widths', 'activation' and 'norms'") from None
-    if not all(torch.isfinite(p).all() for p in mlp.parameters()):
-        raise ModelLoadError(f"{path} has NaN or infinite weights", expected="finite weights",
-                             found="NaN/inf values (a diverged training run?)",
-                             fix="analyse a checkpoint saved before the run diverged")
-    return mlp
-
-
-def _from_object(obj: object, path: Path, variant: Variant | None, max_memory: int | None) -> LoadedModel:
+def _from_object(obj: object, path: Path, variant: Variant | None, max_memory: int | None,
+                 layer_order: Sequence[str] | None, layout: str = "") -> LoadedModel:
+    if is_sklearn(obj):
+        return _from_sklearn(obj, path, layout, max_memory, layer_order)
     if isinstance(obj, nn.Module):
-        return LoadedModel(module_to_mlp(obj, max_memory=max_memory).eval(), str(path), "pickled-module")
+        return LoadedModel(module_to_mlp(obj, max_memory=max_memory).eval(), str(path),
+                           describe("pickled-module", layout), warnings=_order_ignored(layer_order))
     fmt = obj.get("format") if isinstance(obj, dict) else None
     if isinstance(fmt, str) and fmt == CHECKPOINT_FORMAT:
-        return _from_checkpoint(obj, path, variant, max_memory)
+        mlp, meta = read_checkpoint(obj, path, variant, max_memory)
+        loaded = LoadedModel(mlp.eval(), str(path), "probe-checkpoint", meta)
+        return replace(loaded, warnings=_order_ignored(layer_order)) if layer_order is not None else loaded
     if isinstance(fmt, str) and fmt.startswith("probe-mlp/"):
         raise ModelLoadError(f"{path} is a probe checkpoint of a format this probe does not read",
                              expected=f"format '{CHECKPOINT_FORMAT}'", found=f"format {short(fmt, 40)}",
                              fix="upgrade probe, or re-save the model with this version")
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        if not all(isinstance(k, str) for k in obj):
-            bad = next(k for k in obj if not isinstance(k, str))
-            raise ModelLoadError(f"{path} looks like a state_dict but its keys are not all names",
-                                 expected="a dict of parameter names (str) to tensors",
-                                 found=f"the key {short(bad, 40)} of type {type(bad).__name__} among keys "
-                                       f"{_keys(obj)}",
-                                 fix="save model.state_dict() with torch.save")
-        if variant is None:
-            raise ModelLoadError(
-                f"{path} is a bare state_dict, which does not say which activation was used",
-                expected="an activation spec for a state_dict",
-                found=f"{len(obj)} tensors and no activation",
-                fix="pass --activation relu, leaky, leaky:0.2 or prelu")
-        return LoadedModel(linears_from_state(obj, variant, max_memory=max_memory).eval(), str(path),
-                           "state_dict")
+    if is_state_dict(obj):
+        return _from_state(obj, path, variant, max_memory, layer_order, layout)
+    found = find_model(obj)
+    if found is not None:
+        return _from_object(found.model, path, variant, max_memory, layer_order,
+                            f"{layout}: {found.layout}" if layout else found.layout)
     keys = f" with keys {_keys(obj)}" if isinstance(obj, dict) else ""
     raise ModelLoadError(f"{path} holds no model probe recognises",
-                         expected="a probe checkpoint, a state_dict, TorchScript or an nn.Module",
+                         expected="a probe checkpoint, a state_dict (alone or under 'model_state_dict', "
+                                  "'state_dict', 'model' or 'net'), TorchScript or an nn.Module",
                          found=f"{article(type(obj).__name__)}{keys}",
                          fix="save model.state_dict() or the model itself with torch.save")
+
+
+def _from_state(state: dict, path: Path, variant: Variant | None, max_memory: int | None,
+                layer_order: Sequence[str] | None, layout: str) -> LoadedModel:
+    """A state_dict (bare, unwrapped from a checkpoint, or from safetensors) as a LoadedModel."""
+    what = describe("state_dict", layout)
+    if not all(isinstance(k, str) for k in state):
+        bad = next(k for k in state if not isinstance(k, str))
+        raise ModelLoadError(f"{path} looks like a state_dict but its keys are not all names",
+                             expected="a dict of parameter names (str) to tensors",
+                             found=f"the key {short(bad, 40)} of type {type(bad).__name__} among keys "
+                                   f"{_keys(state)}",
+                             fix="save model.state_dict() with torch.save")
+    if variant is None:
+        raise ModelLoadError(
+            f"{path} holds a bare {what}, which does not say which activation was used",
+            expected="an activation spec for a state_dict",
+            found=f"{len(state)} tensors and no activation",
+            fix="pass --activation relu, leaky, leaky:0.2 or prelu (or load the pickled model or TorchScript, "
+                "which record it)")
+    state, prefix = strip_prefixes(state)
+    read = read_state(state, variant, max_memory=max_memory, layer_order=layer_order)
+    activation = () if len(read.order) < 2 else (
+        f"Activation not verified: a state_dict does not record its activation, so probe used "
+        f"'{variant.spec}' as given (--activation). With another activation the analysed network is a "
+        "different function: compare the loss probe reports with yours.",)
+    meta = {"stripped_prefix": prefix} if prefix else {}
+    return LoadedModel(read.mlp.eval(), str(path), what, meta, read.warnings + activation)
 
 
 def save_checkpoint(mlp: MLP, path: str | Path, **meta: object) -> Path:

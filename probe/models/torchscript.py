@@ -1,9 +1,12 @@
 """TorchScript models (``torch.jit.save``) as canonical MLPs: only with ``trust``, since their code runs.
 
-The Linear submodules are read in order, the activations from activation
-modules or from a functional ``relu``/``leaky_relu`` in the scripted
-``forward`` (the slope read from the code text, or the ``--activation`` spec),
-and the conversion is checked by running both on random inputs.
+The Linear submodules are read in the order the scripted ``forward`` calls
+them (followed through its graph, into containers; registration order when
+``forward`` has control flow), the activations from activation modules or from
+a functional ``relu``/``leaky_relu`` in the scripted ``forward`` (the slope
+read from the code text, or the ``--activation`` spec), and the conversion is
+checked by running both on random inputs. A refusal names its cause: a
+residual add, a layer order that could not be followed, or the activation.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import torch
 from torch import nn
 
 from probe.core.errors import ModelLoadError
+from probe.core.limits import MAX_MODULE_DEPTH
 from probe.core.variants import Variant
-from probe.models.convert import (PASSTHROUGH_NAMES, _fresh_activation, _fresh_linear, assemble, not_mlp,
-                                  verify_same_function)
+from probe.models.chain import fresh_activation as _fresh_activation
+from probe.models.chain import fresh_linear as _fresh_linear
+from probe.models.convert import PASSTHROUGH_NAMES, assemble, not_mlp, verify_same_function
 from probe.models.guards import check_layer_count, check_tensors, clip, module_tensors, walk_modules
 from probe.models.mlp import MLP
 
@@ -33,6 +38,100 @@ def _script_slopes(code: str) -> list[float]:
     if re.search(r"\brelu_?\b", code):
         return [0.0]
     return []
+
+
+#: Graph operations that combine two tensors: a residual or skip connection in a forward().
+_COMBINE = {"aten::add", "aten::add_", "aten::sub", "aten::mul", "aten::div", "aten::cat", "aten::stack",
+            "aten::hstack", "aten::concat"}
+_LEAVES = {"Linear", "ReLU", "LeakyReLU", "PReLU"}
+
+
+def _kind(module: object) -> str:
+    kind = getattr(module, "original_name", None)
+    return kind if isinstance(kind, str) else type(module).__name__
+
+
+def call_order(script: torch.jit.ScriptModule) -> list[str] | None:
+    """The submodules ``forward`` calls, in call order (containers followed), or ``None`` when unknown.
+
+    Unknown: control flow (``if``/loops) in a ``forward``, a call probe cannot
+    resolve to a submodule, or nesting deeper than ``MAX_MODULE_DEPTH``.
+    """
+    named = dict(script.named_modules())
+    order: list[str] = []
+
+    def visit(module: torch.jit.ScriptModule, prefix: str, depth: int) -> bool:
+        try:
+            graph = module.graph
+        except Exception:
+            return False
+        inputs = list(graph.inputs())
+        if depth > MAX_MODULE_DEPTH or not inputs:
+            return False
+        paths = {inputs[0].unique(): prefix}
+        for node in graph.nodes():
+            if list(node.blocks()):
+                return False
+            if node.kind() == "prim::GetAttr" and node.inputsAt(0).unique() in paths:
+                base = paths[node.inputsAt(0).unique()]
+                paths[node.output().unique()] = f"{base}.{node.s('name')}" if base else node.s("name")
+            elif node.kind() == "prim::CallMethod":
+                path = paths.get(node.inputsAt(0).unique())
+                sub = named.get(path) if path is not None else None
+                if sub is None or node.s("name") != "forward":
+                    return False
+                if _kind(sub) in _LEAVES or not any(True for _ in sub.children()):
+                    order.append(path)
+                elif not visit(sub, path, depth + 1):
+                    return False
+        return True
+
+    try:
+        return order if visit(script, "", 0) else None
+    except Exception:  # a graph of a shape this reader does not know: fall back to registration order
+        return None
+
+
+def _combines_tensors(script: torch.jit.ScriptModule) -> str | None:
+    """The first graph operation that combines two tensors (a residual add), if any."""
+    for _, module in script.named_modules():
+        try:
+            nodes = list(module.graph.nodes())
+        except Exception:
+            continue
+        for node in nodes:
+            if node.kind() not in _COMBINE:
+                continue
+            tensors = [v for v in node.inputs() if v.type().kind() == "TensorType"]
+            lists = [v for v in node.inputs() if v.type().kind() == "ListType"]
+            if len(tensors) >= 2 or lists:
+                return node.kind().replace("aten::", "")
+    return None
+
+
+def _failure_cause(script: torch.jit.ScriptModule, order: list[str] | None, followed: bool,
+                   variant: Variant | None) -> tuple[str, str]:
+    """(what was found, the fix) for a TorchScript model whose conversion computes something else."""
+    combine = _combines_tensors(script)
+    if combine is not None:
+        return (f"a TorchScript model whose forward() combines two tensors ('{combine}'): a residual or skip "
+                "connection, which a Linear/activation chain cannot express",
+                "export the plain MLP part of the model on its own")
+    if not followed:
+        why = ("has control flow (if/for) or calls probe could not resolve" if order is None
+               else "calls a layer more than once")
+        return (f"a TorchScript model whose forward() {why}, so probe could not follow the order it calls "
+                "its Linear layers in, and their registration order computes something else",
+                "save the state_dict and load it with --activation and --layer-order (names in forward order), "
+                "or script a forward() without control flow")
+    if variant is not None:
+        return ("a TorchScript model whose outputs differ from those of its Linear layers (in forward order) "
+                f"with the --activation given ({variant.spec})",
+                "check that --activation matches the model (e.g. leaky:0.2), and that forward() has no "
+                "normalisation or other operation between the layers")
+    return ("a TorchScript model that no ReLU/leaky chain of its Linear layers (in forward order) reproduces",
+            "pass the right --activation (e.g. leaky:0.2), or check that forward() has no normalisation or "
+            "other operation between the layers")
 
 
 def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
@@ -57,6 +156,10 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
             continue  # a container of other modules
         else:
             raise not_mlp(f"a {clip(kind, 40)} layer at '{clip(name, 60)}' in the TorchScript model")
+    order = call_order(script)
+    followed = order is not None and all(order.count(name) == 1 for name, _, _ in layers)
+    if followed:
+        layers.sort(key=lambda layer: order.index(layer[0]))
     check_layer_count(sum(kind == "Linear" for _, kind, _ in layers))
     check_tensors(module_tensors(nodes), "this TorchScript model", max_memory)
     linears: list[nn.Linear] = []
@@ -85,10 +188,12 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
                 return mlp
             except ModelLoadError:
                 continue
-        raise not_mlp("a TorchScript model that no ReLU/leaky chain of its Linear layers reproduces",
-                      fix="pass the right --activation (e.g. leaky:0.2)")
+        raise not_mlp(*_failure_cause(script, order, followed, None))
     mlp = assemble(linears, acts)
-    hint = ("check that --activation matches the model, and that it has no residual or normalisation"
-            if variant is not None else "pass the right --activation (e.g. leaky:0.2)")
-    verify_same_function(script, mlp, hint=hint)
+    try:
+        verify_same_function(script, mlp)
+    except ModelLoadError as exc:
+        if "outputs differ" not in str(exc):
+            raise
+        raise not_mlp(*_failure_cause(script, order, followed, variant)) from None
     return mlp
