@@ -233,3 +233,33 @@ def test_checkpoint_round_trip_with_norms(tmp_path) -> None:
 def test_refusals_name_the_cause(model: nn.Module, cause: str) -> None:
     with pytest.raises(ModelLoadError, match=cause):
         module_to_mlp(model)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.Linear(3, 5), nn.GELU(approximate="tanh"), nn.Linear(5, 1)),
+    lambda: nn.Sequential(nn.Linear(3, 5), nn.LayerNorm(5), nn.ELU(0.5), nn.Linear(5, 1)),
+    lambda: nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 1)),
+    lambda: nn.Sequential(nn.Linear(3, 5), nn.RMSNorm(5), nn.SiLU(), nn.Dropout(), nn.Linear(5, 2)),
+], ids=["gelu_tanh", "layernorm_elu", "batchnorm_tanh", "rmsnorm_silu"])
+def test_torchscript_with_norms_and_smooth_activations(tmp_path, make) -> None:
+    torch.manual_seed(6)
+    model = make().eval()
+    for m in model:
+        if isinstance(m, nn.BatchNorm1d):
+            _randomise_bn(m, 3)
+    torch.jit.save(torch.jit.script(model), tmp_path / "m.pt")
+    loaded = load_mlp(tmp_path / "m.pt", trust=True)
+    x = torch.randn(40, 3)
+    assert torch.allclose(loaded.mlp(x), model(x), atol=1e-5)
+    assert (len(loaded.mlp.notes) == 1) == any(isinstance(m, nn.BatchNorm1d) for m in model)
+
+
+@pytest.mark.parametrize("spec, module", [("gelu", nn.GELU()), ("elu:0.5", nn.ELU(0.5)), ("softplus:2", nn.Softplus(2.0))])
+def test_state_dict_with_a_smooth_activation_spec(tmp_path, spec: str, module: nn.Module) -> None:
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(4, 6), module, nn.Linear(6, 1))
+    torch.save(model.state_dict(), tmp_path / "s.pt")
+    loaded = load_mlp(tmp_path / "s.pt", spec)
+    x = torch.randn(30, 4)
+    assert torch.allclose(loaded.mlp(x), model(x), atol=1e-6)
+    assert any("--activation" in w or "ctivation" in w for w in loaded.warnings)

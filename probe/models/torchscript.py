@@ -5,8 +5,11 @@ them (followed through its graph, into containers; registration order when
 ``forward`` has control flow), the activations from activation modules or from
 a functional ``relu``/``leaky_relu`` in the scripted ``forward`` (the slope
 read from the code text, or the ``--activation`` spec), and the conversion is
-checked by running both on random inputs. A refusal names its cause: a
-residual add, a layer order that could not be followed, or the activation.
+checked by running both on random inputs. Scripted norms (LayerNorm, RMSNorm,
+a BatchNorm1d to fold) and smooth activations are rebuilt as fresh modules from
+their attributes and read like any module chain (:mod:`probe.models.chain`).
+A refusal names its cause: a residual add, a layer order that could not be
+followed, or the activation.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from probe.core.limits import MAX_MODULE_DEPTH
 from probe.core.variants import Variant
 from probe.models.chain import fresh_activation as _fresh_activation
 from probe.models.chain import fresh_linear as _fresh_linear
+from probe.models.chain import read_chain, tensor_attr
 from probe.models.convert import PASSTHROUGH_NAMES, assemble, not_mlp, verify_same_function
-from probe.models.guards import check_layer_count, check_tensors, clip, module_tensors, walk_modules
-from probe.models.mlp import MLP
+from probe.models.guards import check_layer_count, check_tensors, clip, finite_number, module_tensors, walk_modules
+from probe.models.mlp import MLP, NORMS
+from probe.models.trace import ACTIVATIONS
 
 
 def _script_slopes(code: str) -> list[float]:
@@ -43,7 +48,8 @@ def _script_slopes(code: str) -> list[float]:
 #: Graph operations that combine two tensors: a residual or skip connection in a forward().
 _COMBINE = {"aten::add", "aten::add_", "aten::sub", "aten::mul", "aten::div", "aten::cat", "aten::stack",
             "aten::hstack", "aten::concat"}
-_LEAVES = {"Linear", "ReLU", "LeakyReLU", "PReLU"}
+_LEAVES = {"Linear", "BatchNorm1d"} | {cls.__name__ for cls in ACTIVATIONS + NORMS}
+_PARAMS = ("negative_slope", "alpha", "beta", "threshold", "lower", "upper", "approximate")
 
 
 def _kind(module: object) -> str:
@@ -150,7 +156,7 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
         kind = kind if isinstance(kind, str) else type(sub).__name__
         if not name or kind in PASSTHROUGH_NAMES:
             continue
-        if kind in ("Linear", "ReLU", "LeakyReLU", "PReLU"):
+        if kind in _LEAVES:
             layers.append((name, kind, sub))
         elif any(True for _ in sub.children()):
             continue  # a container of other modules
@@ -162,14 +168,12 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
         layers.sort(key=lambda layer: order.index(layer[0]))
     check_layer_count(sum(kind == "Linear" for _, kind, _ in layers))
     check_tensors(module_tensors(nodes), "this TorchScript model", max_memory)
-    linears: list[nn.Linear] = []
-    acts: list[nn.Module] = []
-    for name, kind, sub in layers:
-        where = f"a TorchScript {kind} at '{clip(name, 60)}'"
-        if kind == "Linear":
-            linears.append(_fresh_linear(sub, where))
-        else:
-            acts.append(_fresh_activation(kind, sub, where))
+    chain = read_chain([_copy(kind, sub, f"a TorchScript {kind} at '{clip(name, 60)}'")
+                        for name, kind, sub in layers]) if any(k != "Linear" for _, k, _ in layers) else None
+    linears = chain.linears if chain else [_fresh_linear(sub, f"a TorchScript Linear at '{clip(name, 60)}'")
+                                           for name, _, sub in layers]
+    acts = chain.acts if chain else []
+    norms = chain.norms if chain else None
     if variant is not None:
         acts = [variant.make_module() for _ in range(len(linears) - 1)]
     elif not acts:
@@ -189,7 +193,8 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
             except ModelLoadError:
                 continue
         raise not_mlp(*_failure_cause(script, order, followed, None))
-    mlp = assemble(linears, acts)
+    mlp = assemble(linears, acts, norms)
+    mlp.notes = chain.notes if chain else []
     try:
         verify_same_function(script, mlp)
     except ModelLoadError as exc:
@@ -197,3 +202,45 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
             raise
         raise not_mlp(*_failure_cause(script, order, followed, variant)) from None
     return mlp
+
+
+def _copy(kind: str, sub: object, where: str) -> nn.Module:
+    """A fresh ``torch.nn`` module equal to a scripted one, rebuilt from its attributes (nothing runs)."""
+    if kind == "Linear":
+        return _fresh_linear(sub, where)
+    if kind in ("ReLU", "LeakyReLU", "PReLU"):
+        return _fresh_activation(kind, sub, where)
+    cls = getattr(nn, kind)
+    if kind == "BatchNorm1d" or kind in {c.__name__ for c in NORMS}:
+        return _norm_copy(cls, kind, sub, where)
+    kwargs = {}
+    for attr in _PARAMS:
+        value = getattr(sub, attr, None)
+        if attr == "approximate" and value in ("none", "tanh"):
+            kwargs[attr] = value
+        elif attr != "approximate" and finite_number(value) is not None:
+            kwargs[attr] = finite_number(value)
+    try:
+        return _fresh_activation(kind, cls(**kwargs), where)
+    except TypeError:
+        raise not_mlp(f"{where} whose parameters probe cannot read") from None
+
+
+def _norm_copy(cls: type, kind: str, sub: object, where: str) -> nn.Module:
+    eps = finite_number(getattr(sub, "eps", None))
+    if kind == "BatchNorm1d":
+        mean = tensor_attr(sub, "running_mean", 1, where) if getattr(sub, "running_mean", None) is not None else None
+        width = mean.numel() if mean is not None else int(getattr(sub, "num_features", 0) or 0)
+        module = nn.BatchNorm1d(width, eps=eps or 1e-5, affine=getattr(sub, "weight", None) is not None,
+                                track_running_stats=mean is not None)
+        names = ("running_mean", "running_var") if mean is not None else ()
+    else:
+        shape = tuple(getattr(sub, "normalized_shape", ()) or ())
+        affine = getattr(sub, "weight", None) is not None
+        module = cls(shape, eps=eps, elementwise_affine=affine) if kind == "RMSNorm" else \
+            cls(shape, eps=eps or 1e-5, elementwise_affine=affine)
+        names = ()
+    with torch.no_grad():
+        for attr in names + tuple(a for a in ("weight", "bias") if getattr(module, a, None) is not None):
+            getattr(module, attr).copy_(tensor_attr(sub, attr, 1, where))
+    return module.eval()
