@@ -84,7 +84,7 @@ class SweepResult:
 
 def run_sweep(grid: SweepGrid, *, executor: Executor | None = None, cache: SweepCache | None = None,
               device: str = "cpu", circuits: bool = True, max_memory: int | None = None,
-              progress: SweepProgress | None = None, cell_fn: CellFunction = run_cell) -> SweepResult:
+              progress: SweepProgress | None = None, cell_fn: CellFunction | None = None) -> SweepResult:
     """Run every cell of ``grid`` that the cache does not already hold.
 
     Args:
@@ -96,12 +96,14 @@ def run_sweep(grid: SweepGrid, *, executor: Executor | None = None, cache: Sweep
         circuits: Trace each trained member's sign circuit (as ``probe compare`` does).
         max_memory: Memory budget in bytes per cell.
         progress: Called after each cell (cached ones first) as ``progress(done, total, label)``.
-        cell_fn: The function each task runs (tests swap it to make a cell fail).
+        cell_fn: The function each task runs (default :func:`probe.sweep.cell.run_cell`; tests swap
+            it to make a cell fail).
 
     Raises:
         KeyboardInterrupt: Ctrl-C; the finished cells are in the cache.
     """
     executor = executor if executor is not None else LocalExecutor()
+    cell_fn = cell_fn if cell_fn is not None else run_cell
     keyed = [(cell, cell_key(cell, grid.variants, device=device, circuits=circuits)) for cell in grid.cells]
     done: dict[int, CellResult] = {}
     total = len(keyed)
@@ -128,4 +130,6 @@ def run_sweep(grid: SweepGrid, *, executor: Executor | None = None, cache: Sweep
                                                   outcome.error, attempts=outcome.attempts)
                 if progress is not None:
                     progress(len(done), total, "done" if ok else "failed")
-    return SweepResult(grid, tuple(done[c.index] for c in grid.cells), executor.describe())
+    lost = "the executor returned no result for this cell"
+    return SweepResult(grid, tuple(done.get(c.index) or CellResult(c, k, "failed", None, lost) for c, k in keyed),
+                       executor.describe())
