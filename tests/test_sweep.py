@@ -257,3 +257,20 @@ def test_cli_failed_cell_exits_1_and_still_writes_the_output(tmp_path, monkeypat
     doc = json.loads((tmp_path / "out.json").read_text())
     assert [c["status"] for c in doc["cells"]] == ["failed", "failed", "ok", "ok"] and doc["cells_failed"] == 2
     assert "## Failed cells" in (tmp_path / "r.md").read_text()
+
+
+def test_cli_ctrl_c_exits_130_and_keeps_finished_cells(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_grid(tmp_path)
+    calls: list = []
+
+    def interrupted_third(payload: dict) -> dict:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return run_cell(payload)
+
+    monkeypatch.setattr("probe.sweep.run.run_cell", interrupted_third)
+    res = runner.invoke(app, ["sweep", "grid.toml", "--no-circuit", "--cache", "c", "--json", "out.json"])
+    assert res.exit_code == 130 and "2 finished cells are in c" in res.output
+    assert not (tmp_path / "out.json").exists() and len(list((tmp_path / "c").glob("*.json"))) == 2
