@@ -274,3 +274,33 @@ def test_cli_ctrl_c_exits_130_and_keeps_finished_cells(tmp_path, monkeypatch):
     res = runner.invoke(app, ["sweep", "grid.toml", "--no-circuit", "--cache", "c", "--json", "out.json"])
     assert res.exit_code == 130 and "2 finished cells are in c" in res.output
     assert not (tmp_path / "out.json").exists() and len(list((tmp_path / "c").glob("*.json"))) == 2
+
+
+def test_variants_must_be_a_list_of_specs(tmp_path):
+    for head in ('base = "signed_regression"\n', 'base = "signed_regression"\nvariants = ["relu", 1]\n',
+                 'base = "signed_regression"\nvariants = "relu"\n'):
+        with pytest.raises(SweepError, match="no list of variants"):
+            load_grid(write_grid(tmp_path, head=head))
+
+
+@pytest.mark.parametrize("grid_text, axes, note", [
+    ('"train.lr" = [1e-3, 1e-2]\n', ("train.lr",), None),
+    ('"train.lr" = [1e-3, 1e-2]\n"data.noise" = [0.0, 0.1]\n"model.init" = ["default", "rai"]\n',
+     ("model.init", "train.lr"), "median over the 2 settings of data.noise"),
+])
+def test_report_with_one_axis_and_with_a_key_reduced_by_the_median(tmp_path, grid_text, axes, note):
+    from probe.report.sweep_report import write_sweep_report
+    from probe.sweep.tables import final_loss, heat_table
+
+    result = run_sweep(load_grid(write_grid(tmp_path, grid_text)), circuits=False)
+    table = heat_table(result, axes, final_loss("relu"))
+    assert table.values.shape == ((2, 2) if len(axes) == 2 else (1, 2)) and not (table.values != table.values).any()
+    if len(axes) == 2:  # the median of the two noise settings of each (init, lr) square
+        cells = [c for c in result.cells if c.cell.settings["model.init"] == "rai"
+                 and c.cell.settings["train.lr"] == 1e-3]
+        losses = [next(s for s in c.record["summaries"] if s["variant"] == "relu")["median_final_loss"]
+                  for c in cells]
+        assert table.values[0, 1] == pytest.approx(sum(losses) / 2)
+    md = write_sweep_report(result, tmp_path / "r.md", axes=axes).read_text()
+    assert "final_loss.png" in md and (note is None or note in md)
+    assert (tmp_path / "r_files" / "speedup.png").exists()

@@ -167,8 +167,12 @@ def load_grid(path: str | Path, *, device: str = "cpu", max_memory: int | None =
                          expected="only " + ", ".join(TOP_KEYS), found=repr(unknown[0]),
                          fix="scenario keys go under [set] or [grid] as quoted dotted keys")
     base, base_path = _resolve_base(doc.get("base"), path)
-    variants = _parse_variants(doc.get("variants", []) if isinstance(doc.get("variants"), list)
-                               else [str(doc.get("variants"))])
+    specs = doc.get("variants")
+    if not isinstance(specs, list) or not all(isinstance(v, str) for v in specs):
+        raise SweepError(f"The grid file {path} has no list of variants", expected='variants = ["relu", "leaky", '
+                         '...] (two or more activation specs)', found=repr(specs)[:120],
+                         fix="add a variants line at the top")
+    variants = _parse_variants(specs)
     check_device(device)
     with open(base_path, "rb") as fh:
         base_raw = tomllib.load(fh)
