@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("diagnostics", ("probe.diagnostics",)),
     ("engines", ("probe.engines",)),
     ("circuit", ("probe.circuit",)),
-    ("experiment", ("probe.experiment", "probe.compare")),
+    ("experiment", ("probe.experiment", "probe.compare", "probe.sweep")),
     ("report", ("probe.report",)),
     ("cli", ("probe.cli", "probe.integrations", "probe.__main__")),
 )

@@ -360,6 +360,10 @@ from probe.cli.history import history  # noqa: E402 (registered here with the ot
 
 app.command(name="history", cls=Command)(history)
 
+from probe.cli.sweep import sweep  # noqa: E402
+
+app.command(name="sweep", cls=Command)(sweep)
+
 
 def main() -> None:
     """Console-script entry point (``probe.cli.main`` defers the signals first)."""

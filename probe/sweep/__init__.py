@@ -1,0 +1,1 @@
+"""``probe sweep``: a grid of scenario settings, each cell one batched compare, run by an executor."""
