@@ -153,3 +153,16 @@ def test_cli_data_errors(tmp_path, monkeypatch, args, match) -> None:
     _write_csv(tmp_path / "d.csv")
     res = runner.invoke(app, ["compare", "relu", "leaky", *args])
     assert res.exit_code == 2 and match in res.output
+
+
+def test_sweep_over_a_file_scenario(tmp_path, monkeypatch) -> None:
+    _write_csv(tmp_path / "d.csv")
+    _scenario(tmp_path, 'path = "d.csv"\ntarget = "y"\ndrop = ["id", "colour"]')
+    (tmp_path / "grid.toml").write_text('base = "own.toml"\nvariants = ["relu", "leaky"]\nseeds = 2\n'
+                                        '[grid]\n"data.standardize" = [true, "both"]\n')
+    monkeypatch.chdir(tmp_path.parent)  # relative data paths resolve against the scenario's folder
+    res = runner.invoke(app, ["sweep", str(tmp_path / "grid.toml"), "--json", str(tmp_path / "s.json")])
+    assert res.exit_code == 0, res.output
+    cells = json.loads((tmp_path / "s.json").read_text())["cells"]
+    assert [c["status"] for c in cells] == ["ok", "ok"]
+    assert cells[0]["runs"][0]["final_loss"] != cells[1]["runs"][0]["final_loss"]

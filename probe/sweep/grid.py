@@ -33,6 +33,7 @@ from pathlib import Path
 from probe.compare.run import _parse_variants, check_device
 from probe.core.errors import ProbeError, ScenarioError
 from probe.core.limits import MAX_SCENARIO_FILE_BYTES
+from probe.experiment.file_data import FILE_KEYS
 from probe.experiment.scenario_checks import _OPTIONAL, _REQUIRED
 from probe.experiment.scenarios import Scenario, load_scenario, parse_scenario
 
@@ -107,6 +108,7 @@ def _read(path: Path) -> dict:
 
 def _check_key(key: object, path: Path, table: str) -> tuple[str, str]:
     allowed = [f"{s}.{k}" for s in _REQUIRED for k in (*_REQUIRED[s], *_OPTIONAL[s]) if f"{s}.{k}" != "train.seeds"]
+    allowed += [f"data.{k}" for k in FILE_KEYS if f"data.{k}" not in allowed]
     if key == "train.seeds":
         raise SweepError(f"The grid file {path} sets 'train.seeds' in [{table}]",
                          expected="the seeds as the top-level key seeds = N", found="train.seeds",
@@ -176,6 +178,11 @@ def load_grid(path: str | Path, *, device: str = "cpu", max_memory: int | None =
     check_device(device)
     with open(base_path, "rb") as fh:
         base_raw = tomllib.load(fh)
+    data = base_raw.get("data")
+    if isinstance(data, dict):  # a file scenario's paths, made absolute: cells parse it from anywhere
+        for key in ("path", "eval_path", "target_path"):
+            if isinstance(data.get(key), str):
+                data[key] = str((base_path.parent / Path(data[key]).expanduser()).resolve())
     seeds = doc.get("seeds", base_raw.get("train", {}).get("seeds"))
     fixed = doc.get("set", {})
     if not isinstance(fixed, dict):
