@@ -34,19 +34,19 @@ import torch
 from torch import nn
 from captum.attr import DeepLift, IntegratedGradients, LayerDeepLift, LayerIntegratedGradients
 
+from probe.circuit.target import TargetOutput
 from probe.models.mlp import MLP
 
 
 class SummedOutput(nn.Module):
-    """``f_K`` summed over the batch, shape ``[1]`` (see the module docstring: same gradients)."""
+    """The traced quantity summed over the batch, shape ``[1]`` (see the module docstring: same gradients)."""
 
-    def __init__(self, mlp: MLP, output: int) -> None:
+    def __init__(self, traced: TargetOutput) -> None:
         super().__init__()
-        self.mlp = mlp
-        self.output = output
+        self.traced = traced
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x)[:, self.output].sum().reshape(1)
+        return self.traced(x).sum().reshape(1)
 
 
 class Attributor:
@@ -58,11 +58,14 @@ class Attributor:
         output: The output index ``K``.
         method: ``ig`` or ``deeplift``.
         n_steps: Integration points for ``ig`` (ignored by ``deeplift``).
+        target: ``logit`` or ``margin`` (see :mod:`probe.circuit.target`).
     """
 
-    def __init__(self, mlp: MLP, baseline: torch.Tensor, output: int, method: str, n_steps: int) -> None:
+    def __init__(self, mlp: MLP, baseline: torch.Tensor, output: int, method: str, n_steps: int,
+                 target: str = "logit") -> None:
         self.mlp = mlp
-        self.summed = SummedOutput(mlp, output)
+        self.traced = TargetOutput(mlp, output, target)
+        self.summed = SummedOutput(self.traced)
         self.baseline = baseline
         self.output = output
         self.method = method
@@ -75,21 +78,25 @@ class Attributor:
             return [IntegratedGradients(self.summed)] + [
                 LayerIntegratedGradients(self.summed, act) for act in self.mlp.activations]
         # DeepLift pairs each row with its baseline row inside the output, so it needs the per-row model.
-        return [DeepLift(self.mlp)] + [LayerDeepLift(self.mlp, act) for act in self.mlp.activations]
+        return [DeepLift(self.traced)] + [LayerDeepLift(self.traced, act) for act in self.mlp.activations]
 
-    def __call__(self, xb: torch.Tensor, change: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def __call__(self, xb: torch.Tensor, change: torch.Tensor,
+                 runner_up: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Attributions ``[batch, units]`` per layer and completeness errors ``[batch]`` per layer.
 
         Args:
             xb: The batch of inputs.
-            change: ``f_K(x) - f_K(baseline)`` per row, ``[batch]``.
+            change: The traced quantity at ``x`` minus at the baseline, per row, ``[batch]``
+                (for the margin: against each row's runner-up class).
+            runner_up: Each row's runner-up class (margin only).
         """
+        self.traced.runner_up = runner_up
         base = self.baseline.expand_as(xb)
         kwargs = {"baselines": base}
         if self.method == "ig":
             kwargs["n_steps"] = self.n_steps
         else:
-            kwargs["target"] = self.output
+            kwargs["target"] = 0
             # LayerDeepLift hooks the tensors entering the layer, which must be part of a graph.
             xb = xb.detach().clone().requires_grad_(True)
         attrs, deltas = [], []

@@ -91,6 +91,8 @@ def _bar_callback(bar, task):
 MODEL_HELP = "Model file: probe checkpoint, state_dict, TorchScript (with --trust) or pickled nn.Module."
 DATA_HELP = "Evaluation data: .npz (X, y), .npy, .csv or .pt."
 TRUST_HELP = "Allow code from the file to run: pickled custom classes and TorchScript. Only for files you trust."
+CIRCUIT_SAMPLES_HELP = ("Trace the circuit on a seeded sample of at most N evaluation rows, stratified by the "
+                        "sign of the prediction (0 = all rows).")
 MEMORY_HELP = "Memory budget: the largest size a file, the data or the ensemble may declare (e.g. 8GiB; default 4GiB)."
 
 
@@ -110,6 +112,8 @@ def analyze(
     dormant_tau: float = typer.Option(0.025, "--dormant-tau", help="ReDo dormancy threshold."),
     output: int = typer.Option(0, "--output", help="Output whose sign circuit is traced (JSON 'circuit')."),
     no_circuit: bool = typer.Option(False, "--no-circuit", help="Skip the sign circuit (faster on large data)."),
+    circuit_samples: int = typer.Option(2000, "--circuit-samples", min=0, help=CIRCUIT_SAMPLES_HELP),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to FILE.md."),
 ) -> None:
     """Diagnose a trained MLP: dead units, negative-region gradients, sign routes."""
@@ -130,7 +134,9 @@ def analyze(
             result = analyze_file(model, data=data, scenario=scenario, target=target, activation=activation,
                                   trust=trust, max_memory=_memory(max_memory), batch_size=batch_size,
                                   near_dead_threshold=near_dead, dormant_tau=dormant_tau,
-                                  circuit_output=None if no_circuit else output, progress=_bar_callback(bar, task))
+                                  circuit_output=None if no_circuit else output,
+                                  circuit_samples=circuit_samples or None, device=device,
+                                  progress=_bar_callback(bar, task))
         if report is not None:
             write_analysis_report(result, report, command=command_line(), outputs=outputs)
         _publish(outputs, result.to_dict(), json_path)
@@ -201,6 +207,8 @@ def circuit(
     method: str = typer.Option("auto", "--method", help="Attribution: auto (DeepLift; IG for PReLU), ig or deeplift."),
     baseline: str = typer.Option("mean", "--baseline", help="Attribution baseline: mean (of the data) or zeros."),
     n_steps: int = typer.Option(128, "--n-steps", min=1, help="Integration steps for --method ig."),
+    circuit_samples: int = typer.Option(2000, "--circuit-samples", min=0, help=CIRCUIT_SAMPLES_HELP),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     graph: Optional[Path] = typer.Option(None, "--graph", help="Write the group's graph as GraphML."),
     png: Optional[Path] = typer.Option(None, "--png", help="Draw the group's circuit as a PNG."),
     json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP),
@@ -229,7 +237,8 @@ def circuit(
             task = bar.add_task("tracing", total=None)
             result = circuit_file(model, data=data, scenario=scenario, target=target, activation=activation,
                                   trust=trust, max_memory=_memory(max_memory), output=output, method=method,
-                                  baseline=baseline, n_steps=n_steps, progress=_bar_callback(bar, task))
+                                  baseline=baseline, n_steps=n_steps, circuit_samples=circuit_samples or None,
+                                  device=device, progress=_bar_callback(bar, task))
         if graph is not None:
             write_graphml(result, outputs.stage(graph), group)
         if png is not None:
