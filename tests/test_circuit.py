@@ -267,3 +267,16 @@ def test_user_model_is_untouched_even_when_it_raises():
     for k, v in mlp.state_dict().items():
         assert torch.equal(v, before[k])
     assert all(p.grad is None for p in mlp.parameters())
+
+
+def test_partial_top_k_equals_the_full_stable_sort():
+    import numpy as np
+
+    from probe.circuit.paths import _top_k_stable
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        flat = rng.integers(0, 5, size=(7, 80)).astype(float)  # many ties
+        flat[rng.random(flat.shape) < 0.3] = -np.inf
+        for k in (1, 3, 10):
+            assert (_top_k_stable(flat, k) == np.argsort(-flat, axis=1, kind="stable")[:, :k]).all()

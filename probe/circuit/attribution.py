@@ -11,8 +11,11 @@ input features, ``l >= 1`` the hidden activations) against a baseline input
   Gauss-Legendre quadrature with ``n_steps`` points. Exact up to the kinks
   where a later unit changes side along the path: the completeness error falls
   like ``1/n_steps`` on networks with many kinks and is zero without them.
-* ``deeplift``: captum's ``LayerDeepLift`` (rescale rule) against the same
-  baseline: completeness holds exactly by construction, in one pass.
+* ``deeplift``: DeepLift's rescale rule against the same baseline:
+  completeness holds exactly by construction. For plain Linear ->
+  ReLU/LeakyReLU chains it is computed in closed form
+  (:mod:`probe.circuit.deeplift`, the same numbers as captum's in one pass for
+  all layers); for other chains captum's ``DeepLift``/``LayerDeepLift`` run.
 
 Completeness: for every layer, ``sum_j A[i, j] = f_K(x_i) - f_K(b)``; the
 difference (captum's convergence delta, computed here from the forward pass
@@ -34,6 +37,7 @@ import torch
 from torch import nn
 from captum.attr import DeepLift, IntegratedGradients, LayerDeepLift, LayerIntegratedGradients
 
+from probe.circuit.deeplift import ClosedFormDeepLift, negative_slopes
 from probe.circuit.target import TargetOutput
 from probe.models.mlp import MLP
 
@@ -70,7 +74,9 @@ class Attributor:
         self.output = output
         self.method = method
         self.n_steps = n_steps
-        self.explainers = self._explainers()  # built once, reused for every batch
+        slopes = negative_slopes(mlp) if method == "deeplift" else None
+        self.closed_form = None if slopes is None else ClosedFormDeepLift(mlp, baseline, output, target)
+        self.explainers = [] if self.closed_form else self._explainers()  # built once, reused for every batch
 
     def _explainers(self) -> list:
         """One captum explainer per attributed layer, the inputs first."""
@@ -90,6 +96,8 @@ class Attributor:
                 (for the margin: against each row's runner-up class).
             runner_up: Each row's runner-up class (margin only).
         """
+        if self.closed_form is not None:
+            return self.closed_form(xb, change, runner_up)
         self.traced.runner_up = runner_up
         base = self.baseline.expand_as(xb)
         kwargs = {"baselines": base}
