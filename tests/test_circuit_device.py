@@ -86,3 +86,14 @@ def test_cli_device_cpu_and_circuit_samples(files, command):
     assert (every["circuit"] if command == "analyze" else every)["samples"]["used"] == 3000
     terminal = runner.invoke(app, [command, str(files / "m.pt"), "--data", str(files / "d.npz")])
     assert terminal.exit_code == 0 and "sample of 2000 of 3000 evaluation rows" in " ".join(terminal.stdout.split())
+
+
+def test_bad_circuit_requests_are_refused_before_the_analysis():
+    from probe.circuit import CircuitError
+
+    torch.manual_seed(0)
+    mlp = MLP.build([5, 8, 1], "relu")
+    with pytest.raises(CircuitError, match="two classes"):
+        analyze(mlp, torch.randn(10, 5), circuit=True, circuit_target="margin")
+    with pytest.raises(CircuitError, match="circuit_samples"):
+        analyze(mlp, torch.randn(10, 5), circuit=True, circuit_samples=0)

@@ -105,3 +105,12 @@ def test_margin_needs_classes_and_a_known_target():
         trace_circuit(tiny_classifier(), X, target="softmax")
     logit = trace_circuit(tiny_classifier(), X, output=1)
     assert logit.target == "logit" and logit.groups[1].output_row is None
+
+
+def test_analyze_passes_the_margin_target_through():
+    from probe.experiment.workflows import analyze
+
+    result = analyze(tiny_classifier(), X, circuit=True, circuit_target="margin")
+    doc = result.to_dict()["circuit"]
+    margin, _ = hand_margin(hand_logits(X.double().numpy()))
+    assert doc["target"] == "margin" and doc["groups"]["negative"]["samples"] == int((margin < 0).sum())

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from probe.circuit import CircuitResult, trace_circuit
 from probe.circuit.sample import DEFAULT_MAX_SAMPLES
-from probe.circuit.validate import check_output
+from probe.circuit.target import check_target
+from probe.circuit.validate import check_output, check_positive_int
 from probe.core.checks import as_dataset
 from probe.core.data import Dataset
 from probe.core.devices import check_device
@@ -82,8 +83,11 @@ def analyze_loaded(loaded: LoadedModel, data: Dataset, *, loss: str | None = Non
                    progress: Callable[[int, int], None] | None = None) -> AnalysisResult:
     """:func:`analyze` on an already loaded model and validated data (``circuit_output=None``: no circuit)."""
     device = check_device(device)
-    if circuit_output is not None:  # refuse a bad index before the analysis, not after it
+    if circuit_output is not None:  # refuse a bad circuit request before the analysis, not after it
         check_output(circuit_output, loaded.mlp.widths[-1])
+        check_target(circuit_target, loaded.mlp.widths[-1])
+        if circuit_samples is not None:
+            check_positive_int("circuit_samples", circuit_samples)
     loss = resolve_loss(loss, data.y is not None)
     total = data.X.shape[0]
     cb = None if progress is None else (lambda done: progress(done, total))
