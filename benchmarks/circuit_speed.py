@@ -1,7 +1,7 @@
 """Wall time of ``probe.circuit.circuit`` on an 8-64-64-64-1 MLP (3 x 64 hidden) with 10k samples.
 
 Usage: ``python benchmarks/circuit_speed.py [--samples N] [--method auto|ig|deeplift] [--n-steps S]
-[--threads T] [--repeat R]``. Prints one line per variant: the best of R wall times, with the
+[--threads T] [--repeat R] [--circuit-samples C]`` (``C``: the sample cap, default 0 = every row). Prints one line per variant: the best of R wall times, with the
 largest relative completeness error measured. The networks are seeded and untrained (the cost
 does not depend on the weights); the data is seeded Gaussian inputs.
 """
@@ -26,12 +26,13 @@ def main() -> None:
     parser.add_argument("--n-steps", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--circuit-samples", type=int, default=0, help="sample cap (0: every row)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = Dataset(torch.randn(args.samples, 8), None, "gaussian")
-    print(f"circuit on 8-64-64-64-1, {args.samples} samples, method={args.method}, n_steps={args.n_steps}, "
+    print(f"circuit on 8-64-64-64-1, {args.samples} samples (cap {args.circuit_samples or 'none'}), method={args.method}, n_steps={args.n_steps}, "
           f"{torch.get_num_threads()} torch threads")
     for variant in ("relu", "leaky"):
         torch.manual_seed(1)
@@ -39,7 +40,8 @@ def main() -> None:
         times = []
         for _ in range(args.repeat):
             start = time.perf_counter()
-            result = trace_circuit(mlp, data, method=args.method, n_steps=args.n_steps)
+            result = trace_circuit(mlp, data, method=args.method, n_steps=args.n_steps,
+                                   max_samples=args.circuit_samples or None)
             times.append(time.perf_counter() - start)
         start = time.perf_counter()
         write_graphml(result, "/tmp/circuit_speed.graphml")

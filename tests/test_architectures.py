@@ -263,3 +263,29 @@ def test_state_dict_with_a_smooth_activation_spec(tmp_path, spec: str, module: n
     x = torch.randn(30, 4)
     assert torch.allclose(loaded.mlp(x), model(x), atol=1e-6)
     assert any("--activation" in w or "ctivation" in w for w in loaded.warnings)
+
+
+@pytest.mark.parametrize("model, method", [
+    (nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 1)), "ig"),
+    (nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 1)), "ig"),
+    (nn.Sequential(nn.Linear(4, 8), nn.ELU(), nn.Linear(8, 1)), "deeplift"),
+    (nn.Sequential(nn.Linear(4, 8), nn.RReLU(0.1, 0.3), nn.Linear(8, 1)), "deeplift"),
+    (nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Softplus(), nn.Linear(8, 1)), "deeplift"),
+], ids=["gelu", "layernorm", "elu", "rrelu", "tanh_softplus"])
+def test_circuit_picks_a_complete_method(model: nn.Module, method: str) -> None:
+    torch.manual_seed(8)
+    x, y = torch.randn(200, 4), torch.randn(200, 1)
+    circuit = probe.analyze(model, x, y, circuit=True).circuit.to_dict()
+    assert circuit["method"] == method
+    assert circuit["completeness"]["within_tolerance"]
+    # inputs, every hidden activation and the output: a norm is no layer of the circuit
+    assert len(circuit["groups"]["negative"]["layers"]) == len(model) - sum(
+        isinstance(m, (nn.Linear, nn.LayerNorm)) for m in model) + 2
+
+
+def test_deeplift_refused_where_it_is_not_exact() -> None:
+    from probe.circuit.validate import CircuitError, check_method
+
+    mlp = module_to_mlp(nn.Sequential(nn.Linear(3, 4), nn.SiLU(), nn.Linear(4, 1)))
+    with pytest.raises(CircuitError, match="SiLU"):
+        check_method("deeplift", mlp)

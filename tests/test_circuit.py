@@ -86,10 +86,15 @@ def test_edges_routes_and_paths_by_hand():
     # Inputs: x = [1, 3] and [-1, 2]; x0 = -1 meets W = 1 -> 1 unit of mass down via a negative input.
     m = into_hidden.masses
     assert (m.pos_pos, m.neg_pos, m.pos_neg, m.neg_neg) == pytest.approx((6.0, 0.0, 1.0, 0.0))
-    assert into_hidden.activation_route_share == pytest.approx(1.0) and into_hidden.cancellation == pytest.approx(1.0)
+    # ... reported as a negative-input route, never as a negative-activation one.
+    assert into_hidden.sender == "inputs" and into_hidden.activation_route_share is None
+    assert into_hidden.negative_input_share == pytest.approx(1.0) and into_hidden.cancellation == pytest.approx(1.0)
+    row = into_hidden.to_dict()
+    assert row["negative_input_share"] == pytest.approx(1.0) and "activation_route_share" not in row
+    assert row["downward_shares"] == {"negative_weights": 0.0, "negative_inputs": pytest.approx(1.0), "bias": 0.0}
     m = into_out.masses
     assert (m.pos_pos, m.neg_pos, m.pos_neg, m.neg_neg) == pytest.approx((1.0, 5.0, 0.0, 0.0))
-    assert into_out.activation_route_share == 0.0
+    assert into_out.activation_route_share == 0.0 and into_out.sender == "hidden"
     assert into_out.cancellation == pytest.approx(6.0 / 4.0)  # |f| = 2 + 2
     # Only x1 -> h1 -> y carries mass: share 1 into h1, then 2.5 / (0.5 + 2.5) into y; sign + then -.
     (path,) = r.groups[0].paths
@@ -262,3 +267,16 @@ def test_user_model_is_untouched_even_when_it_raises():
     for k, v in mlp.state_dict().items():
         assert torch.equal(v, before[k])
     assert all(p.grad is None for p in mlp.parameters())
+
+
+def test_partial_top_k_equals_the_full_stable_sort():
+    import numpy as np
+
+    from probe.circuit.paths import _top_k_stable
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        flat = rng.integers(0, 5, size=(7, 80)).astype(float)  # many ties
+        flat[rng.random(flat.shape) < 0.3] = -np.inf
+        for k in (1, 3, 10):
+            assert (_top_k_stable(flat, k) == np.argsort(-flat, axis=1, kind="stable")[:, :k]).all()

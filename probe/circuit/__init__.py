@@ -1,8 +1,10 @@
 """Sign circuits: how the whole network builds a negative (or positive) output.
 
-``trace_circuit(mlp, data, output=K)`` splits the samples by the sign of the
-prediction of output K, attributes K to the inputs and every hidden unit with
-captum, and returns a :class:`CircuitResult`: per group, the 90% circuit per
+``trace_circuit(mlp, data, output=K)`` takes a seeded sample of at most 2,000
+rows stratified by the sign of the prediction of output K (or of class K's
+logit margin, ``target="margin"``), splits it by that sign, attributes the
+target to the inputs and every hidden unit (DeepLift in closed form for
+ReLU/leaky chains, else captum), and returns a :class:`CircuitResult`: per group, the 90% circuit per
 layer, the sign routes layer by layer, the strongest paths, and a layered
 ``networkx.DiGraph`` (``result.graph("negative")``) for export with
 :func:`write_graphml` or :func:`probe.report.circuit_figure.draw_circuit`.

@@ -8,6 +8,11 @@ per-unit sums only: of ``max(a, 0)``, ``max(-a, 0)``, ``[a > 0]``, of the
 attribution and its absolute value, and (for layers ``>= 1``) of
 ``|z - bias|``, the absolute pre-activation net of the bias. Every circuit
 statistic is a function of these sums and the weights.
+
+For the logit-margin target (:mod:`probe.circuit.target`) the groups follow
+the sign of the margin, output K's slot holds the margin, and the last hidden
+layer's ``max(+-a, 0)`` sums are also kept per runner-up class, so that the
+final block's routes can use each sample's effective row ``W[K] - W[j*(x)]``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 import torch
 
 from probe.diagnostics.sign import negative_prediction
-from probe.models.mlp import MLP
+from probe.models.mlp import MLP, is_norm
 
 NEGATIVE, POSITIVE = 0, 1
 
@@ -35,6 +40,9 @@ class GroupSums:
         attr: Sum of attributions (outputs: of ``f(x) - f(baseline)``).
         attr_abs: Sum of absolute attributions.
         net_abs: Sum of ``|z - bias|`` (layer 0: zeros, it has no pre-activation).
+        runner_pos, runner_neg: Margin target only: per runner-up class, the sums of
+            ``max(h, 0)`` and ``max(-h, 0)`` of the last hidden layer, ``[classes, units]``.
+        runner_counts: Margin target only: samples per runner-up class.
     """
 
     samples: int
@@ -44,6 +52,9 @@ class GroupSums:
     attr: tuple[np.ndarray, ...]
     attr_abs: tuple[np.ndarray, ...]
     net_abs: tuple[np.ndarray, ...]
+    runner_pos: np.ndarray | None = None
+    runner_neg: np.ndarray | None = None
+    runner_counts: np.ndarray | None = None
 
     def mean(self, name: str, layer: int) -> np.ndarray:
         """``sum / samples`` of one field (zeros for an empty group)."""
@@ -60,9 +71,10 @@ class CircuitSums:
     Args:
         widths: Units per layer, ``[inputs, hidden..., outputs]``.
         output: The output index ``K`` that defines the groups.
+        margin: Keep the per-runner-up sums of the margin target.
     """
 
-    def __init__(self, widths: list[int], output: int) -> None:
+    def __init__(self, widths: list[int], output: int, margin: bool = False) -> None:
         self.widths = list(widths)
         self.output = output
         n_layers = len(widths)
@@ -75,10 +87,16 @@ class CircuitSums:
         self.delta_abs = torch.zeros(n_layers - 1, dtype=torch.float64)
         self.change_abs = 0.0  # sum over samples of |f_K(x) - f_K(b)|
         self.samples = 0
+        self.runner = None
+        if margin:  # [group, class, unit] sums of the last hidden layer, and [group, class] counts
+            shape = (2, widths[-1], widths[-2])
+            self.runner = {"pos": torch.zeros(shape, dtype=torch.float64),
+                           "neg": torch.zeros(shape, dtype=torch.float64),
+                           "count": torch.zeros(2, widths[-1], dtype=torch.float64)}
 
     def update(self, acts: list[torch.Tensor], net_abs: list[torch.Tensor], attrs: list[torch.Tensor],
-               deltas: list[torch.Tensor], change: torch.Tensor) -> None:
-        """Feed one batch.
+               deltas: list[torch.Tensor], change: torch.Tensor, runner_up: torch.Tensor | None = None) -> None:
+        """Feed one batch (CPU tensors).
 
         Args:
             acts: Activations per layer ``0..L+1``, ``[batch, units]`` (inputs first,
@@ -86,11 +104,20 @@ class CircuitSums:
             net_abs: ``|z - bias|`` per layer ``1..L+1``.
             attrs: Attributions of output ``K`` per layer ``0..L``.
             deltas: Completeness errors per layer ``0..L``, ``[batch]``.
-            change: ``f(x) - f(baseline)`` for every output, ``[batch, outputs]``.
+            change: ``f(x) - f(baseline)`` for every output, ``[batch, outputs]``
+                (column K: the traced quantity's change).
+            runner_up: Margin target: each row's runner-up class ``[batch]``.
         """
         acts = [a.double() for a in acts]
         negative = negative_prediction(acts[-1][:, self.output]).double()
         masks = torch.stack([negative, 1.0 - negative])  # [2, batch]
+        if self.runner is not None and runner_up is not None:
+            onehot = torch.nn.functional.one_hot(runner_up, self.widths[-1]).double()  # [batch, classes]
+            by_class = masks[:, :, None] * onehot[None]  # [2, batch, classes]
+            h = acts[-2]
+            self.runner["pos"] += torch.einsum("gbc,bu->gcu", by_class, h.clamp(min=0))
+            self.runner["neg"] += torch.einsum("gbc,bu->gcu", by_class, (-h).clamp(min=0))
+            self.runner["count"] += by_class.sum(1)
         f = self.fields
         for layer, a in enumerate(acts):
             f["pos"][layer] += masks @ a.clamp(min=0)
@@ -113,11 +140,18 @@ class CircuitSums:
     def group(self, index: int) -> GroupSums:
         """The finished sums of group ``NEGATIVE`` or ``POSITIVE``."""
         pick = {name: tuple(t[index].numpy().copy() for t in ts) for name, ts in self.fields.items()}
+        if self.runner is not None:
+            pick.update(runner_pos=self.runner["pos"][index].numpy().copy(),
+                        runner_neg=self.runner["neg"][index].numpy().copy(),
+                        runner_counts=self.runner["count"][index].numpy().copy())
         return GroupSums(samples=int(self.counts[index]), **pick)
 
 
 def forward_layers(mlp: MLP, xb: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Activations of every layer (inputs, hidden, outputs) and ``|z - bias|`` of layers ``1..L+1``.
+
+    ``z`` is each Linear's output: with a LayerNorm/RMSNorm after it, the layer
+    routes describe how the Linear builds its output before the norm.
 
     ``z - bias`` is taken before the activation runs (the private model has no
     in-place activations, but this keeps the order explicit).
@@ -129,7 +163,7 @@ def forward_layers(mlp: MLP, xb: torch.Tensor) -> tuple[list[torch.Tensor], list
         if isinstance(module, torch.nn.Linear):
             net = h if module.bias is None else h - module.bias
             net_abs.append(net.abs())
-        else:
+        elif not is_norm(module):  # a LayerNorm/RMSNorm output is no layer of the circuit: its activation is
             acts.append(h)
     acts.append(h)
     return acts, net_abs

@@ -11,8 +11,11 @@ input features, ``l >= 1`` the hidden activations) against a baseline input
   Gauss-Legendre quadrature with ``n_steps`` points. Exact up to the kinks
   where a later unit changes side along the path: the completeness error falls
   like ``1/n_steps`` on networks with many kinks and is zero without them.
-* ``deeplift``: captum's ``LayerDeepLift`` (rescale rule) against the same
-  baseline: completeness holds exactly by construction, in one pass.
+* ``deeplift``: DeepLift's rescale rule against the same baseline:
+  completeness holds exactly by construction. For plain Linear ->
+  ReLU/LeakyReLU chains it is computed in closed form
+  (:mod:`probe.circuit.deeplift`, the same numbers as captum's in one pass for
+  all layers); for other chains captum's ``DeepLift``/``LayerDeepLift`` run.
 
 Completeness: for every layer, ``sum_j A[i, j] = f_K(x_i) - f_K(b)``; the
 difference (captum's convergence delta, computed here from the forward pass
@@ -34,19 +37,20 @@ import torch
 from torch import nn
 from captum.attr import DeepLift, IntegratedGradients, LayerDeepLift, LayerIntegratedGradients
 
+from probe.circuit.deeplift import ClosedFormDeepLift, negative_slopes
+from probe.circuit.target import TargetOutput
 from probe.models.mlp import MLP
 
 
 class SummedOutput(nn.Module):
-    """``f_K`` summed over the batch, shape ``[1]`` (see the module docstring: same gradients)."""
+    """The traced quantity summed over the batch, shape ``[1]`` (see the module docstring: same gradients)."""
 
-    def __init__(self, mlp: MLP, output: int) -> None:
+    def __init__(self, traced: TargetOutput) -> None:
         super().__init__()
-        self.mlp = mlp
-        self.output = output
+        self.traced = traced
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x)[:, self.output].sum().reshape(1)
+        return self.traced(x).sum().reshape(1)
 
 
 class Attributor:
@@ -58,16 +62,21 @@ class Attributor:
         output: The output index ``K``.
         method: ``ig`` or ``deeplift``.
         n_steps: Integration points for ``ig`` (ignored by ``deeplift``).
+        target: ``logit`` or ``margin`` (see :mod:`probe.circuit.target`).
     """
 
-    def __init__(self, mlp: MLP, baseline: torch.Tensor, output: int, method: str, n_steps: int) -> None:
+    def __init__(self, mlp: MLP, baseline: torch.Tensor, output: int, method: str, n_steps: int,
+                 target: str = "logit") -> None:
         self.mlp = mlp
-        self.summed = SummedOutput(mlp, output)
+        self.traced = TargetOutput(mlp, output, target)
+        self.summed = SummedOutput(self.traced)
         self.baseline = baseline
         self.output = output
         self.method = method
         self.n_steps = n_steps
-        self.explainers = self._explainers()  # built once, reused for every batch
+        slopes = negative_slopes(mlp) if method == "deeplift" else None
+        self.closed_form = None if slopes is None else ClosedFormDeepLift(mlp, baseline, output, target)
+        self.explainers = [] if self.closed_form else self._explainers()  # built once, reused for every batch
 
     def _explainers(self) -> list:
         """One captum explainer per attributed layer, the inputs first."""
@@ -75,21 +84,27 @@ class Attributor:
             return [IntegratedGradients(self.summed)] + [
                 LayerIntegratedGradients(self.summed, act) for act in self.mlp.activations]
         # DeepLift pairs each row with its baseline row inside the output, so it needs the per-row model.
-        return [DeepLift(self.mlp)] + [LayerDeepLift(self.mlp, act) for act in self.mlp.activations]
+        return [DeepLift(self.traced)] + [LayerDeepLift(self.traced, act) for act in self.mlp.activations]
 
-    def __call__(self, xb: torch.Tensor, change: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def __call__(self, xb: torch.Tensor, change: torch.Tensor,
+                 runner_up: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Attributions ``[batch, units]`` per layer and completeness errors ``[batch]`` per layer.
 
         Args:
             xb: The batch of inputs.
-            change: ``f_K(x) - f_K(baseline)`` per row, ``[batch]``.
+            change: The traced quantity at ``x`` minus at the baseline, per row, ``[batch]``
+                (for the margin: against each row's runner-up class).
+            runner_up: Each row's runner-up class (margin only).
         """
+        if self.closed_form is not None:
+            return self.closed_form(xb, change, runner_up)
+        self.traced.runner_up = runner_up
         base = self.baseline.expand_as(xb)
         kwargs = {"baselines": base}
         if self.method == "ig":
             kwargs["n_steps"] = self.n_steps
         else:
-            kwargs["target"] = self.output
+            kwargs["target"] = 0
             # LayerDeepLift hooks the tensors entering the layer, which must be part of a graph.
             xb = xb.detach().clone().requires_grad_(True)
         attrs, deltas = [], []

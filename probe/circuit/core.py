@@ -13,6 +13,11 @@ from probe.circuit.paths import top_paths
 from probe.circuit.result import (CircuitResult, Completeness, Driver, GroupCircuit, LayerCircuit, _floats,
                                   contributions)
 from probe.circuit.routes import layer_routes
+from probe.circuit.sample import DEFAULT_MAX_SAMPLES, SampleInfo, stratified_rows
+from probe.circuit.target import check_target, target_scores
+from probe.core.devices import check_device
+from probe.diagnostics.sign import negative_prediction
+from probe.models.mlp import MLP
 from probe.circuit.validate import (GROUPS, CircuitError, check_circuit_data, check_method, check_output,
                                     check_positive_int, private_mlp, resolve_baseline)
 
@@ -66,18 +71,62 @@ def _drivers(group: GroupCircuit, selectivity, sign: int, n: int) -> tuple[Drive
                  for _, layer, u, a in found[:n])
 
 
+def _check_options(batch_size: int, n_steps: int, n_paths: int, n_drivers: int, coverage: float,
+                   max_samples: int | None) -> None:
+    for name, value in (("batch_size", batch_size), ("n_steps", n_steps), ("n_paths", n_paths)):
+        check_positive_int(name, value)
+    if max_samples is not None:
+        check_positive_int("max_samples", max_samples)
+    if isinstance(n_drivers, bool) or not isinstance(n_drivers, int) or n_drivers < 0:
+        raise CircuitError("n_drivers must be a non-negative integer", expected="an integer >= 0",
+                           found=repr(n_drivers), fix="pass n_drivers=5")
+    if not 0 < coverage <= 1:
+        raise CircuitError("The circuit coverage must be a share", expected="a number in (0, 1]",
+                           found=repr(coverage), fix="pass coverage=0.9")
+
+
+def _sampled(model: MLP, X: torch.Tensor, output: int, target: str, max_samples: int | None,
+             batch_size: int, device: str) -> tuple[torch.Tensor, SampleInfo]:
+    """The rows to trace (stratified by the sign of the target) and what the output says about them."""
+    n = X.shape[0]
+    stratified_by = "prediction sign" if target == "logit" else "margin sign"
+    if max_samples is None or n <= max_samples:
+        return X, SampleInfo(n, n, None)
+    step = max(batch_size, 4096)  # a forward pass only: larger batches are cheaper per row
+    with torch.no_grad():
+        scores = [target_scores(model(X[s:s + step].to(device)), output, target)[0].cpu()
+                  for s in range(0, n, step)]
+    rows = stratified_rows(negative_prediction(torch.cat(scores)), max_samples)
+    return X[rows], SampleInfo(len(rows), n, stratified_by)
+
+
+def _output_terms(sums: GroupSums, weight: np.ndarray, output: int) -> tuple[tuple, tuple] | tuple[None, None]:
+    """Margin target: the group's mean effective final row and mean effective contribution into K."""
+    if sums.runner_counts is None or sums.samples == 0:
+        return None, None
+    rows = weight[output][None, :] - weight  # [classes, units]: W[K] - W[c]
+    counts = sums.runner_counts
+    row = (counts[:, None] * rows).sum(0) / counts.sum()
+    contribution = (rows * (sums.runner_pos - sums.runner_neg)).sum(0) / sums.samples
+    return _floats(row), _floats(contribution)
+
+
 def trace_circuit(mlp: object, data: object, *, output: int = 0, baseline: str | torch.Tensor = "mean",
                   method: str = "auto", n_steps: int = 128, batch_size: int = 512, coverage: float = 0.9,
-                  n_paths: int = 10, n_drivers: int = 5,
-            progress: Callable[[int], None] | None = None) -> CircuitResult:
+                  n_paths: int = 10, n_drivers: int = 5, max_samples: int | None = DEFAULT_MAX_SAMPLES,
+                  target: str = "logit", device: str = "cpu",
+                  progress: Callable[[int], None] | None = None) -> CircuitResult:
     """The sign circuit of output ``output``: how the network builds negative (and positive) outputs.
 
-    Samples are split by the sign of the prediction ``f_K(x)`` (``< 0``:
-    ``negative``, else ``positive``). Per group: per-unit mean activation,
-    active fraction and attribution of ``f_K`` (captum, see
-    :mod:`probe.circuit.attribution`) for the inputs and every hidden layer;
-    the 90% circuit per layer; the sign routes layer by layer
-    (:mod:`probe.circuit.routes`); the strongest input-to-output paths
+    Samples are split by the sign of the traced quantity: the prediction
+    ``f_K(x)`` (``target="logit"``) or the logit margin of class K
+    (``target="margin"``, :mod:`probe.circuit.target`); ``< 0``: ``negative``,
+    else ``positive``. At most ``max_samples`` rows are traced, a seeded sample
+    stratified by that sign (:mod:`probe.circuit.sample`; ``result.sample``).
+    Per group: per-unit mean activation, active fraction and attribution of the
+    target (captum, see :mod:`probe.circuit.attribution`) for the inputs and
+    every hidden layer; the 90% circuit per layer; the sign routes layer by
+    layer (:mod:`probe.circuit.routes`); the strongest input-to-output paths
     (:mod:`probe.circuit.paths`). Everything is streamed batch by batch:
     memory does not grow with the number of samples.
 
@@ -86,9 +135,9 @@ def trace_circuit(mlp: object, data: object, *, output: int = 0, baseline: str |
             file; it is copied, never modified or hooked.
         data: Evaluation inputs: a ``Dataset``, a tensor or numpy array ``X``, or a
             data file (targets are not used).
-        output: The output index K.
-        baseline: Attribution baseline: ``mean`` (the mean evaluation input,
-            default), ``zeros`` or a tensor with one value per feature.
+        output: The output index K (the class, for the margin).
+        baseline: Attribution baseline: ``mean`` (the mean of all evaluation
+            inputs, default), ``zeros`` or a tensor with one value per feature.
         method: ``auto`` (default: ``deeplift`` for ReLU/leaky models, ``ig`` for
             PReLU), ``ig`` (LayerIntegratedGradients) or ``deeplift`` (LayerDeepLift,
             exact completeness, about 10x faster; not for PReLU).
@@ -101,61 +150,79 @@ def trace_circuit(mlp: object, data: object, *, output: int = 0, baseline: str |
         coverage: Share of the absolute attribution the per-layer circuit must carry.
         n_paths: How many top paths to keep per group.
         n_drivers: How many driver units to name per sign.
+        max_samples: Trace at most this many evaluation rows (default 2000), or all with None.
+        target: ``logit`` (default) or ``margin`` (a classifier's class-K margin).
+        device: ``cpu`` or an available ``cuda[:N]`` (:func:`probe.core.devices.check_device`);
+            the sums are kept on the CPU in float64.
         progress: Called with the number of samples done after each batch.
 
     Raises:
-        CircuitError: Bad output index, method, baseline or parameter; no hidden layer.
+        CircuitError: Bad output index, method, baseline, target or parameter; no hidden layer.
+        ProbeError: An unknown device, or CUDA without a GPU.
         ModelLoadError: ``mlp`` is a module that is not an MLP.
         DataError: Data of the wrong width or with NaN/inf.
     """
+    device = check_device(device)
     model = private_mlp(mlp)
     data = check_circuit_data(data, model)
     output = check_output(output, model.widths[-1])
+    target = check_target(target, model.widths[-1])
     method = check_method(method, model)
-    for name, value in (("batch_size", batch_size), ("n_steps", n_steps), ("n_paths", n_paths)):
-        check_positive_int(name, value)
-    if isinstance(n_drivers, bool) or not isinstance(n_drivers, int) or n_drivers < 0:
-        raise CircuitError("n_drivers must be a non-negative integer", expected="an integer >= 0",
-                           found=repr(n_drivers), fix="pass n_drivers=5")
-    if not 0 < coverage <= 1:
-        raise CircuitError("The circuit coverage must be a share", expected="a number in (0, 1]",
-                           found=repr(coverage), fix="pass coverage=0.9")
+    _check_options(batch_size, n_steps, n_paths, n_drivers, coverage, max_samples)
     base_name, base_row = resolve_baseline(baseline, data)
-    attributor = Attributor(model, base_row, output, method, n_steps)
-    sums = CircuitSums(model.widths, output)
+    model = model.to(device)
+    base_row = base_row.to(device)
+    X, sample = _sampled(model, data.X.float(), output, target, max_samples, batch_size, device)
+    attributor = Attributor(model, base_row, output, method, n_steps, target)
+    sums = CircuitSums(model.widths, output, margin=target == "margin")
     with torch.no_grad():
         base_out = model(base_row)
-    X = data.X.float()
+    final = model.linears[-1]
     for start in range(0, X.shape[0], batch_size):
-        xb = X[start:start + batch_size]
+        xb = X[start:start + batch_size].to(device)
         with torch.no_grad():
             acts, net_abs = forward_layers(model, xb)
-        change = acts[-1] - base_out
-        attrs, deltas = attributor(xb, change[:, output])
-        sums.update(acts, net_abs, attrs, deltas, change)
+            score, runner_up = target_scores(acts[-1], output, target)
+            # the margin's baseline term is taken against each row's own runner-up (see probe.circuit.target)
+            base_score = base_out[0, output] - (0 if runner_up is None else base_out[0, runner_up])
+            change = acts[-1] - base_out
+            change[:, output] = score - base_score
+            if runner_up is not None:  # output K's slot carries the margin, its net the effective row's
+                acts[-1] = acts[-1].clone()
+                acts[-1][:, output] = score
+                net = acts[-2] @ final.weight.T
+                net_abs[-1] = net_abs[-1].clone()
+                net_abs[-1][:, output] = (net[:, output] - net.gather(1, runner_up[:, None])[:, 0]).abs()
+        attrs, deltas = attributor(xb, change[:, output], runner_up)
+        cpu = lambda ts: [t.detach().cpu() for t in ts]  # noqa: E731
+        sums.update(cpu(acts), cpu(net_abs), cpu(attrs), cpu(deltas), change.cpu(),
+                    None if runner_up is None else runner_up.cpu())
         if progress is not None:
             progress(min(start + batch_size, X.shape[0]))
 
     n_layers = len(model.widths)
-    weights = tuple(lin.weight.detach().double().numpy().copy() for lin in model.linears)
-    biases = [None if lin.bias is None else lin.bias.detach().double().numpy().copy() for lin in model.linears]
+    weights = tuple(lin.weight.detach().double().cpu().numpy().copy() for lin in model.linears)
+    biases = [None if lin.bias is None else lin.bias.detach().double().cpu().numpy().copy() for lin in model.linears]
     group_sums = [sums.group(NEGATIVE), sums.group(POSITIVE)]
     groups = []
     for name, gs in zip(GROUPS, group_sums):
         layers = _layers(gs, n_layers, output, coverage)
-        shell = GroupCircuit(name, gs.samples, float(gs.mean_activation(n_layers - 1)[output]), layers, (), ())
+        row, contribution = _output_terms(gs, weights[-1], output)
+        shell = GroupCircuit(name, gs.samples, float(gs.mean_activation(n_layers - 1)[output]), layers, (), (),
+                             row, contribution)
         paths = top_paths(contributions(weights, shell), output, n_paths) if gs.samples else ()
         groups.append(GroupCircuit(name, gs.samples, shell.mean_prediction, layers,
-                                   layer_routes(list(weights), gs, output, biases), paths))
+                                   layer_routes(list(weights), gs, output, biases), paths, row, contribution))
     selectivity = _selectivity(group_sums[0], group_sums[1], n_layers - 1)
     n = sums.samples
     completeness = Completeness(_floats(sums.delta_max.numpy()), _floats(sums.delta_abs.numpy() / n),
                                 sums.change_abs / n)
+    base_target = float(target_scores(base_out, output, target)[0][0])
     return CircuitResult(
         output=output, method=method, n_steps=n_steps if method == "ig" else None, baseline=base_name,
-        baseline_prediction=float(base_out[0, output]), samples=n, widths=tuple(model.widths),
+        baseline_prediction=base_target, samples=n, widths=tuple(model.widths),
         activation=model.activation_spec, coverage=coverage, completeness=completeness,
         selectivity=selectivity,
         drivers_negative=_drivers(groups[0], selectivity, -1, n_drivers),
         drivers_positive=_drivers(groups[1], selectivity, +1, n_drivers),
-        groups=(groups[0], groups[1]), weights=weights)
+        groups=(groups[0], groups[1]), weights=weights, target=target, sample=sample)

@@ -58,6 +58,22 @@ def edge_shares(contrib: np.ndarray) -> np.ndarray:
     return np.divide(mag, total, out=np.zeros_like(mag), where=total > 0)
 
 
+def _top_k_stable(flat: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the indices of the ``k`` largest values, largest first, ties to the lower index.
+
+    The same as ``np.argsort(-flat, axis=1, kind="stable")[:, :k]``, but only the
+    values at or above each row's k-th largest are sorted.
+    """
+    if flat.shape[1] <= 4 * k:
+        return np.argsort(-flat, axis=1, kind="stable")[:, :k]
+    kth = -np.partition(-flat, k - 1, axis=1)[:, k - 1:k]  # each row's k-th largest value
+    rows = []
+    for values, threshold in zip(flat, kth[:, 0]):
+        keep = np.flatnonzero(values >= threshold)  # ascending indices, every tie included
+        rows.append(keep[np.argsort(-values[keep], kind="stable")[:k]])
+    return np.stack(rows)
+
+
 def top_paths(contribs: list[np.ndarray], output: int, k: int = 10) -> tuple[CircuitPath, ...]:
     """The ``k`` paths from any input to output ``output`` with the largest strength.
 
@@ -79,7 +95,7 @@ def top_paths(contribs: list[np.ndarray], output: int, k: int = 10) -> tuple[Cir
         receivers = [output] if li == len(logs) - 1 else range(log_r.shape[0])
         cand = best[None, :, :] + log_r[list(receivers), :, None]  # [recv, senders, k]
         flat = cand.reshape(cand.shape[0], -1)
-        order = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+        order = _top_k_stable(flat, k)
         new_best = np.full((log_r.shape[0], k), -np.inf)
         back = np.zeros((log_r.shape[0], k, 2), dtype=np.int64)
         for row, unit in enumerate(receivers):

@@ -10,6 +10,7 @@ import numpy as np
 
 from probe.circuit.paths import CircuitPath, node_id
 from probe.circuit.routes import LayerRoutes, pooled_share
+from probe.circuit.sample import SampleInfo
 from probe.circuit.validate import GROUPS, check_group
 
 if TYPE_CHECKING:
@@ -68,6 +69,11 @@ class GroupCircuit:
         layers: Per layer ``0..L+1``.
         routes: Sign routes into layers ``1..L+1`` (see :mod:`probe.circuit.routes`).
         paths: The strongest input-to-output paths (see :mod:`probe.circuit.paths`).
+        output_row: Margin target only: the group's mean effective final row
+            ``W[K] - W[j*(x)]`` (the graph's ``param`` on edges into K).
+        output_contribution: Margin target only: the group's mean of
+            ``(W[K, j] - W[j*(x), j]) * h_j`` per last hidden unit ``j`` (the
+            edge weights into K, for the graph and the paths).
     """
 
     name: str
@@ -76,6 +82,8 @@ class GroupCircuit:
     layers: tuple[LayerCircuit, ...]
     routes: tuple[LayerRoutes, ...]
     paths: tuple[CircuitPath, ...]
+    output_row: tuple[float, ...] | None = None
+    output_contribution: tuple[float, ...] | None = None
 
     @property
     def hidden(self) -> tuple[LayerCircuit, ...]:
@@ -99,6 +107,8 @@ class GroupCircuit:
                              "per_layer": [len(lay.circuit_units) for lay in self.hidden]},
             "routes": [r.to_dict() for r in self.routes],
             "routes_after_inputs": {"activation_route_share": hidden_share, "cancellation": hidden_cancel},
+            "input_routes": {"negative_input_share": self.routes[0].negative_input_share,
+                             "cancellation": self.routes[0].cancellation} if self.routes else None,
             "top_paths": [p.to_dict() for p in self.paths],
             "layers": [lay.to_dict() for lay in self.layers],
         }
@@ -188,6 +198,9 @@ class CircuitResult:
             in the positive group, strongest first.
         groups: The ``negative`` and ``positive`` group circuits.
         weights: The Linear weights, ``[receivers, senders]`` each (for the graphs).
+        target: ``logit`` (``f_K``) or ``margin`` (``f_K - max_{j != K} f_j``, see
+            :mod:`probe.circuit.target`); the groups follow the sign of the target.
+        sample: Which evaluation rows were traced (:mod:`probe.circuit.sample`).
     """
 
     output: int
@@ -205,6 +218,8 @@ class CircuitResult:
     drivers_positive: tuple[Driver, ...]
     groups: tuple[GroupCircuit, GroupCircuit]
     weights: tuple[np.ndarray, ...] = field(repr=False, compare=False)
+    target: str = "logit"
+    sample: SampleInfo | None = None
 
     def group(self, name: str) -> GroupCircuit:
         """The ``negative`` or ``positive`` group circuit."""
@@ -221,9 +236,10 @@ class CircuitResult:
 
     def to_dict(self) -> dict:
         return {
-            "output": self.output, "method": self.method, "n_steps": self.n_steps,
+            "output": self.output, "target": self.target, "method": self.method, "n_steps": self.n_steps,
             "baseline": {"kind": self.baseline, "prediction": self.baseline_prediction},
-            "samples": self.samples, "widths": list(self.widths), "activation": self.activation,
+            "samples": (self.sample or SampleInfo(self.samples, self.samples, None)).to_dict(),
+            "widths": list(self.widths), "activation": self.activation,
             "coverage": self.coverage, "completeness": self.completeness.to_dict(),
             "selectivity": None if self.selectivity is None else [list(s) for s in self.selectivity],
             "drivers": {"negative": [d.to_dict() for d in self.drivers_negative],
@@ -259,8 +275,17 @@ def summarize_for_compare(result: CircuitResult) -> dict:
 
 
 def contributions(weights: tuple[np.ndarray, ...], group: GroupCircuit) -> list[np.ndarray]:
-    """Group-mean edge contributions ``W[k, j] * mean(a_j)`` per Linear layer."""
-    return [w * np.asarray(group.layers[i].mean_activation)[None, :] for i, w in enumerate(weights)]
+    """Group-mean edge contributions ``W[k, j] * mean(a_j)`` per Linear layer.
+
+    For the margin target, the row into output K is the group's mean of the
+    per-sample effective contributions (:attr:`GroupCircuit.output_contribution`).
+    """
+    out = [w * np.asarray(group.layers[i].mean_activation)[None, :] for i, w in enumerate(weights)]
+    if group.output_contribution is not None:
+        k = group.layers[-1].circuit_units[0]
+        out[-1] = out[-1].copy()
+        out[-1][k] = np.asarray(group.output_contribution)
+    return out
 
 
 def build_graph(result: CircuitResult, group: GroupCircuit) -> nx.DiGraph:
@@ -281,12 +306,14 @@ def build_graph(result: CircuitResult, group: GroupCircuit) -> nx.DiGraph:
     One edge per connection ``j -> k`` between consecutive layers, with
     ``weight = W[k, j] * mean over the group of a_j`` (j's signed contribution to
     k's pre-activation; ``a`` is the input feature for the first layer) and
-    ``param = W[k, j]``. Graph attributes: ``group``, ``output``, ``samples``,
+    ``param = W[k, j]`` (margin target: into output K, the group's mean
+    effective row and mean effective contribution, see :class:`GroupCircuit`).
+    Graph attributes: ``group``, ``output``, ``target``, ``samples``,
     ``method``, ``baseline``, ``activation``.
     """
     import networkx as nx  # loaded only when a graph is built
 
-    g = nx.DiGraph(group=group.name, output=result.output, samples=group.samples,
+    g = nx.DiGraph(group=group.name, output=result.output, target=result.target, samples=group.samples,
                    method=result.method, baseline=result.baseline, activation=result.activation)
     last = len(group.layers) - 1
     for lay in group.layers:
@@ -300,6 +327,9 @@ def build_graph(result: CircuitResult, group: GroupCircuit) -> nx.DiGraph:
                 attrs["selectivity"] = result.selectivity[lay.layer][u]
             g.add_node(node_id(lay.layer, u), **attrs)
     for i, (w, c) in enumerate(zip(result.weights, contributions(result.weights, group))):
+        if i == len(result.weights) - 1 and group.output_row is not None:
+            w = w.copy()
+            w[result.output] = np.asarray(group.output_row)
         rows, cols = w.shape
         g.add_edges_from(
             (node_id(i, j), node_id(i + 1, k), {"weight": float(c[k, j]), "param": float(w[k, j])})

@@ -51,7 +51,10 @@ def private_mlp(model: object) -> MLP:
         raise CircuitError("The model has no hidden layer, so there is no circuit to trace",
                            expected="at least Linear -> activation -> Linear",
                            found=mlp.describe(), fix="analyse a model with one or more hidden layers")
-    copied = MLP(*[copy.deepcopy(m) for m in mlp])
+    # an RReLU in eval mode is a leaky ReLU of slope (lower + upper) / 2: the same function, and a
+    # module both captum's DeepLift and the closed form know
+    copied = MLP(*[nn.LeakyReLU((m.lower + m.upper) / 2) if isinstance(m, nn.RReLU) else copy.deepcopy(m)
+                   for m in mlp])
     for module in copied.activations:
         if hasattr(module, "inplace"):
             module.inplace = False
@@ -80,23 +83,32 @@ def check_group(group: str) -> str:
     return group
 
 
+#: Activations whose DeepLift rescale rule captum implements (its SUPPORTED_NON_LINEAR).
+DEEPLIFT_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Softplus)
+
+
 def check_method(method: str, mlp: MLP) -> str:
     """``ig``, ``deeplift`` or ``auto``, resolved to the method that will run.
 
-    ``auto`` is DeepLift (exact completeness, one backward pass) for ReLU and
-    leaky ReLU models, and integrated gradients for PReLU ones, since captum's
-    DeepLift rescale rule does not cover PReLU.
+    ``auto`` is DeepLift (exact completeness, one backward pass) when every
+    activation is one whose rescale rule captum implements (ReLU, LeakyReLU,
+    ELU, Tanh, Softplus) and no norm sits in the chain; otherwise integrated
+    gradients (PReLU, GELU, SiLU, Mish, SELU, CELU, LayerNorm/RMSNorm), whose
+    completeness holds up to the integration error reported with it.
     """
-    has_prelu = any(isinstance(a, nn.PReLU) for a in mlp.activations)
+    unsupported = sorted({type(a).__name__ for a in mlp.activations if type(a) not in DEEPLIFT_ACTIVATIONS}
+                         | {type(n).__name__ for n in mlp.norms if n is not None})
     if method == "auto":
-        return "ig" if has_prelu else "deeplift"
+        return "ig" if unsupported else "deeplift"
     if method not in METHODS:
         raise CircuitError(f"Unknown attribution method {method!r}", expected=" or ".join(("auto", *METHODS)),
-                           found=repr(method), fix="use --method auto (method='auto' in Python): DeepLift, or integrated gradients for PReLU")
-    if method == "deeplift" and has_prelu:
-        raise CircuitError("DeepLift cannot attribute through PReLU activations",
-                           expected="ReLU or LeakyReLU activations for method='deeplift'",
-                           found=mlp.activation_spec, fix="use --method ig or auto (method='ig' in Python) for PReLU models")
+                           found=repr(method), fix="use --method auto (method='auto' in Python): DeepLift where "
+                                                   "it is exact, else integrated gradients")
+    if method == "deeplift" and unsupported:
+        raise CircuitError(f"DeepLift cannot attribute exactly through {', '.join(unsupported)}",
+                           expected="ReLU, LeakyReLU, ELU, Tanh or Softplus activations and no norm layer "
+                                    "for method='deeplift'",
+                           found=mlp.describe(), fix="use --method ig or auto (method='ig' in Python)")
     return method
 
 

@@ -94,6 +94,8 @@ MODEL_HELP = ("Model file: probe checkpoint, state_dict (bare, in a training or 
 DATA_HELP = "Evaluation data: .npz (X, y), .npy, .csv or .pt."
 TRUST_HELP = "Allow code from the file to run: pickled custom classes and TorchScript. Only for files you trust."
 LAYER_ORDER_HELP = "A state_dict's Linear layer names in forward order, e.g. fc1,fc2,fc3,out (when its names and shapes leave the order open)."
+CIRCUIT_SAMPLES_HELP = ("Trace the circuit on a seeded sample of at most N evaluation rows, stratified by the "
+                        "sign of the prediction (0 = all rows).")
 MEMORY_HELP = "Memory budget: the largest size a file, the data or the ensemble may declare (e.g. 8GiB; default 4GiB)."
 
 
@@ -116,6 +118,8 @@ def analyze(
                                        "from the targets, and shown: integer labels with K>1 outputs mean cross_entropy)."),
     output: int = typer.Option(0, "--output", help="Output whose sign circuit is traced (JSON 'circuit')."),
     no_circuit: bool = typer.Option(False, "--no-circuit", help="Skip the sign circuit (faster on large data)."),
+    circuit_samples: int = typer.Option(2000, "--circuit-samples", min=0, help=CIRCUIT_SAMPLES_HELP),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a markdown report (with figures) to FILE.md."),
 ) -> None:
     """Diagnose a trained MLP: dead units, negative-region gradients, sign routes."""
@@ -137,7 +141,9 @@ def analyze(
                                   layer_order=layer_order,
                                   trust=trust, max_memory=_memory(max_memory), batch_size=batch_size,
                                   near_dead_threshold=near_dead, dormant_tau=dormant_tau, loss=loss,
-                                  circuit_output=None if no_circuit else output, progress=_bar_callback(bar, task))
+                                  circuit_output=None if no_circuit else output,
+                                  circuit_samples=circuit_samples or None, device=device,
+                                  progress=_bar_callback(bar, task))
         if report is not None:
             write_analysis_report(result, report, command=command_line(), outputs=outputs)
         _publish(outputs, result.to_dict(), json_path)
@@ -247,6 +253,8 @@ def circuit(
     method: str = typer.Option("auto", "--method", help="Attribution: auto (DeepLift; IG for PReLU), ig or deeplift."),
     baseline: str = typer.Option("mean", "--baseline", help="Attribution baseline: mean (of the data) or zeros."),
     n_steps: int = typer.Option(128, "--n-steps", min=1, help="Integration steps for --method ig."),
+    circuit_samples: int = typer.Option(2000, "--circuit-samples", min=0, help=CIRCUIT_SAMPLES_HELP),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     graph: Optional[Path] = typer.Option(None, "--graph", help="Write the group's graph as GraphML."),
     png: Optional[Path] = typer.Option(None, "--png", help="Draw the group's circuit as a PNG."),
     json_path: Optional[str] = typer.Option(None, "--json", metavar="[PATH]", help=JSON_HELP),
@@ -276,7 +284,8 @@ def circuit(
             result = circuit_file(model, data=data, scenario=scenario, target=target, activation=activation,
                                   layer_order=layer_order,
                                   trust=trust, max_memory=_memory(max_memory), output=output, method=method,
-                                  baseline=baseline, n_steps=n_steps, progress=_bar_callback(bar, task))
+                                  baseline=baseline, n_steps=n_steps, circuit_samples=circuit_samples or None,
+                                  device=device, progress=_bar_callback(bar, task))
         if graph is not None:
             write_graphml(result, outputs.stage(graph), group)
         if png is not None:

@@ -18,7 +18,8 @@ import torch
 from probe.compare.results import PROBE_BATCH, CompareResult, RunResult, file_safe
 from probe.compare.stats import PairedComparison, compare_losses, compare_steps, paired_comparison
 from probe.compare.summaries import summarize_runs
-from probe.core.errors import ProbeError, VariantError
+from probe.core.devices import check_device  # noqa: F401 (also importable from here, as before)
+from probe.core.errors import VariantError
 from probe.core.io import StagedOutputs
 from probe.core.variants import Variant, parse_variant
 from probe.engines.training import convergence
@@ -54,31 +55,6 @@ def _parse_variants(specs: Sequence[str | Variant]) -> list[Variant]:
         raise VariantError("A variant is listed twice", expected="distinct variants",
                            found=", ".join(labels), fix="drop the duplicate")
     return variants
-
-
-def check_device(device: str) -> str:
-    """``cpu`` or an available ``cuda[:N]``; anything else is refused with the fix.
-
-    probe's ensemble is tested on the CPU and CUDA only, so other backends torch
-    knows (``mps``, ``xla``, ``meta``, ...) are refused rather than half-run.
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ProbeError(f"Unknown device '{device}'", expected="cpu or cuda[:N]", found=repr(device),
-                         fix="use --device cpu or --device cuda") from None
-    if dev.type == "cpu":
-        return "cpu" if dev.index is None else str(dev)
-    if dev.type != "cuda":
-        raise ProbeError(f"Device '{device}' is not supported", expected="cpu or cuda[:N]",
-                         found=f"a {dev.type} device", fix="use --device cpu (or cuda on an NVIDIA GPU)")
-    if not torch.cuda.is_available():
-        raise ProbeError("CUDA was asked for but is not available", expected="a CUDA GPU",
-                         found="torch.cuda.is_available() is False", fix="use --device cpu")
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ProbeError(f"There is no GPU {dev.index}", expected=f"cuda:0 to cuda:{torch.cuda.device_count() - 1}",
-                         found=device, fix="pick an existing GPU index, or --device cuda")
-    return str(dev)
 
 
 def compare_variants(variants: Sequence[str | Variant], scenario: str | Path | Scenario, *,

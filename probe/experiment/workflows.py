@@ -7,13 +7,18 @@ path, and data as tensors, numpy arrays, a ``Dataset`` or a data file
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 from probe.circuit import CircuitResult, trace_circuit
-from probe.circuit.validate import check_output
+from probe.circuit.sample import DEFAULT_MAX_SAMPLES
+from probe.circuit.target import check_target
+from probe.circuit.validate import check_output, check_positive_int
 from probe.core.checks import as_dataset
 from probe.core.data import Dataset
+from probe.core.devices import check_device
 from probe.core.errors import DataError
 from probe.engines.analysis import AnalysisResult, diagnose_with_loss
 from probe.models.coerce import as_model
@@ -23,7 +28,9 @@ from probe.models.loading import LoadedModel
 def analyze(model: object, X: object, y: object = None, *, activation: str | None = None,
             trust: bool = False, loss: str | None = None, batch_size: int = 4096,
             near_dead_threshold: float = 0.01, dormant_tau: float = 0.025, circuit: bool = False,
-            circuit_output: int = 0, progress: Callable[[int, int], None] | None = None) -> AnalysisResult:
+            circuit_output: int = 0, circuit_samples: int | None = DEFAULT_MAX_SAMPLES,
+            circuit_target: str | None = None, device: str = "cpu",
+            progress: Callable[[int, int], None] | None = None) -> AnalysisResult:
     """Every diagnostic of a trained MLP on ``X`` (and ``y``): what ``probe analyze`` prints.
 
     Args:
@@ -39,6 +46,12 @@ def analyze(model: object, X: object, y: object = None, *, activation: str | Non
         dormant_tau: ReDo dormancy threshold.
         circuit: Also trace the sign circuit of ``circuit_output`` (``result.circuit``).
         circuit_output: The output whose circuit is traced.
+        circuit_samples: Trace the circuit on a stratified sample of at most this many
+            rows (default 2000; None: all rows; see :mod:`probe.circuit.sample`).
+        circuit_target: ``logit`` or ``margin`` (a classifier's class margin; see
+            :mod:`probe.circuit.target`); None: ``margin`` when the loss is
+            cross-entropy (as the sign routes), else ``logit``.
+        device: ``cpu`` or an available ``cuda[:N]``: the model and the batches go there.
         progress: Called with ``(samples_done, samples_total)``.
 
     Returns:
@@ -51,21 +64,41 @@ def analyze(model: object, X: object, y: object = None, *, activation: str | Non
     data = as_dataset(X, y)
     return analyze_loaded(loaded, data, loss=loss, batch_size=batch_size,
                           near_dead_threshold=near_dead_threshold, dormant_tau=dormant_tau,
-                          circuit_output=circuit_output if circuit else None, progress=progress)
+                          circuit_output=circuit_output if circuit else None, circuit_samples=circuit_samples,
+                          circuit_target=circuit_target, device=device, progress=progress)
+
+
+def _on_device(loaded: LoadedModel, data: Dataset, device: str) -> tuple[LoadedModel, Dataset]:
+    """Copies of the model and the data on ``device`` (the same objects on the CPU)."""
+    if device == "cpu":
+        return loaded, data
+    moved = dataclasses.replace(loaded, mlp=copy.deepcopy(loaded.mlp).to(device))
+    y = None if data.y is None else data.y.to(device)
+    return moved, dataclasses.replace(data, X=data.X.to(device), y=y)
 
 
 def analyze_loaded(loaded: LoadedModel, data: Dataset, *, loss: str | None = None, batch_size: int = 4096,
                    near_dead_threshold: float = 0.01, dormant_tau: float = 0.025,
-                   circuit_output: int | None = None,
+                   circuit_output: int | None = None, circuit_samples: int | None = DEFAULT_MAX_SAMPLES,
+                   circuit_target: str | None = None, device: str = "cpu",
                    progress: Callable[[int, int], None] | None = None) -> AnalysisResult:
     """:func:`analyze` on an already loaded model and validated data (``circuit_output=None``: no circuit)."""
-    if circuit_output is not None:  # refuse a bad index before the analysis, not after it
+    device = check_device(device)
+    if circuit_output is not None:  # refuse a bad circuit request before the analysis, not after it
         check_output(circuit_output, loaded.mlp.widths[-1])
+        if circuit_target is not None:
+            check_target(circuit_target, loaded.mlp.widths[-1])
+        if circuit_samples is not None:
+            check_positive_int("circuit_samples", circuit_samples)
     total = data.X.shape[0]
     cb = None if progress is None else (lambda done: progress(done, total))
-    diag, fit = diagnose_with_loss(loaded, data, loss=loss, batch_size=batch_size,
+    run_model, run_data = _on_device(loaded, data, device)
+    diag, fit = diagnose_with_loss(run_model, run_data, loss=loss, batch_size=batch_size,
                                    near_dead_threshold=near_dead_threshold, dormant_tau=dormant_tau, progress=cb)
-    traced = None if circuit_output is None else trace_circuit(loaded.mlp, data, output=circuit_output)
+    if circuit_target is None:  # a classifier's circuit follows the class margin, like its sign routes
+        circuit_target = "margin" if fit.name == "cross_entropy" and loaded.mlp.widths[-1] > 1 else "logit"
+    traced = None if circuit_output is None else trace_circuit(
+        loaded.mlp, data, output=circuit_output, max_samples=circuit_samples, target=circuit_target, device=device)
     # the loader's warnings (unverified conversions), then the loss choice's
     warnings = tuple(getattr(loaded, "warnings", ())) + fit.warnings
     return AnalysisResult(loaded.to_dict(), data.to_dict(), fit.name, diag, traced, fit=fit, warnings=warnings)
@@ -131,6 +164,7 @@ def analyze_file(model: str | Path, *, data: str | Path | None = None, scenario:
 
     ``options`` are :func:`analyze_loaded`'s (``loss``, ``batch_size``, ...).
     """
+    check_device(options.get("device", "cpu"))  # refuse a missing GPU before loading anything
     memory = {} if max_memory is None else {"max_memory": max_memory}
     loaded = as_model(model, activation, trust=trust, layer_order=layer_order, **memory)
     if circuit_output is not None:
@@ -142,14 +176,22 @@ def analyze_file(model: str | Path, *, data: str | Path | None = None, scenario:
 def circuit_file(model: str | Path, *, data: str | Path | None = None, scenario: str | None = None,
                  target: str | None = None, activation: str | None = None, trust: bool = False,
                  max_memory: int | None = None, output: int = 0, layer_order: list[str] | str | None = None,
+                 circuit_samples: int | None = DEFAULT_MAX_SAMPLES, circuit_target: str | None = None,
                  progress: Callable[[int, int], None] | None = None, **options) -> CircuitResult:
     """Load a model file and its data, then trace the sign circuit of ``output``.
 
-    ``options`` go to :func:`probe.circuit.trace_circuit` (``method``, ``baseline``, ``n_steps``, ...).
+    ``circuit_samples`` and ``circuit_target`` are :func:`probe.circuit.trace_circuit`'s
+    ``max_samples`` and ``target`` (``target`` here is the CSV column; None: ``margin`` for
+    integer class labels and several outputs, else ``logit``); ``options`` go to it
+    too (``method``, ``baseline``, ``n_steps``, ``device``, ...).
     """
+    check_device(options.get("device", "cpu"))  # refuse a missing GPU before loading anything
     memory = {} if max_memory is None else {"max_memory": max_memory}
     loaded = as_model(model, activation, trust=trust, layer_order=layer_order, **memory)
     dataset = resolve_data(loaded, data, scenario, target, **memory)
+    if circuit_target is None:  # class labels and several logits: a classifier, traced by its class margin
+        circuit_target = "margin" if dataset.labels and loaded.mlp.widths[-1] > 1 else "logit"
     total = dataset.X.shape[0]
     cb = None if progress is None else (lambda done: progress(done, total))
-    return trace_circuit(loaded.mlp, dataset, output=output, progress=cb, **options)
+    return trace_circuit(loaded.mlp, dataset, output=output, max_samples=circuit_samples, target=circuit_target,
+                         progress=cb, **options)

@@ -35,9 +35,9 @@ def write_analysis_report(result: AnalysisResult, path: str | Path, command: str
                       "sign_routes.png", "sign routes")
         if result.circuit is not None:
             from probe.report.circuit_figure import draw_circuit
-            from probe.report.circuit_view import layer_table
+            from probe.report.circuit_view import layer_table, target_line
 
-            rw.add(rich_table_markdown(layer_table(result.circuit), heading=2))
+            rw.add(rich_table_markdown(layer_table(result.circuit), heading=2), target_line(result.circuit))
             if result.circuit.group("negative").samples:
                 draw_circuit(result.circuit, rw.image_path("circuit_negative.png", "negative circuit"),
                              "negative")

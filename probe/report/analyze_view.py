@@ -99,6 +99,8 @@ def analysis_renderable(result: AnalysisResult) -> Group:
     if result.circuit is not None:
         neg = result.circuit.group("negative")
         items.append(Text(circuit_line(result.circuit.output, neg.samples, neg.circuit_size)))
+        if getattr(result.circuit, "sample", None) is not None:
+            items.append(Text(result.circuit.sample.describe()))
     items.append(Text.assemble(("Verdict:", "bold"), f" {result.verdict}"))
     return legible_group(*items)
 

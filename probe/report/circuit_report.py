@@ -8,7 +8,7 @@ from probe.core.io import StagedOutputs
 
 from probe.circuit import CircuitResult
 from probe.report.circuit_figure import draw_circuit
-from probe.report.circuit_view import completeness_warning, driver_table, layer_table, path_table
+from probe.report.circuit_view import completeness_warning, driver_table, layer_table, path_table, target_line
 from probe.report.markdown import ReportWriter, environment_lines, rich_table_markdown
 
 
@@ -25,7 +25,7 @@ def write_circuit_report(result: CircuitResult, path: str | Path, command: str,
                           f"{pos.samples} positive; attribution {result.method} against the "
                           f"{result.baseline} baseline (f = {result.baseline_prediction:+.4g}); "
                           f"largest completeness error {comp.max_rel_error:.2g} of the mean "
-                          f"|f(x) - f(baseline)| (relative)"]),
+                          f"|f(x) - f(baseline)| (relative)", f"- {target_line(result)}"]),
                rich_table_markdown(layer_table(result)))
         if not comp.within_tolerance:
             rw.add(f"**{completeness_warning(result)}**")

@@ -18,6 +18,7 @@ def layer_table(result: CircuitResult) -> Table:
     table.add_column("units", justify="right")
     table.add_column("circuit (neg)", justify="right")
     table.add_column("circuit (pos)", justify="right")
+    table.add_column("down via neg. input (neg)", justify="right")
     table.add_column("down via neg. activation (neg)", justify="right")
     table.add_column("cancellation (neg)", justify="right")
     last = len(neg.layers) - 1
@@ -27,11 +28,13 @@ def layer_table(result: CircuitResult) -> Table:
                 else f"hidden {lay_n.layer}")
         circuit_n = "-" if lay_n.layer == last else str(len(lay_n.circuit_units))
         circuit_p = "-" if lay_p.layer == last else str(len(lay_p.circuit_units))
+        from_inputs = routes is not None and routes.sender == "inputs"
         table.add_row(name, str(lay_n.units), circuit_n, circuit_p,
-                      pct(routes.activation_route_share) if routes else "-",
+                      pct(routes.negative_input_share) if from_inputs else "-",
+                      pct(routes.activation_route_share) if routes and not from_inputs else "-",
                       fmt(routes.cancellation) if routes else "-")
     table.add_row("all hidden", str(sum(lay.units for lay in neg.hidden)), str(neg.circuit_size),
-                  str(pos.circuit_size), "", "", style="bold")
+                  str(pos.circuit_size), "", "", "", style="bold")
     return table
 
 
@@ -70,13 +73,22 @@ def completeness_warning(result: CircuitResult) -> str:
             f"{fix}.")
 
 
+def target_line(result: CircuitResult) -> str:
+    """What was traced and on which rows: one line for the terminal and the reports."""
+    what = (f"the logit margin of class {result.output} (its logit minus the largest other)"
+            if result.target == "margin" else f"output {result.output}")
+    sample = "" if result.sample is None else " " + result.sample.describe()
+    return f"Traced: {what}.{sample}"
+
+
 def circuit_renderable(result: CircuitResult, *, paths: int = 5) -> Group:
     """Per-layer circuit sizes and routes, driver units, top paths and completeness."""
     neg, pos = result.groups
+    noun = "margins" if result.target == "margin" else "predictions"
     items: list = [Text.assemble((result.activation, "bold"), f" {'-'.join(map(str, result.widths))}: "
-                   f"{neg.samples} negative and {pos.samples} positive predictions of output {result.output} "
+                   f"{neg.samples} negative and {pos.samples} positive {noun} of output {result.output} "
                    f"(baseline {result.baseline}, f(baseline) = {result.baseline_prediction:+.4g})"),
-                   layer_table(result)]
+                   Text(target_line(result)), layer_table(result)]
     if result.drivers_negative or result.drivers_positive:
         items.append(driver_table(result))
     items += [path_table(result, circ.name, paths) for circ in result.groups if circ.paths]
