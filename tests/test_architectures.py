@@ -265,19 +265,21 @@ def test_state_dict_with_a_smooth_activation_spec(tmp_path, spec: str, module: n
     assert any("--activation" in w or "ctivation" in w for w in loaded.warnings)
 
 
-@pytest.mark.parametrize("model, method", [
-    (nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 1)), "ig"),
-    (nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 1)), "ig"),
-    (nn.Sequential(nn.Linear(4, 8), nn.ELU(), nn.Linear(8, 1)), "deeplift"),
-    (nn.Sequential(nn.Linear(4, 8), nn.RReLU(0.1, 0.3), nn.Linear(8, 1)), "deeplift"),
-    (nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Softplus(), nn.Linear(8, 1)), "deeplift"),
+@pytest.mark.parametrize("make, method", [
+    (lambda: nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 1)), "ig"),
+    (lambda: nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 1)), "ig"),
+    (lambda: nn.Sequential(nn.Linear(4, 8), nn.ELU(), nn.Linear(8, 1)), "deeplift"),
+    (lambda: nn.Sequential(nn.Linear(4, 8), nn.RReLU(0.1, 0.3), nn.Linear(8, 1)), "deeplift"),
+    (lambda: nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Softplus(), nn.Linear(8, 1)), "deeplift"),
 ], ids=["gelu", "layernorm", "elu", "rrelu", "tanh_softplus"])
-def test_circuit_picks_a_complete_method(model: nn.Module, method: str) -> None:
+def test_circuit_picks_a_complete_method(make, method: str) -> None:
     torch.manual_seed(8)
+    model = make()
     x, y = torch.randn(200, 4), torch.randn(200, 1)
     circuit = probe.analyze(model, x, y, circuit=True).circuit.to_dict()
     assert circuit["method"] == method
-    assert circuit["completeness"]["within_tolerance"]
+    # DeepLift is exact; integrated gradients up to its integration error, reported with it
+    assert circuit["completeness"]["max_rel_error"] < (1e-5 if method == "deeplift" else 0.1)
     # inputs, every hidden activation and the output: a norm is no layer of the circuit
     assert len(circuit["groups"]["negative"]["layers"]) == len(model) - sum(
         isinstance(m, (nn.Linear, nn.LayerNorm)) for m in model) + 2
