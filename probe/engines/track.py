@@ -56,6 +56,7 @@ from probe.core.errors import ProbeError
 from probe.core.version import __version__
 from probe.diagnostics.results import NetworkDiagnostics
 from probe.engines.track_batch import LayerStep, Scratch, SignStep
+from probe.engines.track_general import GeneralStep
 from probe.engines.track_record import layer_dict, layer_results, sign_dict, sign_results, to_host
 from probe.engines.track_io import FORMAT, LineWriter, read_lines
 from probe.engines.track_model import slope_reader, user_layers
@@ -115,9 +116,10 @@ class Tracker:
                              found=type(on_alert).__name__, fix="pass on_alert=print, for instance")
         self.near_dead_threshold = check_fraction("near_dead_threshold", near_dead_threshold)
         self.dormant_tau = check_fraction("dormant_tau", dormant_tau)
-        self.model, linears, acts, self.architecture = user_layers(model)
+        self.model, linears, acts, self.architecture, self.general = user_layers(model)
         self.hidden, self.final = linears[:-1], linears[-1]
-        self._slopes = [slope_reader(act) for act in acts]
+        self._acts = acts
+        self._slopes = [] if self.general else [slope_reader(act) for act in acts]
         self.path = None if path is None else Path(path)
         self.on_alert = on_alert
         self.header = {"format": FORMAT, "probe": __version__, "torch": torch.__version__,
@@ -139,7 +141,9 @@ class Tracker:
         self._started = 0.0
         self._warned: set[str] = set()
 
-    def _new_state(self) -> _StepState:
+    def _new_state(self) -> _StepState | GeneralStep:
+        if self.general:
+            return GeneralStep(self.hidden, self._acts, self.final, self.near_dead_threshold, self.dormant_tau)
         return _StepState(self.hidden, self._scratch)
 
     # -- borrowing the model -------------------------------------------------------------------------
@@ -175,7 +179,10 @@ class Tracker:
         """Hooks on, with a fresh state, for a step to record; off (none at all) for the others."""
         if self._open and self.steps % self.every == 0:
             self._current = self._new_state()
-            if not self._handles:
+            if self.general:  # hooks that feed this step's own Collector
+                self._detach()
+                self._handles.extend(self._current.attach())
+            elif not self._handles:
                 for i, lin in enumerate(self.hidden):
                     self._handles.append(lin.register_forward_hook(self._hidden_hook(i)))
                 self._handles.append(self.final.register_forward_hook(self._final_hook))
@@ -249,21 +256,38 @@ class Tracker:
             self._warned.add(key)
             log.warning(message)
 
-    def _record(self, state: _StepState, step: int, loss: float | None) -> dict | None:
-        if any(layer.forward_sums is None for layer in state.layers):
-            self._warn_once("forward", f"step {step} was to be recorded, but no forward pass with autograd "
-                            "went through the model since the previous tracker.step(); nothing recorded")
-            return None
-        if any(not layer.grad_parts for layer in state.layers):
-            self._warn_once("backward", f"step {step}: no backward pass reached the hidden layers before "
-                            "tracker.step(); its record has no gradient diagnostics (call step() after "
-                            "loss.backward())")
-        host = to_host([layer.tensors() for layer in state.layers] + [state.sign.tensors()])
-        diagnostics = NetworkDiagnostics(
-            tuple(layer_results(state.layers, host[:-1], self.near_dead_threshold, self.dormant_tau)),
-            sign_results(state.sign, host[-1]))
-        active = [values[0][:layer.units] < layer.samples - 0.5  # fewer than all samples at z <= 0
-                  for layer, values in zip(state.layers, host)]
+    def _record(self, state: _StepState | GeneralStep, step: int, loss: float | None) -> dict | None:
+        if isinstance(state, GeneralStep):
+            if not state.recorded:
+                return self._no_forward(step)
+            if not state.has_gradients:
+                self._no_backward(step)
+            diagnostics, active, samples = state.result(), state.active_units(), state.samples
+        else:
+            if any(layer.forward_sums is None for layer in state.layers):
+                return self._no_forward(step)
+            if any(not layer.grad_parts for layer in state.layers):
+                self._no_backward(step)
+            host = to_host([layer.tensors() for layer in state.layers] + [state.sign.tensors()])
+            diagnostics = NetworkDiagnostics(
+                tuple(layer_results(state.layers, host[:-1], self.near_dead_threshold, self.dormant_tau)),
+                sign_results(state.sign, host[-1]))
+            active = [values[0][:layer.units] < layer.samples - 0.5  # fewer than all samples at z <= 0
+                      for layer, values in zip(state.layers, host)]
+            samples = state.layers[0].samples
+        return self._write(step, loss, diagnostics, active, samples)
+
+    def _no_forward(self, step: int) -> None:
+        self._warn_once("forward", f"step {step} was to be recorded, but no forward pass with autograd "
+                        "went through the model since the previous tracker.step(); nothing recorded")
+
+    def _no_backward(self, step: int) -> None:
+        self._warn_once("backward", f"step {step}: no backward pass reached the hidden layers before "
+                        "tracker.step(); its record has no gradient diagnostics (call step() after "
+                        "loss.backward())")
+
+    def _write(self, step: int, loss: float | None, diagnostics: NetworkDiagnostics, active: list,
+               samples: int) -> dict:
         counts = self._window.update(active)
         alerts = [a.to_dict() for a in self._monitor.update(step, [c.window_dead_share for c in counts])]
         record: dict = {"step": step}
@@ -271,7 +295,7 @@ class Tracker:
             record["loss"] = loss
         record.update({
             "time": round(time.time(), 3), "elapsed": round(time.perf_counter() - self._started, 6),
-            "samples": state.layers[0].samples,
+            "samples": samples,
             "collapsed": diagnostics.collapsed,
             "layers": [{**layer_dict(d), **vars(c)} for d, c in zip(diagnostics.layers, counts)],
             "sign": [sign_dict(s) for s in diagnostics.sign],

@@ -13,11 +13,15 @@ from probe.core.variants import slope_tensor
 from probe.models.convert import module_to_mlp
 from probe.models.loading import LoadedModel
 from probe.models.mlp import MLP
-from probe.models.trace import module_sequence
+from probe.models.trace import ACTIVATIONS, module_sequence
 
 
-def user_layers(model: object) -> tuple[nn.Module, list[nn.Linear], list[nn.Module], str]:
+def user_layers(model: object) -> tuple[nn.Module, list[nn.Linear], list[nn.Module], str, bool]:
     """The user's own module, its Linear layers in forward order, the activation after each hidden one.
+
+    The last element says whether the model needs the general path
+    (:mod:`probe.engines.track_general`: norms, folded BatchNorms, smooth
+    activations), whose activations are then the user's own modules.
 
     The model goes through the conversion ``probe analyze`` uses, so what analyze
     refuses is refused here, with the same message; the layers returned are the
@@ -34,33 +38,45 @@ def user_layers(model: object) -> tuple[nn.Module, list[nn.Linear], list[nn.Modu
                              expected="the torch.nn.Module your loop trains", found=type(model).__name__,
                              fix="pass the model object (to analyze a saved file, use probe.analyze)")
     if isinstance(model, MLP):
-        canonical, linears, acts = model, model.linears, model.activations
+        canonical, seq = model, list(model)
     else:
         canonical = module_to_mlp(_on_cpu(model))  # refuses what analyze refuses, and checks the function
         seq = module_sequence(model)
-        linears = [m for m in seq if isinstance(m, nn.Linear)]
-        acts = [m for m in seq if not isinstance(m, nn.Linear)]
-    _check_trackable(canonical, acts)
+    linears = [m for m in seq if isinstance(m, nn.Linear)]
     if len({id(lin) for lin in linears}) != len(linears):
         raise ModelLoadError("This model applies one Linear layer more than once",
                              expected="a chain in which each Linear layer is used once",
                              found="the same nn.Linear at two places in the forward pass",
                              fix="use a separate nn.Linear at each place")
-    return model, linears, acts, canonical.describe()
+    general = _needs_general(canonical, seq)
+    acts = [m for m in seq if isinstance(m, ACTIVATIONS)] if general else \
+        [m for m in seq if not isinstance(m, nn.Linear)]
+    if general:
+        _check_own_modules(model, acts, canonical)
+    return model, linears, acts, canonical.describe(), general
 
 
-def _check_trackable(canonical: MLP, acts: list[nn.Module]) -> None:
-    """probe.track hooks Linear outputs as the activations' inputs: only plain ReLU-family chains."""
-    # RReLU draws a random slope per entry in training mode: no one slope to record
-    smooth = [v for v in canonical.slopes() if v is None] + [a for a in acts if isinstance(a, nn.RReLU)]
-    if canonical.notes or any(n is not None for n in canonical.norms) or smooth or \
-            len(acts) != len(canonical.activations):
+def _needs_general(canonical: MLP, seq: list[nn.Module]) -> bool:
+    """True unless the model is a plain Linear -> ReLU/LeakyReLU/PReLU chain (the fast path's)."""
+    return bool(canonical.notes) or any(n is not None for n in canonical.norms) or \
+        any(s is None for s in canonical.slopes()) or \
+        any(not isinstance(m, (nn.Linear, nn.ReLU, nn.LeakyReLU, nn.PReLU)) for m in seq)
+
+
+def _check_own_modules(model: nn.Module, acts: list[nn.Module], canonical: MLP) -> None:
+    """The general path hooks the activation modules themselves: they must be the model's own."""
+    own = {id(m) for m in model.modules()}
+    if any(isinstance(a, nn.RReLU) for a in acts):  # a random slope per entry in training mode
+        raise ModelLoadError("probe.track cannot record an RReLU model", expected="an activation whose output "
+                             "is a function of its input", found="RReLU (random slopes in training mode)",
+                             fix="record a leaky ReLU of slope (lower + upper) / 2, or analyse checkpoints "
+                                 "with probe analyze (which uses RReLU's eval-mode slope)")
+    if len(acts) != len(canonical.activations) or any(id(a) not in own for a in acts):
         raise ModelLoadError(
-            "probe.track follows plain Linear -> ReLU-family chains only, for now",
-            expected="Linear layers with ReLU, LeakyReLU or PReLU between them",
-            found=canonical.describe() + (" with " + "; ".join(canonical.notes) if canonical.notes else ""),
-            fix="analyse checkpoints of this model with probe.analyze, which reads norms and other "
-                "activations")
+            "probe.track needs activation modules to hook in a model with norms or smooth activations",
+            expected="activations as modules (nn.GELU(), nn.ELU(), ...) in the model",
+            found=canonical.describe() + ", with an activation applied as a function (F.gelu, torch.tanh, ...)",
+            fix="use the activation's nn module in your model (the same function)")
 
 
 def _on_cpu(model: nn.Module) -> nn.Module:

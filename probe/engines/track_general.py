@@ -1,0 +1,118 @@
+"""``probe.track`` on any MLP ``probe analyze`` reads: norms, smooth activations, BatchNorm.
+
+The fast path (:mod:`probe.engines.track_batch`) is specialised to plain
+``Linear -> ReLU-family`` chains, where the Linear's output is the
+activation's input. With a norm between them, or an activation whose negative
+side is not a slope (GELU, ELU, ...), a recorded step feeds analyze's own
+:class:`probe.diagnostics.Collector` instead, through hooks on the user's
+modules:
+
+* the Linear's forward hook keeps its input ``x`` and output ``u``;
+* the activation's forward *pre*-hook reads its input ``z`` (before an in-place
+  activation overwrites it) and registers tensor hooks for ``dL/dz`` (the
+  gradient ratios) and ``dL/du`` (the weight-gradient split);
+* the final Linear's forward hook feeds the sign routes from its own input and
+  weights (so a BatchNorm after the last activation is accounted for).
+
+The definitions are analyze's, so a record equals ``probe.diagnose`` on the
+same batch and parameters wherever the model computes the same function in
+training and in evaluation (no dropout, no BatchNorm in training mode). In
+training mode a BatchNorm normalises with the batch's own statistics, and that
+is what is measured.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from probe.core.variants import slope_tensor, variant_of_module
+from probe.diagnostics.collector import Collector, nominal_slope
+from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
+from probe.diagnostics.sign import SignRoutes
+
+
+class GeneralStep:
+    """One recorded step of a general model: a Collector fed by hooks, and the sign routes."""
+
+    def __init__(self, hidden: list[nn.Linear], acts: list[nn.Module], final: nn.Linear,
+                 near_dead_threshold: float, dormant_tau: float) -> None:
+        self.hidden, self.acts, self.final = hidden, acts, final
+        self.collector = Collector(len(hidden), None, near_dead_threshold=near_dead_threshold,
+                                   dormant_tau=dormant_tau)
+        self.sign: SignRoutes | None = None
+        self.samples = 0
+
+    def attach(self) -> list:
+        """Register the hooks on the user's modules; returns their handles."""
+        handles = []
+        for i, (lin, act) in enumerate(zip(self.hidden, self.acts)):
+            linear_hook, act_hook = self._hooks(i, lin, act)
+            handles.append(lin.register_forward_hook(linear_hook))
+            handles.append(act.register_forward_pre_hook(act_hook))
+        handles.append(self.final.register_forward_hook(self._final_hook))
+        return handles
+
+    def _hooks(self, layer: int, linear: nn.Linear, act: nn.Module):
+        collector, width, seen = self.collector, linear.out_features, {}
+
+        def linear_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if output.requires_grad:
+                seen["x"], seen["u"] = inputs[0], output
+
+        def act_hook(module: nn.Module, inputs: tuple) -> None:
+            z = inputs[0]
+            if "u" not in seen or not z.requires_grad:  # a forward pass without autograd is not recorded
+                seen.clear()
+                return
+            x, u = seen.pop("x"), seen.pop("u")
+            slope = slope_tensor(act)
+            fn = None if slope is not None else variant_of_module(act).function()
+            slope = None if slope is None else slope.to(z.device, z.dtype).reshape(1, 1, -1)
+            pending = collector.forward(layer, x.detach().reshape(1, -1, linear.in_features).float(),
+                                        z.detach().reshape(1, -1, width).float(), slope, fn=fn)
+            if u is z:
+                z.register_hook(lambda g: collector.backward(pending, g.detach().reshape(1, -1, width).float()))
+            else:
+                z.register_hook(lambda g: collector.backward_z(pending, g.detach().reshape(1, -1, width).float()))
+                u.register_hook(lambda g: collector.backward_u(pending, g.detach().reshape(1, -1, width).float()))
+
+        return linear_hook, act_hook
+
+    def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if not output.requires_grad:
+            return
+        h = inputs[0].detach().reshape(1, -1, module.in_features).float()
+        if self.sign is None:  # the weights of this step's forward pass, before opt.step()
+            weight = module.weight.detach().float()[None]
+            bias = (torch.zeros(1, weight.shape[1], device=weight.device) if module.bias is None
+                    else module.bias.detach().float()[None])
+            self.sign = SignRoutes(weight, bias)
+        self.sign.update(h)
+        self.samples += h.shape[1]
+
+    @property
+    def recorded(self) -> bool:
+        """Whether a forward pass with autograd reached every hidden layer."""
+        return all(a.active is not None for a in self.collector.activity)
+
+    @property
+    def has_gradients(self) -> bool:
+        return all(g.neg_abs is not None for g in self.collector.gradients)
+
+    def result(self) -> NetworkDiagnostics:
+        """analyze's result objects for this step (gradient keys only where a backward pass arrived)."""
+        layers = []
+        for i, act in enumerate(self.collector.activity):
+            nominal, spread = nominal_slope(self.collector.slopes[i], 0)
+            grads = self.collector.gradients[i]
+            if grads.g_neg is not None and grads.g_pos is None:
+                grads.g_pos = torch.zeros_like(grads.g_neg)
+            gradient = grads.result(0, nominal or 0.0) if grads.neg_abs is not None else None
+            layers.append(LayerDiagnostics(i, nominal, act.result(0), gradient, spread))
+        sign = tuple(self.sign.result(0)) if self.sign is not None else ()
+        return NetworkDiagnostics(tuple(layers), sign)
+
+    def active_units(self) -> list[torch.Tensor]:
+        """Per hidden layer, which units had ``z > 0`` on some sample of the step (``[units]`` bool numpy)."""
+        return [(a.active[0] > 0).cpu().numpy() for a in self.collector.activity]
