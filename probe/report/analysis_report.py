@@ -21,6 +21,7 @@ def write_analysis_report(result: AnalysisResult, path: str | Path, command: str
         rw.add(f"# probe analyze: {Path(m['path']).name if m.get('path') else 'model'}",
                "\n".join([*environment_lines(command),
                           f"- model: `{m['architecture']}` ({m['format']})",
+                          *(f"- conversion: {note}" for note in m.get("conversions", ())),
                           f"- data: {d['source']}, {d['samples']} samples x {d['features']} features",
                           f"- {sanity_line(result)}",
                           *(f"- **warning:** {message}" for message in result.warnings)]),

@@ -39,7 +39,7 @@ def sign_table(diag: NetworkDiagnostics) -> Table:
     title = ("Sign construction of each class's logit margin f_k - max_j≠k f_j (|(W_k - W_j*)·h| masses)"
              if margin else "Sign construction at the output layer (|W·h| masses)")
     table = Table(title=title, title_justify="left", caption_justify="left",
-                  caption="pos_neg: W>0, h<0 (negative activations, leaky only); neg_pos: W<0, h>0 "
+                  caption="pos_neg: W>0, h<0 (negative activations: none under ReLU); neg_pos: W<0, h>0 "
                           "(negative weights). act.route: pos_neg / (pos_neg + neg_pos); "
                           "'neg' columns: samples predicted negative" + (" (the class is not predicted)"
                                                                          if margin else "")
@@ -56,16 +56,22 @@ def sign_table(diag: NetworkDiagnostics) -> Table:
     return table
 
 
-def circuit_line(output: int, negatives: int, units: int) -> str:
-    """One sentence on the negative-prediction circuit, worded for the empty cases too."""
-    head = f"Sign circuit of output {output}: "
+def circuit_line(output: int, negatives: int, units: int, target: str = "logit") -> str:
+    """One sentence on the negative-prediction circuit, worded for the empty cases too.
+
+    For a classifier's margin target, a negative prediction is a sample where the class is not predicted.
+    """
+    margin = target == "margin"
+    head = f"Sign circuit of class {output}'s margin: " if margin else f"Sign circuit of output {output}: "
+    what = "samples where it is not the predicted class" if margin else "negative predictions"
     if negatives == 0:
-        return head + "no sample is predicted negative, so there is no negative circuit."
+        return head + ("it is the predicted class on every sample, so there is no negative circuit." if margin
+                       else "no sample is predicted negative, so there is no negative circuit.")
     if units == 0:
-        return (head + f"{negatives} negative predictions, but no hidden unit carries any attribution: the "
+        return (head + f"{negatives} {what}, but no hidden unit carries any attribution: the "
                 "output does not vary with the hidden units on this data (a dead or collapsed network?).")
     unit_word = "unit" if units == 1 else "units"
-    return head + (f"{negatives} negative predictions built by {units} hidden {unit_word} "
+    return head + (f"{negatives} {what}, built by {units} hidden {unit_word} "
                    "(90% of attribution); details: probe circuit.")
 
 
@@ -93,12 +99,14 @@ def analysis_renderable(result: AnalysisResult) -> Group:
     model, data = result.model, result.data
     items = [Text.assemble((str(model.get("path") or "model"), "bold"),
                            f"  {model['architecture']}  ({model['format']})"),
+             *[Text(f"conversion: {note}") for note in model.get("conversions", ())],
              Text(f"data: {data['source']} — {data['samples']} samples × {data['features']} features"),
              Text(sanity_line(result)), *warning_lines(result),
              layers_table(result.diagnostics), sign_table(result.diagnostics)]
     if result.circuit is not None:
         neg = result.circuit.group("negative")
-        items.append(Text(circuit_line(result.circuit.output, neg.samples, neg.circuit_size)))
+        items.append(Text(circuit_line(result.circuit.output, neg.samples, neg.circuit_size,
+                                       getattr(result.circuit, "target", "logit"))))
         if getattr(result.circuit, "sample", None) is not None:
             items.append(Text(result.circuit.sample.describe()))
     items.append(Text.assemble(("Verdict:", "bold"), f" {result.verdict}"))

@@ -17,7 +17,9 @@ def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]], ax=Non
     One dot per network and layer. A fixed-slope variant gets a dashed line at
     its slope (the local-derivative ratio: 0.01 means "100x smaller"); a learned
     (PReLU) slope differs per network and layer, so each of its dots gets a
-    short tick at that layer's own learned slope instead. ReLU's ratio is
+    short tick at that layer's own learned slope instead, and a smooth
+    activation (GELU, ELU, ...) a tick at its measured mean derivative over the
+    negative region (``local_slope_neg``). ReLU's ratio is
     exactly 0, which a log axis cannot show: it is named in the legend only.
 
     Args:
@@ -28,7 +30,9 @@ def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]], ax=Non
     n_layers = max(len(d.layers) for ds in groups.values() for d in ds)
     values: list[float] = []
     for i, (label, diags) in enumerate(groups.items()):
-        learned = label.startswith("prelu")
+        # learned (PReLU) or measured (smooth kinds: mean f'(z) over z<=0) slopes differ per layer: ticks
+        learned = label.startswith("prelu") or any(lay.negative_slope is None for d in diags for lay in d.layers)
+        measured = any(lay.negative_slope is None and lay.prelu_slopes is None for d in diags for lay in d.layers)
         xs, ys, ticks = [], [], []
         for n, d in enumerate(diags):
             # learned slopes differ per network: spread its networks so each dot keeps its tick
@@ -44,7 +48,8 @@ def grad_ratio_figure(groups: Mapping[str, Sequence[NetworkDiagnostics]], ax=Non
         if slope <= 0 and not learned:
             ax.scatter([], [], s=18, color=colour(i), label=f"{label}: exactly 0 (not on a log axis)")
             continue
-        name = f"{label} (learned slopes: ticks)" if learned else f"{label} (nominal {slope:.3g}, dashed)"
+        name = (f"{label} (mean f'(z≤0): ticks)" if measured else f"{label} (learned slopes: ticks)") if learned \
+            else f"{label} (nominal {slope:.3g}, dashed)"
         values.extend(ys)
         ax.scatter(xs, ys, s=18, alpha=0.7, color=colour(i), label=name, zorder=3)
         if learned:  # a learned slope <= 0 has no place on a log axis: its dot stands alone
