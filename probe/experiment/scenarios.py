@@ -291,6 +291,11 @@ def _finish(raw: dict, where: str, data: DataSpec, m: dict, t: dict, max_memory:
     """The model and train sections, then the whole scenario's limits."""
     model = parse_model(m, where)
     train = parse_train(t, where, data.task)
+    if model.norm == "batch" and (train.batch_size == 1 or data.n_samples % train.batch_size == 1):
+        raise _bad(where, "train.batch_size", "batches of at least 2 samples under norm = \"batch\" "
+                   "(BatchNorm's batch variance needs two)",
+                   f"{train.batch_size}, which leaves a last batch of 1 of the {data.n_samples} samples",
+                   "change batch_size by one, or use norm = \"layer\"")
     known = {"name", "description", "data", "model", "train"}
     extra = {k: v for k, v in raw.items() if k not in known}
     scenario = Scenario(raw["name"], raw["description"].strip(), data, model, train, extra=extra,
