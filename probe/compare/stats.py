@@ -331,9 +331,10 @@ def headline(by_target: Sequence[TargetComparison], losses: Sequence[LossCompari
                      else f"inconclusive at {levels}{why}")
     if unreached:
         parts.append(f"neither reached {', '.join(f'{t.target:g}' for t in unreached)}")
-    final = next((c for c in losses if c.measure == "final_loss"), None)
-    if final is not None:
-        parts.append(final.verdict)
+    for measure in ("final_loss", "eval_accuracy"):  # a classifier's generalisation joins the headline
+        found = next((c for c in losses if c.measure == measure), None)
+        if found is not None:
+            parts.append(found.verdict)
     return "; ".join(parts)
 
 
