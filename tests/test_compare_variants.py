@@ -9,6 +9,7 @@ import torch
 
 from probe.compare.results import file_safe
 from probe.compare.run import compare_variants as compare
+from probe.core.errors import ScenarioError
 from probe.engines.analysis import diagnose
 from probe.experiment.datasets import make_datasets
 from probe.experiment.scenarios import load_scenario
@@ -117,3 +118,25 @@ def test_iris_csv_through_the_cli(tmp_path, monkeypatch):
     assert doc["scenario"]["data"]["n_classes"] == 3 and doc["scenario"]["train"]["loss"] == "cross_entropy"
     assert all(r["eval_accuracy"] is not None for r in doc["runs"])
     assert "eval acc" in res.output
+
+
+@pytest.mark.parametrize("model,train,match", [
+    ('norm = "batch"', "batch_size = 1", "batch_size"),  # BatchNorm needs two samples per batch
+    ('norm = "group"', "", "model.norm"),
+    ("dropout = 1.0", "", "model.dropout"),
+    ("", 'loss = "cross_entropy"', "train.loss"),  # a regression target has no classes
+])
+def test_bad_architecture_and_loss_keys_are_refused(tmp_path, model, train, match):
+    from typer.testing import CliRunner
+
+    from probe.cli.app import app
+
+    text = open(load_scenario("signed_regression").path).read()
+    text = text.replace("[model]\n", f"[model]\n{model}\n")
+    text = text.replace("batch_size = 64", train) if train.startswith("batch_size") else \
+        text.replace("[train]\n", f"[train]\n{train}\n")
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(ScenarioError, match=match):
+        load_scenario(tmp_path / "bad.toml")
+    res = CliRunner().invoke(app, ["compare", "relu", "gelu", "--scenario", str(tmp_path / "bad.toml")])
+    assert res.exit_code == 2 and "Traceback" not in res.output and match in res.output

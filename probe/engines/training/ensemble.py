@@ -83,6 +83,7 @@ class Ensemble:
         """Fresh dropout and RReLU generators, one per training seed (see :mod:`~.layers`)."""
         self.dropout_gens = [noise_generator(s, DROPOUT_STREAM, self.device) for s in self.seeds] \
             if self.dropout > 0 else []
+        self._seed_rows = self.seed_index().to(self.device)  # which seed's mask each member takes
         self.rrelu_gens = {g.lo: [noise_generator(s, RRELU_STREAM, self.device) for s in self.seeds]
                            for g in self.groups if g.variant is not None and g.variant.kind == "rrelu"}
 
@@ -175,7 +176,7 @@ class Ensemble:
             if training and self.dropout > 0:
                 masks = torch.stack([dropout_mask(g, h.shape[1:], self.dropout, self.device)
                                      for g in self.dropout_gens])
-                h = h * masks[self.seed_index().to(self.device)]
+                h = h * masks[self._seed_rows]
         out = torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))
         return out, taps, pending
 
