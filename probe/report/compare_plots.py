@@ -233,7 +233,9 @@ def speedup_by_target_figure(result: CompareResult, ax=None) -> Figure:
     ax.set_xscale("log")
     ax.set_xticks(list(result.targets), [f"{t:g}" for t in result.targets])
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("target loss (log scale; smaller = later in training)")
+    ax.set_xlabel("target accuracy (log scale; larger = later in training)"
+                  if result.scenario.target_measure == "accuracy"
+                  else "target loss (log scale; smaller = later in training)")
     ax.set_ylabel("median steps a / steps b (95% CI)")
     ax.set_title("Who gets there first, target by target (filled: sign test p < 0.05)", loc="left", fontsize=10)
     fig.legend(fontsize=8, loc="outside right upper")
