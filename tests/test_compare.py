@@ -21,7 +21,7 @@ SMALL = dict(seeds=2, epochs=2)
 RUN_KEYS = {"variant", "seed", "init_digest", "born_dead", "final_loss", "eval_loss", "steps_to_target",
             "loss_auc", "diverged", "diverged_epoch", "loss_curve", "dead_rate_init", "dead_rate_history",
             "grad_ratio_history", "diagnostics", "checkpoint", "circuit", "steps_by_target",
-            "collapsed_layer_at_init"}
+            "collapsed_layer_at_init", "final_accuracy", "eval_accuracy"}
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_render(result):
 
 
 @pytest.mark.parametrize("variants,error", [
-    (["relu"], VariantError), (["relu", "relu"], VariantError), (["relu", "swish"], VariantError)])
+    (["relu"], VariantError), (["relu", "relu"], VariantError), (["relu", "swish:2"], VariantError)])
 def test_bad_variants(variants, error):
     with pytest.raises(error):
         compare(variants, "signed_regression", **SMALL)

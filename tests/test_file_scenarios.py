@@ -94,10 +94,23 @@ def test_bad_file_scenarios_name_the_key(tmp_path, data: str, match: str) -> Non
         load_scenario(_scenario(tmp_path, data))
 
 
-def test_classification_targets_are_refused_by_compare(tmp_path) -> None:
+def test_classification_targets_train_with_cross_entropy(tmp_path) -> None:
     _write_csv(tmp_path / "d.csv", label=True)
-    with pytest.raises(ScenarioError, match="classification"):
-        load_scenario(_scenario(tmp_path, 'path = "d.csv"\ntarget = "y"\ndrop = ["id", "colour"]'))
+    sc = load_scenario(_scenario(tmp_path, 'path = "d.csv"\ntarget = "y"\ndrop = ["id", "colour"]\n'
+                                           'standardize = "both"'))
+    assert sc.data.source.task == "classification" and sc.data.n_classes == 2
+    assert sc.train.loss == "cross_entropy" and sc.widths[-1] == 2
+    train, _ = make_datasets(sc)
+    assert set(train.y.flatten().tolist()) == {0.0, 1.0}  # labels are never standardised
+    path = _scenario(tmp_path, 'path = "d.csv"\ntarget = "y"\ndrop = ["id", "colour"]\ntask = "regression"')
+    text = open(path).read().replace("target_loss = 0.2", "target_accuracy = 0.9")
+    (tmp_path / "acc.toml").write_text(text)
+    with pytest.raises(ScenarioError, match="target_accuracy"):  # an accuracy needs a classifier
+        load_scenario(tmp_path / "acc.toml")
+    (tmp_path / "both.toml").write_text(text.replace('task = "regression"', "").replace(
+        "target_accuracy = 0.9", "target_accuracy = 0.9\ntarget_loss = 0.2"))
+    with pytest.raises(ScenarioError, match="exactly one"):
+        load_scenario(tmp_path / "both.toml")
     sc = load_scenario(_scenario(tmp_path, 'path = "d.csv"\ntarget = "y"\ndrop = ["id", "colour"]\n'
                                            'task = "regression"'))
     assert sc.data.source.task == "regression"

@@ -169,7 +169,8 @@ def _show(doc: dict | None, result, written: dict) -> None:
 @app.command(cls=Command)
 @handles_errors
 def compare(
-    variants: list[str] = typer.Argument(..., help="Two or more of: relu, leaky, leaky:SLOPE, prelu."),
+    variants: list[str] = typer.Argument(..., help="Two or more of: relu, leaky[:SLOPE], prelu, rrelu, elu, "
+                                         "selu, celu, gelu[:tanh], silu, mish, softplus, tanh."),
     scenario: Optional[str] = typer.Option(None, "--scenario",
                                            help="Shipped scenario name or a TOML file [default: signed_regression]."),
     data: Optional[Path] = typer.Option(None, "--data", help="Your own data (.csv/.npz/.pt): an ad-hoc scenario "

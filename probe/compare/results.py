@@ -19,10 +19,14 @@ from probe.models.mlp import MLP
 PROBE_BATCH = 128
 
 DEFINITIONS = {
-    "final_loss": "training-set MSE of the final parameters (null if the run diverged)",
-    "eval_loss": "evaluation-set MSE of the final parameters",
+    "final_loss": "training-set loss (MSE, or cross-entropy for a classifier) of the final parameters "
+                  "(null if the run diverged)",
+    "eval_loss": "evaluation-set loss of the final parameters",
+    "final_accuracy": "classifier only: share of training samples whose largest logit is the label",
+    "eval_accuracy": "classifier only: the same on the evaluation set",
     "steps_to_target": "first optimiser step t at which the running mean of the last steps_per_epoch "
-                       "minibatch losses is <= target_loss (null if never)",
+                       "minibatch losses is <= target_loss (null if never); with target_accuracy, the "
+                       "first step at which the running mean of the minibatch accuracies is >= it",
     "steps_by_target": "steps_to_target at each loss level of 'targets' (target_loss x 1, 2, 4, 8 and any "
                        "listed in [train] targets), in that order",
     "loss_auc": "mean of the per-step minibatch losses over all steps",
@@ -72,6 +76,8 @@ class RunResult:
     grad_ratio_history: tuple[tuple[float | None, ...], ...] | None
     diagnostics: NetworkDiagnostics | None
     checkpoint: str | None = None
+    final_accuracy: float | None = None
+    eval_accuracy: float | None = None
     circuit: CircuitResult | None = field(default=None, repr=False, compare=False)
     model: MLP | None = field(default=None, repr=False, compare=False)  # the trained network (not in JSON)
 

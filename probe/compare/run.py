@@ -43,13 +43,6 @@ def _parse_variants(specs: Sequence[str | Variant]) -> list[Variant]:
     if len(variants) < 2:
         raise VariantError("compare needs at least two variants", expected="two or more activation specs",
                            found=f"{len(variants)}", fix="e.g. probe compare relu leaky")
-    other = [v.spec for v in variants if v.kind not in ("relu", "leaky", "prelu")]
-    if other:
-        raise VariantError("compare trains the relu, leaky and prelu variants only",
-                           expected="relu, leaky, leaky:SLOPE or prelu",
-                           found=", ".join(other),
-                           fix="analyse models with these activations with probe analyze; "
-                               "compare them with relu/leaky/prelu variants")
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise VariantError("A variant is listed twice", expected="distinct variants",
@@ -65,7 +58,8 @@ def compare_variants(variants: Sequence[str | Variant], scenario: str | Path | S
     """Train every variant on every seed of a scenario, all at once, and compare convergence.
 
     Args:
-        variants: Two or more activation specs (``relu``, ``leaky``, ``leaky:0.2``, ``prelu``).
+        variants: Two or more activation specs of the grammar (:data:`probe.core.variants.GRAMMAR`:
+            ``relu``, ``leaky:0.2``, ``prelu``, ``rrelu``, ``elu``, ``gelu``, ``gelu:tanh``, ``silu``, ...).
         scenario: A shipped scenario name, a TOML path or a :class:`Scenario`.
         seeds: Number of seeds (0..seeds-1), overriding ``train.seeds``.
         epochs: Overrides ``train.epochs`` (0 = initialisation study only).
@@ -132,6 +126,8 @@ def write_checkpoints(result: CompareResult, outputs: StagedOutputs) -> None:
     where = {"scenario_path": sc.path} if sc.path else {}
     for run in result.runs:
         if run.checkpoint is not None and run.model is not None:
+            if sc.model.norm == "batch":  # the member's BatchNorms are folded into its Linears
+                where = {**where, "folded_batchnorm": True}
             save_checkpoint(run.model, outputs.stage(run.checkpoint), scenario=sc.name, seed=run.seed,
                             variant=next(v.spec for v in result.variants if v.label == run.variant),
                             epochs=result.epochs_completed, init=sc.model.init, **where)
@@ -140,12 +136,13 @@ def write_checkpoints(result: CompareResult, outputs: StagedOutputs) -> None:
 def _compare(parsed: list[Variant], sc: Scenario, device: str, diagnostics: bool, circuits: bool,
              save_dir: str | Path | None, progress: Progress | None) -> CompareResult:
     train_set, eval_set = make_datasets(sc)
-    ens = Ensemble(sc.widths, parsed, list(range(sc.train.seeds)), sc.model.init, device)
+    ens = Ensemble(sc.widths, parsed, list(range(sc.train.seeds)), sc.model.init, device,
+                   norm=sc.model.norm, dropout=sc.model.dropout)
     digests = [init_digest(p) for p in ens.initial]
     dead_init, collapsed = activity_at(ens, eval_set.X)
     probe = (train_set.X[:PROBE_BATCH].to(device), train_set.y[:PROBE_BATCH].to(device)) if diagnostics else None
     config = TrainConfig(sc.train.optimizer, sc.train.lr, sc.train.batch_size, sc.train.epochs,
-                         sc.train.momentum)
+                         sc.train.momentum, loss=sc.train.loss)
     outcome = train(ens, train_set.X, train_set.y, config, probe=probe, progress=progress)
     runs = _run_records(ens, outcome, sc, train_set, eval_set, digests, dead_init, collapsed,
                         diagnostics, circuits, save_dir)
@@ -159,22 +156,27 @@ def _compare(parsed: list[Variant], sc: Scenario, device: str, diagnostics: bool
 
 def _compare_pair(a: str, b: str, runs: list[RunResult], sc: Scenario, budget: int) -> PairedComparison:
     return compare_runs(a, b, [r for r in runs if r.variant == a], [r for r in runs if r.variant == b],
-                        sc.targets, sc.train.target_loss, budget)
+                        sc.targets, sc.target, budget, measure=sc.target_measure)
 
 
 def compare_runs(a: str, b: str, ra: list[RunResult], rb: list[RunResult], targets: tuple[float, ...],
-                 target_loss: float, budget: int) -> PairedComparison:
+                 target_loss: float, budget: int, measure: str = "loss") -> PairedComparison:
     """Steps at every target (censoring-aware) and the losses of two lists of runs, paired by position.
 
     The runs may come from different compare calls (the study pairs each
     variant at its own best learning rate), as long as position k is seed k in
-    both and every run had the same ``budget`` of steps.
+    both and every run had the same ``budget`` of steps. ``target_loss`` is the
+    primary target (an accuracy when ``measure`` is ``accuracy``). Classifier
+    runs also compare their accuracies (higher is better).
     """
     by_target = [compare_steps(a, b, [r.steps_by_target[k] for r in ra], [r.steps_by_target[k] for r in rb],
-                               budget, target=t) for k, t in enumerate(targets)]
+                               budget, target=t, measure=measure) for k, t in enumerate(targets)]
     primary = by_target[targets.index(target_loss)]
     losses = [compare_losses(m, a, b, [getattr(r, m) for r in ra], [getattr(r, m) for r in rb])
               for m in ("final_loss", "eval_loss", "loss_auc")]
+    if any(r.eval_accuracy is not None for r in ra):
+        losses += [compare_losses(m, a, b, [getattr(r, m) for r in ra], [getattr(r, m) for r in rb], higher=True)
+                   for m in ("final_accuracy", "eval_accuracy")]
     return paired_comparison(primary, by_target, losses)
 
 
@@ -183,15 +185,19 @@ def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, 
                  save_dir: str | Path | None) -> list[RunResult]:
     """One :class:`RunResult` per member: convergence measures, losses, diagnostics, circuit."""
     losses, spe = outcome.step_losses, outcome.steps_per_epoch
-    by_target = [convergence.steps_to_target(losses, spe, t) for t in sc.targets]
-    steps = by_target[sc.targets.index(sc.train.target_loss)]
+    if sc.target_measure == "accuracy":  # first step whose smoothed accuracy is >= the level
+        by_target = [convergence.steps_to_target(-outcome.step_accuracy, spe, -t) for t in sc.targets]
+    else:
+        by_target = [convergence.steps_to_target(losses, spe, t) for t in sc.targets]
+    steps = by_target[sc.targets.index(sc.target)]
     aucs = convergence.loss_auc(losses)
     curves = convergence.epoch_curve(losses, spe)
-    final = dataset_loss(ens, train_set.X, train_set.y)
-    final_eval = dataset_loss(ens, eval_set.X, eval_set.y)
+    loss = sc.train.loss
+    final, final_acc = dataset_loss(ens, train_set.X, train_set.y, loss=loss)
+    final_eval, eval_acc = dataset_loss(ens, eval_set.X, eval_set.y, loss=loss)
     # on the CPU: the evaluation set is small, and some accumulators' result() assume CPU tensors
     cpu_ens = ens if ens.device.type == "cpu" else ens.to("cpu")
-    diags = member_diagnostics(cpu_ens, eval_set.X, eval_set.y) if diagnostics else [None] * ens.members
+    diags = member_diagnostics(cpu_ens, eval_set.X, eval_set.y, loss=loss) if diagnostics else [None] * ens.members
     runs = []
     for m in range(ens.members):
         variant, seed = ens.member(m)
@@ -202,7 +208,8 @@ def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, 
         if diagnostics and circuits and div is None:
             from probe.circuit.core import trace_circuit  # captum: loaded only when circuits are traced
 
-            traced = trace_circuit(model, eval_set, output=0)
+            # a classifier's labels do not fit its K logits as targets: the circuit needs the inputs only
+            traced = trace_circuit(model, eval_set.X if loss == "cross_entropy" else eval_set, output=0)
         runs.append(RunResult(
             variant=variant.label, seed=seed, init_digest=digests[m % len(ens.seeds)],
             # born dead: a collapsed layer that passes nothing (slope 0) makes the output constant
@@ -210,6 +217,8 @@ def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, 
             collapsed_layer_at_init=bool(collapsed[m]),
             final_loss=None if div is not None else _num(float(final[m])),
             eval_loss=None if div is not None else _num(float(final_eval[m])),
+            final_accuracy=None if div is not None or final_acc is None else _num(float(final_acc[m])),
+            eval_accuracy=None if div is not None or eval_acc is None else _num(float(eval_acc[m])),
             steps_to_target=steps[m], steps_by_target=tuple(s[m] for s in by_target), loss_auc=aucs[m], diverged=div is not None, diverged_epoch=div,
             loss_curve=tuple(curves[m]), dead_rate_init=tuple(dead_init[m].tolist()),
             dead_rate_history=None if outcome.dead_rate is None

@@ -127,6 +127,7 @@ class TargetComparison:
     test: str
     winner: str | None
     verdict: str
+    measure: str = "loss"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,14 +135,15 @@ class TargetComparison:
 
 def compare_steps(a: str, b: str, steps_a: Sequence[int | None], steps_b: Sequence[int | None],
                   budget: int, *, target: float | None = None, n_boot: int = 2000,
-                  seed: int = 0) -> TargetComparison:
+                  seed: int = 0, measure: str = "loss") -> TargetComparison:
     """Compare steps to one target of two variants, paired by position (seed).
 
     Args:
         a, b: Variant labels.
         steps_a, steps_b: Steps to target per seed, None where never reached.
         budget: Optimiser steps each run had.
-        target: The loss level (for the verdict's wording).
+        target: The loss level (for the verdict's wording); an accuracy level when
+            ``measure`` is ``accuracy``.
         n_boot: Bootstrap resamples. seed: Bootstrap seed.
     """
     if len(steps_a) != len(steps_b):
@@ -162,12 +164,12 @@ def compare_steps(a: str, b: str, steps_a: Sequence[int | None], steps_b: Sequen
     p = sign_test_p(wins_a, wins_b)
     winner = (b if wins_b > wins_a else a) if p is not None and p < ALPHA else None
     c = TargetComparison(target, a, b, n, reached_a, reached_b, wins_a + wins_b, wins_a, wins_b,
-                         n - wins_a - wins_b, speedup, lo, hi, rm_a, rm_b, p, SIGN_TEST, winner, "")
+                         n - wins_a - wins_b, speedup, lo, hi, rm_a, rm_b, p, SIGN_TEST, winner, "", measure)
     return TargetComparison(**{**asdict(c), "verdict": steps_verdict(c)})
 
 
 def _at(c: TargetComparison) -> str:
-    return "the target" if c.target is None else f"loss {c.target:g}"
+    return "the target" if c.target is None else f"{c.measure} {c.target:g}"
 
 
 def steps_verdict(c: TargetComparison) -> str:
@@ -232,31 +234,37 @@ class LossComparison:
         return asdict(self)
 
 
-MEASURE_NAMES = {"final_loss": "final loss", "eval_loss": "evaluation loss", "loss_auc": "mean step loss"}
+MEASURE_NAMES = {"final_loss": "final loss", "eval_loss": "evaluation loss", "loss_auc": "mean step loss",
+                 "final_accuracy": "final accuracy", "eval_accuracy": "evaluation accuracy"}
 
 
 def compare_losses(measure: str, a: str, b: str, values_a: Sequence[float | None],
-                   values_b: Sequence[float | None]) -> LossComparison:
-    """Compare a lower-is-better per-run value of two variants, paired by seed."""
+                   values_b: Sequence[float | None], *, higher: bool = False) -> LossComparison:
+    """Compare a lower-is-better per-run value of two variants, paired by seed.
+
+    With ``higher``, higher is better (an accuracy): wins, the winner and the
+    verdict's wording follow; the Wilcoxon test is the same (it is symmetric).
+    """
     pairs = [(x, y) for x, y in zip(values_a, values_b)
              if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
     va, vb = np.array([x for x, _ in pairs], dtype=float), np.array([y for _, y in pairs], dtype=float)
+    sign, word = (-1.0, "higher") if higher else (1.0, "lower")
     n = len(pairs)
-    wins_a, wins_b = int(np.sum(va < vb)), int(np.sum(vb < va))
+    wins_a, wins_b = int(np.sum(sign * va < sign * vb)), int(np.sum(sign * vb < sign * va))
     p = wilcoxon_p(va - vb) if n else None
     ratio = float(np.median(va / vb)) if n and np.all(vb != 0) else None
-    winner = (a if np.median(va - vb) < 0 else b) if p is not None and p < ALPHA else None
+    winner = (a if np.median(sign * (va - vb)) < 0 else b) if p is not None and p < ALPHA else None
     name = MEASURE_NAMES.get(measure, measure)
     if not n:
         verdict = f"{name}: not compared (no seed where both runs have one)"
     elif winner is not None:
-        verdict = (f"{name}: {winner} lower (median {np.median(va if winner == a else vb):.3g} vs "
-                   f"{np.median(vb if winner == a else va):.3g}, lower on {max(wins_a, wins_b)}/{n} seeds, "
+        verdict = (f"{name}: {winner} {word} (median {np.median(va if winner == a else vb):.3g} vs "
+                   f"{np.median(vb if winner == a else va):.3g}, {word} on {max(wins_a, wins_b)}/{n} seeds, "
                    f"Wilcoxon {_fmt_p(p)})")
     elif not can_reach_alpha(n):
         verdict = f"{name}: inconclusive ({n} seeds cannot reach p < 0.05)"
     else:
-        verdict = (f"{name}: inconclusive ({a} lower on {wins_a}, {b} on {wins_b} of {n} seeds, "
+        verdict = (f"{name}: inconclusive ({a} {word} on {wins_a}, {b} on {wins_b} of {n} seeds, "
                    f"Wilcoxon {_fmt_p(p)})")
     return LossComparison(measure, a, b, n, float(np.median(va)) if n else None,
                           float(np.median(vb)) if n else None, ratio, wins_a, wins_b, p, WILCOXON, winner,
@@ -323,9 +331,10 @@ def headline(by_target: Sequence[TargetComparison], losses: Sequence[LossCompari
                      else f"inconclusive at {levels}{why}")
     if unreached:
         parts.append(f"neither reached {', '.join(f'{t.target:g}' for t in unreached)}")
-    final = next((c for c in losses if c.measure == "final_loss"), None)
-    if final is not None:
-        parts.append(final.verdict)
+    for measure in ("final_loss", "eval_accuracy"):  # a classifier's generalisation joins the headline
+        found = next((c for c in losses if c.measure == measure), None)
+        if found is not None:
+            parts.append(found.verdict)
     return "; ".join(parts)
 
 

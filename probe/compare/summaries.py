@@ -59,6 +59,8 @@ class VariantSummary:
         collapsed_at_init: Runs with a hidden layer all-negative at initialisation.
         eval_loss: ``(median, low, high)`` of the evaluation-set loss of the final
             parameters over seeds (diverged runs left out), with a 95% bootstrap interval.
+        final_accuracy, eval_accuracy: The same for a classifier's training and
+            evaluation accuracy; ``(None, None, None)`` for regression.
     """
 
     variant: str
@@ -91,6 +93,8 @@ class VariantSummary:
     steps_by_target_median: tuple[float | None, ...] = ()
     collapsed_at_init: int = 0
     eval_loss: Interval = NO_INTERVAL
+    final_accuracy: Interval = NO_INTERVAL
+    eval_accuracy: Interval = NO_INTERVAL
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,6 +153,8 @@ def summarize_runs(variant: Variant, runs: Sequence[RunResult], budget: int) -> 
         steps_interval=_median_ci(steps),
         final_loss_interval=_median_ci([r.final_loss for r in runs if r.final_loss is not None]),
         eval_loss=_median_ci([r.eval_loss for r in runs if r.eval_loss is not None]),
+        final_accuracy=_median_ci([r.final_accuracy for r in runs if r.final_accuracy is not None]),
+        eval_accuracy=_median_ci([r.eval_accuracy for r in runs if r.eval_accuracy is not None]),
         upstream_ratio=finite_median(layer_means("upstream_ratio")),
         neg_grad_share=finite_median(layer_means("neg_grad_share")),
         neg_grad_fraction=finite_median(layer_means("neg_grad_fraction")),

@@ -8,7 +8,10 @@ the training statistics (``standardize = "both"``), so that the default
 ``target_loss = 0.1`` means "10% of the target's variance left". It is printed
 as TOML and recorded in the JSON (``scenario_toml``) and the report, so that
 the run can be repeated with ``--scenario``. ``--drop id,city`` leaves columns
-(IDs, categories) out of a CSV.
+(IDs, categories) out of a CSV. A classification target (integer labels, at
+most 20 classes) is inferred as such: its labels are kept as class indices and
+the networks train with cross-entropy over one logit per class (``target_loss``
+is then a cross-entropy level, and the accuracies are reported next to it).
 """
 
 from __future__ import annotations

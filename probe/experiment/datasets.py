@@ -17,7 +17,7 @@ def make_datasets(scenario: Scenario, *, max_memory: int | None = None) -> tuple
     Both splits are drawn in one stream and standardised with the *training*
     statistics: inputs per feature, the target to zero mean and unit variance
     (the ``positive`` generator then shifts it so its minimum over both splits
-    is 0.1). ``noise`` adds Gaussian noise of that standard deviation to the
+    is 0.1); a classification generator's labels stay class indices. ``noise`` adds Gaussian noise of that standard deviation to the
     raw targets first.
 
     Args:
@@ -43,13 +43,14 @@ def make_datasets(scenario: Scenario, *, max_memory: int | None = None) -> tuple
     gen = torch.Generator().manual_seed(spec.seed)
     n_train, n_total = spec.n_samples, spec.n_samples + spec.n_eval
     X, y = fn(spec, n_total, gen)
-    if spec.noise > 0:
+    if spec.noise > 0 and not spec.n_classes:  # classification generators apply their own noise
         y = y + spec.noise * torch.randn(y.shape, generator=gen)
     y = y.reshape(-1, 1).float()
     X = X.float()
     x_mean, x_std = X[:n_train].mean(0), X[:n_train].std(0).clamp_min(1e-8)
     X = X.sub_(x_mean).div_(x_std)  # in place: the inputs are the bulk of the memory (same numbers)
-    y = (y - y[:n_train].mean()) / y[:n_train].std().clamp_min(1e-8)
+    if not spec.n_classes:  # class labels stay 0..K-1
+        y = (y - y[:n_train].mean()) / y[:n_train].std().clamp_min(1e-8)
     if shift:
         y = y - y.min() + 0.1
     if not (torch.isfinite(y).all() and torch.isfinite(X).all()):  # a huge noise overflows float32

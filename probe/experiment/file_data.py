@@ -13,9 +13,9 @@ Keys under ``[data]`` (instead of ``generator``, ``n_samples`` and ``n_features`
 
 Relative paths resolve against the scenario file's folder. The file is read
 once per scenario (the training members share it) and checked against the
-memory budget before it is parsed. ``probe compare`` trains with the MSE
-loss: a classification task (integer labels, inferred or declared) is refused
-with a message until the ensemble learns cross-entropy.
+memory budget before it is parsed. A classification task (integer labels,
+inferred or declared) keeps its labels as class indices (non-negative integers,
+never standardised) and trains with cross-entropy over one logit per class.
 """
 
 from __future__ import annotations
@@ -130,19 +130,28 @@ def infer_task(y: torch.Tensor) -> str:
     return "classification" if torch.unique(y).numel() <= 20 else "regression"
 
 
+def _check_labels(y: torch.Tensor, path: str, where: str) -> None:
+    """Class labels: one column of non-negative integers, at least two classes."""
+    bad = (y != y.round()) | (y < 0)
+    if y.shape[1] != 1 or bool(bad.any()):
+        raise ScenarioError(f"Scenario {where}: the class labels in {path} are not class indices",
+                            expected="one column of integer labels 0..K-1",
+                            found=f"{y.shape[1]} target columns" if y.shape[1] != 1 else
+                            f"{int(bad.sum())} labels that are negative or not integers, e.g. {float(y[bad][0]):g}",
+                            fix='encode the classes as 0..K-1, or set task = "regression" in [data]')
+    if torch.unique(y).numel() < 2:
+        raise ScenarioError(f"Scenario {where}: the labels in {path} have a single class",
+                            expected="at least two classes", found=f"only label {float(y[0, 0]):g}",
+                            fix="check the target column")
+
+
 def read_source(source: FileSource, seed: int, where: str, *,
                 max_memory: int | None = None) -> tuple[Dataset, Dataset, str]:
     """``(train, eval, task)``: the file read, split (seeded) and standardised with the training statistics."""
     data = _read(source.path, source, source.target_path, max_memory)
     task = source.task or infer_task(data.y)
     if task == "classification":
-        raise ScenarioError(
-            f"Scenario {where} is a classification problem, which probe compare cannot train yet",
-            expected="a regression target (compare trains with the MSE loss)",
-            found="task = classification" if source.task else "integer targets with at most 20 values "
-                                                               "(inferred as classification)",
-            fix='set task = "regression" in [data] to train on the labels as numbers, or analyse a '
-                "classifier you trained with probe analyze --loss cross_entropy")
+        _check_labels(data.y, source.path, where)
     if source.eval_path is not None:
         train, evaluation = data, _read(source.eval_path, source, None, max_memory)
         if evaluation.X.shape[1] != train.X.shape[1]:
@@ -162,7 +171,7 @@ def read_source(source: FileSource, seed: int, where: str, *,
     if source.standardize:
         mean, std = X_tr.mean(0), X_tr.std(0).clamp_min(1e-8)
         X_tr, X_ev = (X_tr - mean) / std, (X_ev - mean) / std
-    if source.standardize == "both":
+    if source.standardize == "both" and task == "regression":
         mean, std = y_tr.mean(0), y_tr.std(0).clamp_min(1e-8)
         y_tr, y_ev = (y_tr - mean) / std, (y_ev - mean) / std
     label = f"file:{Path(source.path).name}"

@@ -51,7 +51,39 @@ def _diabetes(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.T
     return X[:n], y[:n]
 
 
+def _signed_classes(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two classes split by the sign of the signed teacher (``noise`` blurs the boundary)."""
+    X, s = _teacher(spec, n, gen)
+    s = (s - s.mean()) / s.std().clamp_min(1e-8)
+    return X, (s + spec.noise * torch.randn(n, generator=gen) > 0).float()
+
+
+def _three_classes(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three classes: the largest of three teacher scores ``X w_k / sqrt(f) + 0.5 sin(2 X v / sqrt(f))``."""
+    f = spec.n_features
+    w, v = torch.randn(f, 3, generator=gen), torch.randn(f, 3, generator=gen)
+    X = torch.randn(n, f, generator=gen)
+    scores = X @ w / f ** 0.5 + 0.5 * torch.sin(2.0 * X @ v / f ** 0.5)
+    scores = scores + spec.noise * torch.randn(n, 3, generator=gen)
+    return X, scores.argmax(1).float()
+
+
+def _breast_cancer(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled breast-cancer data (569 x 30, 2 classes, no download), in a seeded order."""
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    order = torch.randperm(X.shape[0], generator=gen)
+    X = torch.as_tensor(np.asarray(X, dtype=np.float32))[order]
+    y = torch.as_tensor(np.asarray(y, dtype=np.float32))[order]
+    return X[:n], y[:n]
+
+
 DIABETES_SAMPLES, DIABETES_FEATURES = 442, 10
+#: the bundled scikit-learn data: generator -> (samples, features)
+SKLEARN_SIZES = {"diabetes": (DIABETES_SAMPLES, DIABETES_FEATURES), "breast_cancer": (569, 30)}
+#: classification generators -> number of classes (labels 0..K-1); the others are regression
+CLASSES = {"signed_classes": 2, "three_classes": 3, "breast_cancer": 2}
 
 #: generator name -> (function, one-line description, positive shift of the target)
 GENERATORS: dict[str, tuple[Callable, str, bool]] = {
@@ -60,4 +92,8 @@ GENERATORS: dict[str, tuple[Callable, str, bool]] = {
     "anticorrelated": (_anticorrelated, "targets that fall as every input rises, standardised", False),
     "diabetes": (_diabetes, "scikit-learn's bundled diabetes data, inputs and target standardised", False),
     "mixed": (_mixed, "half the inputs raise the target, half lower it, standardised", False),
+    "signed_classes": (_signed_classes, "two classes: the sign of the signed teacher", False),
+    "three_classes": (_three_classes, "three classes: the largest of three teacher scores", False),
+    "breast_cancer": (_breast_cancer, "scikit-learn's bundled breast-cancer data, 2 classes, inputs standardised",
+                      False),
 }

@@ -16,9 +16,10 @@ from probe.core.limits import MAX_MEMBER_PARAMETERS, MAX_MEMBER_STEPS, check_byt
 _REQUIRED = {
     "data": ("generator", "n_samples", "n_features"),
     "model": ("hidden", "init"),
-    "train": ("optimizer", "lr", "batch_size", "epochs", "target_loss", "seeds"),
+    "train": ("optimizer", "lr", "batch_size", "epochs", "seeds"),
 }
-_OPTIONAL = {"data": ("seed", "n_eval", "noise"), "model": (), "train": ("momentum", "targets")}
+_OPTIONAL = {"data": ("seed", "n_eval", "noise"), "model": ("norm", "dropout"),
+             "train": ("target_loss", "target_accuracy", "loss", "momentum", "targets")}
 TARGET_FACTORS = (1, 2, 4, 8)  # steps to target are measured at target_loss times each of these
 
 

@@ -19,8 +19,14 @@ and nothing else. Required keys (more are allowed and kept)::
     lr = 1e-3
     batch_size = 128
     epochs = 30
-    target_loss = 0.05
+    target_loss = 0.05       # or, for a classifier, target_accuracy = 0.9
     seeds = 10
+
+Optional keys of ``[model]`` (``norm``, ``dropout``) and ``[train]`` (``loss``,
+``target_accuracy``, ``momentum``, ``targets``) are described in
+:mod:`probe.experiment.scenario_specs`. A classification generator (see
+``CLASSES`` in :mod:`probe.experiment.generators`) or file makes the task a
+classification: cross-entropy over one logit per class, accuracy tracked.
 
 Data are generated deterministically from ``data.seed`` (a ``torch.Generator``),
 independently of the training seeds: every run of a scenario sees the same
@@ -68,16 +74,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from probe.core.errors import ScenarioError
-from probe.core.limits import MAX_DATA_SEED, MAX_HIDDEN_LAYERS, MAX_LR, MAX_SCENARIO_FILE_BYTES, MAX_SEEDS, format_bytes
-from probe.engines.training.init import INITS
-from probe.experiment.file_data import FileSource, load_file_data
-from probe.experiment.generators import DIABETES_FEATURES, DIABETES_SAMPLES, GENERATORS
+from probe.core.limits import MAX_DATA_SEED, MAX_LR, MAX_SCENARIO_FILE_BYTES, MAX_SEEDS, format_bytes
+from probe.experiment.file_data import load_file_data
+from probe.experiment.generators import CLASSES, GENERATORS, SKLEARN_SIZES
 from probe.experiment.scenario_checks import (TARGET_FACTORS, _bad, _check_budget, _check_choice,
-                                              _check_float, _check_int, _check_limits, _check_steps, _check_targets,
-                                              _check_training_memory, _section, _short_repr)
+                                              _check_float, _check_int, _check_limits, _check_steps,
+                                              _check_training_memory, _section)
+from probe.experiment.scenario_specs import (DEFAULT_N_EVAL, OPTIMIZERS, DataSpec, ModelSpec, TrainSpec,
+                                             parse_model, parse_train)
 
-OPTIMIZERS = ("adam", "sgd")
-DEFAULT_N_EVAL = 1024
+__all__ = ["DEFAULT_N_EVAL", "OPTIMIZERS", "DataSpec", "ModelSpec", "Scenario", "TrainSpec", "list_scenarios",
+           "load_scenario", "parse_scenario", "scenarios_dir"]
 _EVAL_BATCH = 8192  # the largest evaluation batch of the diagnostics (member_bytes counts it)
 
 
@@ -88,45 +95,6 @@ def scenarios_dir() -> Path:
     source checkout and a copy of it in a built wheel.
     """
     return Path(__file__).resolve().parents[1] / "scenario_files"
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """``[data]``: which generator, how many samples, which data seed.
-
-    A scenario on a file (:mod:`probe.experiment.file_data`) has generator
-    ``file``, its ``source``, and the sizes read from the file.
-    """
-
-    generator: str
-    n_samples: int
-    n_features: int
-    seed: int = 0
-    n_eval: int = DEFAULT_N_EVAL
-    noise: float = 0.0
-    source: FileSource | None = None
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """``[model]``: hidden widths and initialisation scheme."""
-
-    hidden: tuple[int, ...]
-    init: str
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """``[train]``: the optimisation recipe shared by every variant."""
-
-    optimizer: str
-    lr: float
-    batch_size: int
-    epochs: int
-    target_loss: float
-    seeds: int
-    momentum: float = 0.0
-    targets: tuple[float, ...] = ()  # further loss levels to measure steps at (besides target_loss x 1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -146,17 +114,39 @@ class Scenario:
     datasets: tuple = field(default=(), compare=False, repr=False)
 
     @property
+    def target_measure(self) -> str:
+        """``loss`` (steps until the smoothed loss is <= the target) or ``accuracy`` (>= the target)."""
+        return "loss" if self.train.target_accuracy is None else "accuracy"
+
+    @property
+    def target(self) -> float:
+        """The primary target: ``target_loss`` or ``target_accuracy``."""
+        return self.train.target_loss if self.train.target_accuracy is None else self.train.target_accuracy
+
+    @property
     def targets(self) -> tuple[float, ...]:
-        """The loss levels steps to target are measured at, ascending: ``target_loss`` x 1, 2, 4, 8
-        and any listed in ``train.targets``."""
-        base = self.train.target_loss
-        levels = {float(f"{base * k:.12g}") for k in TARGET_FACTORS} | set(self.train.targets)
-        return tuple(sorted(levels))
+        """The levels steps to target are measured at, hardest first, with any listed in ``train.targets``.
+
+        Loss: ``target_loss`` x 1, 2, 4, 8, ascending. Accuracy: the error rate
+        ``1 - target_accuracy`` x 1, 2, 4, 8 (levels above 0 only), descending.
+        """
+        if self.train.target_accuracy is None:
+            base = self.train.target_loss
+            levels = {float(f"{base * k:.12g}") for k in TARGET_FACTORS} | set(self.train.targets)
+            return tuple(sorted(levels))
+        err = 1.0 - self.train.target_accuracy
+        levels = {float(f"{1.0 - err * k:.12g}") for k in TARGET_FACTORS if 1.0 - err * k > 0}
+        return tuple(sorted(levels | set(self.train.targets), reverse=True))
+
+    @property
+    def outputs(self) -> int:
+        """One logit per class under cross-entropy, else one output."""
+        return self.data.n_classes if self.train.loss == "cross_entropy" else 1
 
     @property
     def widths(self) -> list[int]:
-        """``[n_features, hidden..., 1]``: every scenario has one output."""
-        return [self.data.n_features, *self.model.hidden, 1]
+        """``[n_features, hidden..., outputs]``."""
+        return [self.data.n_features, *self.model.hidden, self.outputs]
 
     def with_overrides(self, *, seeds: int | None = None, epochs: int | None = None,
                        lr: float | None = None, max_memory: int | None = None) -> Scenario:
@@ -236,7 +226,8 @@ class Scenario:
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "path": self.path,
                 "data": _data_dict(self.data), "model": {"hidden": list(self.model.hidden),
-                                                         "init": self.model.init},
+                                                         "init": self.model.init, "norm": self.model.norm,
+                                                         "dropout": self.model.dropout},
                 "train": vars(self.train).copy(), **({"extra": self.extra} if self.extra else {})}
 
 
@@ -272,46 +263,39 @@ def parse_scenario(raw: dict, where: str, *, max_memory: int | None = None,
     m, t = (_section(raw, s, where) for s in ("model", "train"))
     if on_file:
         source, seed, datasets = load_file_data(raw["data"], where, base or Path.cwd(), max_memory)
+        classes = int(max(float(d.y.max()) for d in datasets)) + 1 if source.task == "classification" else 0
         data = DataSpec("file", datasets[0].X.shape[0], datasets[0].X.shape[1], seed=seed,
-                        n_eval=datasets[1].X.shape[0], source=source)
+                        n_eval=datasets[1].X.shape[0], source=source, n_classes=classes)
         return _finish(raw, where, data, m, t, max_memory, datasets)
     gen = _check_choice("data.generator", d["generator"], where, sorted(GENERATORS))
     data = DataSpec(gen, _check_int("data.n_samples", d["n_samples"], where),
                     _check_int("data.n_features", d["n_features"], where),
                     seed=_check_int("data.seed", d.get("seed", 0), where, minimum=0, maximum=MAX_DATA_SEED),
                     n_eval=_check_int("data.n_eval", d.get("n_eval", DEFAULT_N_EVAL), where),
-                    noise=_check_float("data.noise", d.get("noise", 0.0), where, positive=False))
-    if gen == "diabetes":
-        if data.n_features != DIABETES_FEATURES:
-            raise _bad(where, "data.n_features", f"{DIABETES_FEATURES} (the diabetes data's width)",
-                       data.n_features, f"set n_features = {DIABETES_FEATURES}")
-        if data.n_samples >= DIABETES_SAMPLES:
-            raise _bad(where, "data.n_samples", f"fewer than the {DIABETES_SAMPLES} diabetes samples",
-                       data.n_samples, "leave some for evaluation, e.g. n_samples = 354")
-        data = replace(data, n_eval=min(data.n_eval, DIABETES_SAMPLES - data.n_samples))
+                    noise=_check_float("data.noise", d.get("noise", 0.0), where, positive=False),
+                    n_classes=CLASSES.get(gen, 0))
+    if gen in SKLEARN_SIZES:
+        total, width = SKLEARN_SIZES[gen]
+        if data.n_features != width:
+            raise _bad(where, "data.n_features", f"{width} (the {gen} data's width)",
+                       data.n_features, f"set n_features = {width}")
+        if data.n_samples >= total:
+            raise _bad(where, "data.n_samples", f"fewer than the {total} {gen} samples",
+                       data.n_samples, f"leave some for evaluation, e.g. n_samples = {int(total * 0.8)}")
+        data = replace(data, n_eval=min(data.n_eval, total - data.n_samples))
     return _finish(raw, where, data, m, t, max_memory, ())
 
 
 def _finish(raw: dict, where: str, data: DataSpec, m: dict, t: dict, max_memory: int | None,
             datasets: tuple) -> Scenario:
     """The model and train sections, then the whole scenario's limits."""
-    hidden = m["hidden"]
-    if isinstance(hidden, list) and len(hidden) > MAX_HIDDEN_LAYERS:
-        raise _bad(where, "model.hidden", f"at most {MAX_HIDDEN_LAYERS} hidden layers (the limit)",
-                   f"{len(hidden)} layers", f"use at most {MAX_HIDDEN_LAYERS} widths")
-    if not isinstance(hidden, list) or not hidden or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-        raise _bad(where, "model.hidden", "a non-empty list of positive integers (widths >= 1)",
-                   _short_repr(hidden), "write e.g. hidden = [64, 64]")
-    model = ModelSpec(tuple(hidden), _check_choice("model.init", m["init"], where, sorted(INITS)))
-    train = TrainSpec(_check_choice("train.optimizer", t["optimizer"], where, list(OPTIMIZERS)),
-                      _check_float("train.lr", t["lr"], where, maximum=MAX_LR),
-                      _check_int("train.batch_size", t["batch_size"], where),
-                      _check_int("train.epochs", t["epochs"], where, minimum=0),
-                      _check_float("train.target_loss", t["target_loss"], where),
-                      _check_int("train.seeds", t["seeds"], where, maximum=MAX_SEEDS),
-                      momentum=_check_float("train.momentum", t.get("momentum", 0.0), where, positive=False),
-                      targets=_check_targets(t.get("targets", []), where))
+    model = parse_model(m, where)
+    train = parse_train(t, where, data.task)
+    if model.norm == "batch" and (train.batch_size == 1 or data.n_samples % train.batch_size == 1):
+        raise _bad(where, "train.batch_size", "batches of at least 2 samples under norm = \"batch\" "
+                   "(BatchNorm's batch variance needs two)",
+                   f"{train.batch_size}, which leaves a last batch of 1 of the {data.n_samples} samples",
+                   "change batch_size by one, or use norm = \"layer\"")
     known = {"name", "description", "data", "model", "train"}
     extra = {k: v for k, v in raw.items() if k not in known}
     scenario = Scenario(raw["name"], raw["description"].strip(), data, model, train, extra=extra,

@@ -94,7 +94,8 @@ def tuned_comparisons(grid: Sequence[LrCell], best: dict[str, float],
         ra = [r for r in ref.runs if r.variant == baseline]
         rb = [r for r in other.runs if r.variant == label]
         sc = ref.scenario
-        out.append(compare_runs(baseline, label, ra, rb, ref.targets, sc.train.target_loss, ref.budget))
+        out.append(compare_runs(baseline, label, ra, rb, ref.targets, sc.target, ref.budget,
+                                measure=sc.target_measure))
     return tuple(out)
 
 

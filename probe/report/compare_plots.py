@@ -51,7 +51,8 @@ def loss_curves_figure(result: CompareResult, ax=None) -> Figure:
         ax.fill_between(epochs, _floats(s.loss_curve_q1), _floats(s.loss_curve_q3), color=colour(i),
                         alpha=0.18, lw=0)
     target = result.scenario.train.target_loss
-    ax.axhline(target, color="black", ls=":", lw=1.2, label=f"target loss {target:g}")
+    if target is not None:  # None: the target is an accuracy
+        ax.axhline(target, color="black", ls=":", lw=1.2, label=f"target loss {target:g}")
     from matplotlib.ticker import MaxNLocator
 
     ax.set_yscale("log")
@@ -147,9 +148,10 @@ def slope_sweep_figure(result: CompareResult) -> Figure | None:
     """Steps to target and final loss against the negative slope, medians with 95% bootstrap intervals.
 
     ReLU is drawn at slope 0 on a symmetric-log axis; PReLU (learned slope) at
-    the median of its learned slopes, with a distinct marker.
+    the median of its learned slopes, with a distinct marker. None with fewer
+    than three variants or any variant outside the ReLU family (no slope axis).
     """
-    if len(result.variants) < 3:
+    if len(result.variants) < 3 or any(v.slope is None for v in result.variants):
         return None
     fig, (ax1, ax2) = new_figure(10.0, 4.0, ncols=2)
     intervals = result.summaries
@@ -231,7 +233,9 @@ def speedup_by_target_figure(result: CompareResult, ax=None) -> Figure:
     ax.set_xscale("log")
     ax.set_xticks(list(result.targets), [f"{t:g}" for t in result.targets])
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("target loss (log scale; smaller = later in training)")
+    ax.set_xlabel("target accuracy (log scale; larger = later in training)"
+                  if result.scenario.target_measure == "accuracy"
+                  else "target loss (log scale; smaller = later in training)")
     ax.set_ylabel("median steps a / steps b (95% CI)")
     ax.set_title("Who gets there first, target by target (filled: sign test p < 0.05)", loc="left", fontsize=10)
     fig.legend(fontsize=8, loc="outside right upper")

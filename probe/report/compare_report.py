@@ -51,12 +51,13 @@ def comparisons_table(result: CompareResult) -> str:
 
 
 def losses_table(result: CompareResult) -> str:
-    """Per pair and loss: medians, seeds where each is lower, the paired Wilcoxon test, the verdict."""
+    """Per pair and measure: medians, seeds where each is better (lower loss, higher accuracy), the paired
+    Wilcoxon test, the verdict."""
     rows = [[f"{c.a} vs {c.b}", lc.measure, fmt(lc.median_a), fmt(lc.median_b), f"{lc.wins_a}–{lc.wins_b}",
              fmt(lc.p_value, ".2g"), lc.winner or "inconclusive"]
             for c in result.comparisons for lc in c.losses]
-    return md_table(["pair (a vs b)", "loss", "median a", "median b", "lower on a–b", "Wilcoxon p",
-                     "lower (p < 0.05)"], rows)
+    return md_table(["pair (a vs b)", "measure", "median a", "median b", "better on a–b", "Wilcoxon p",
+                     "better (p < 0.05)"], rows)
 
 
 def write_compare_report(result: CompareResult, path: str | Path, command: str,

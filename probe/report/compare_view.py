@@ -21,18 +21,23 @@ def variant_table(title: str | Text, caption: str, columns: tuple[str, ...]) -> 
 
 def convergence_table(result: CompareResult) -> Table:
     """Per variant: median final loss, median steps to target, reached n/N, diverged, born dead."""
-    t = result.scenario.train
+    sc = result.scenario
+    measure = sc.target_measure
+    classify = any(s.eval_accuracy[0] is not None for s in result.summaries)
     table = variant_table(
-        Text(f"Convergence on {result.scenario.name} (target loss {t.target_loss:g}, {result.budget} steps = "
+        Text(f"Convergence on {sc.name} (target {measure} {sc.target:g}, {result.budget} steps = "
              f"{result.epochs_completed} epochs x {result.steps_per_epoch})"),
-        "Medians over seeds. final/eval: training and evaluation-set loss after training. steps to "
-        "target: first step whose running mean over one epoch of minibatch losses is <= the target "
-        "('—': half or more never reached it). step loss: mean per-step loss.",
-        ("final", "eval", "steps to target", "reached", "step loss", "diverged", "born dead"))
+        f"Medians over seeds. final/eval: training and evaluation-set loss ({sc.train.loss}) after training"
+        + ("; final acc/eval acc: the accuracies" if classify else "") + ". steps to target: first step "
+        f"whose running mean over one epoch of minibatch {measure} is {'>=' if measure == 'accuracy' else '<='} "
+        "the target ('—': half or more never reached it). step loss: mean per-step loss.",
+        ("final", "eval", *(("final acc", "eval acc") if classify else ()), "steps to target", "reached",
+         "step loss", "diverged", "born dead"))
     for s in result.summaries:
-        table.add_row(s.variant, fmt(s.median_final_loss), fmt(s.eval_loss[0]), fmt(s.median_steps_to_target),
-                      f"{s.reached}/{s.runs}", fmt(s.median_loss_auc), f"{s.diverged}/{s.runs}",
-                      f"{s.born_dead}/{s.runs}")
+        acc = (fmt(s.final_accuracy[0]), fmt(s.eval_accuracy[0])) if classify else ()
+        table.add_row(s.variant, fmt(s.median_final_loss), fmt(s.eval_loss[0]), *acc,
+                      fmt(s.median_steps_to_target), f"{s.reached}/{s.runs}", fmt(s.median_loss_auc),
+                      f"{s.diverged}/{s.runs}", f"{s.born_dead}/{s.runs}")
     return table
 
 

@@ -1,8 +1,9 @@
 """Train every member of an :class:`Ensemble` at once with one torch optimiser.
 
 Each step takes the next minibatch of every member (members of the same seed
-see the same order, see :func:`epoch_order`), computes each member's mean
-squared error, sums them and steps one ``torch.optim.Adam``/``SGD`` over the
+see the same order, see :func:`epoch_order`), computes each member's loss
+(mean squared error, or cross-entropy for a classifier, with the share of
+correct predictions tracked next to it), sums them and steps one ``torch.optim.Adam``/``SGD`` over the
 batched tensors. Because the member losses are independent and both optimisers
 are element-wise, this is exactly per-member training.
 
@@ -28,6 +29,8 @@ import torch
 from probe.core.losses import member_mse
 from probe.engines.training.diagnose import probe_batch_stats
 from probe.engines.training.ensemble import Ensemble
+from probe.engines.training.layers import mix_seed
+from probe.engines.training.objective import member_sample_losses
 
 Progress = Callable[[int, int], None]
 
@@ -41,6 +44,7 @@ class TrainConfig:
     batch_size: int
     epochs: int
     momentum: float = 0.0
+    loss: str = "mse"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class TrainOutcome:
 
     Attributes:
         step_losses: ``[steps_done, M]`` minibatch losses (NaN after a divergence).
+        step_accuracy: ``[steps_done, M]`` minibatch accuracies under cross-entropy, else None.
         steps_per_epoch: Optimiser steps per epoch.
         diverged_epoch: Per member, the 1-based epoch of divergence or None.
         dead_rate: ``[epochs_done + 1, M, L]`` on the probe batch (row 0: at init),
@@ -65,14 +70,10 @@ class TrainOutcome:
     grad_ratio: torch.Tensor | None
     epochs_completed: int
     interrupted: bool
+    step_accuracy: torch.Tensor | None = None
 
 
-def _mix(seed: int, stream: int) -> int:
-    """A 63-bit seed derived from ``(seed, stream)`` (splitmix64 finaliser)."""
-    z = (seed * 0x9E3779B97F4A7C15 + stream * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) % 2**64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
-    return (z ^ (z >> 31)) % 2**63
+_mix = mix_seed
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -105,7 +106,9 @@ def train(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, config: TrainConfig, 
     n, m, bs = X.shape[0], ens.members, config.batch_size
     steps_per_epoch = -(-n // bs)
     step_losses = torch.full((config.epochs * steps_per_epoch, m), torch.nan, device=dev)
-    history = [probe_batch_stats(ens, *probe)] if probe is not None else None
+    classify = config.loss == "cross_entropy"
+    step_acc = torch.full_like(step_losses, torch.nan) if classify else None
+    history = [probe_batch_stats(ens, *probe, loss=config.loss)] if probe is not None else None
     params = ens.parameters()
     opt = make_optimizer(params, config)
     seed_idx = ens.seed_index().to(dev)
@@ -122,8 +125,12 @@ def train(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, config: TrainConfig, 
             base = epoch * steps_per_epoch
             for s in range(steps_per_epoch):
                 xb, yb = xe[:, s * bs:(s + 1) * bs], ye[:, s * bs:(s + 1) * bs]
-                out, _, _ = ens.forward(xb)
-                losses = member_mse(out, yb)
+                out, _, _ = ens.forward(xb, training=True)
+                if classify:
+                    per, correct = member_sample_losses(config.loss, out, yb)
+                    losses = per.mean(1)
+                else:
+                    losses = member_mse(out, yb)
                 objective = (torch.where(alive, losses, 0.0) if frozen is not None else losses).sum()
                 opt.zero_grad(set_to_none=True)
                 objective.backward()
@@ -131,8 +138,12 @@ def train(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, config: TrainConfig, 
                 if frozen is not None:
                     ens.restore(frozen, ~alive)
                 step_losses[base + s] = losses.detach()
+                if classify:
+                    step_acc[base + s] = correct.mean(1)
             if frozen is not None:  # losses of members frozen in earlier epochs mean nothing
                 step_losses[base:base + steps_per_epoch, ~alive] = torch.nan
+                if classify:
+                    step_acc[base:base + steps_per_epoch, ~alive] = torch.nan
             bad = alive & ~torch.isfinite(step_losses[base:base + steps_per_epoch]).all(0)
             if bool(bad.any()):
                 for i in bad.nonzero().flatten().tolist():
@@ -141,7 +152,7 @@ def train(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, config: TrainConfig, 
                 ens.restore(snapshot, bad)
                 frozen = ens.state() if frozen is None else _merge(frozen, ens.state(), bad)
             if history is not None:
-                history.append(probe_batch_stats(ens, *probe))
+                history.append(probe_batch_stats(ens, *probe, loss=config.loss))
             snapshot = ens.state()
             done = epoch + 1
             if progress is not None:
@@ -159,6 +170,7 @@ def train(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, config: TrainConfig, 
         grad_ratio=torch.stack([h[1] for h in history]) if history else None,
         epochs_completed=done,
         interrupted=interrupted,
+        step_accuracy=None if step_acc is None else step_acc[:done * steps_per_epoch].cpu(),
     )
 
 
