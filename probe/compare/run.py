@@ -208,8 +208,11 @@ def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, 
         if diagnostics and circuits and div is None:
             from probe.circuit.core import trace_circuit  # captum: loaded only when circuits are traced
 
-            # a classifier's labels do not fit its K logits as targets: the circuit needs the inputs only
-            traced = trace_circuit(model, eval_set.X if loss == "cross_entropy" else eval_set, output=0)
+            # a classifier's circuit follows class 0's logit margin (as analyze's); its labels do not fit
+            # the K logits as targets, and the circuit needs the inputs only
+            classifier = loss == "cross_entropy" and model.widths[-1] > 1
+            traced = trace_circuit(model, eval_set.X if loss == "cross_entropy" else eval_set, output=0,
+                                   target="margin" if classifier else "logit")
         runs.append(RunResult(
             variant=variant.label, seed=seed, init_digest=digests[m % len(ens.seeds)],
             # born dead: a collapsed layer that passes nothing (slope 0) makes the output constant
