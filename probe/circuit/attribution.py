@@ -35,7 +35,6 @@ import warnings
 
 import torch
 from torch import nn
-from captum.attr import DeepLift, IntegratedGradients, LayerDeepLift, LayerIntegratedGradients
 
 from probe.circuit.deeplift import ClosedFormDeepLift, negative_slopes
 from probe.circuit.target import TargetOutput
@@ -79,7 +78,13 @@ class Attributor:
         self.explainers = [] if self.closed_form else self._explainers()  # built once, reused for every batch
 
     def _explainers(self) -> list:
-        """One captum explainer per attributed layer, the inputs first."""
+        """One captum explainer per attributed layer, the inputs first.
+
+        captum (and the matplotlib it imports) is loaded here, only when the
+        closed form does not apply: a plain ReLU/leaky chain never pays its import.
+        """
+        from captum.attr import DeepLift, IntegratedGradients, LayerDeepLift, LayerIntegratedGradients
+
         if self.method == "ig":
             return [IntegratedGradients(self.summed)] + [
                 LayerIntegratedGradients(self.summed, act) for act in self.mlp.activations]
