@@ -291,3 +291,19 @@ def test_deeplift_refused_where_it_is_not_exact() -> None:
     mlp = module_to_mlp(nn.Sequential(nn.Linear(3, 4), nn.SiLU(), nn.Linear(4, 1)))
     with pytest.raises(CircuitError, match="SiLU"):
         check_method("deeplift", mlp)
+
+
+def test_terminal_shows_the_prelu_slope_distribution_and_ignored_targets() -> None:
+    from probe.report.analyze_view import prelu_lines, sanity_line
+
+    act = nn.PReLU(8)
+    with torch.no_grad():
+        act.weight.copy_(torch.tensor([-0.4, -0.1, 0.1, 0.2, 0.25, 0.3, 0.05, 0.15]))
+    model = nn.Sequential(nn.Linear(3, 8), act, nn.Linear(8, 1))
+    x, y = torch.randn(100, 3), torch.randn(100, 1)
+    result = probe.analyze(model, x, y)
+    line = prelu_lines(result.diagnostics)[0].plain
+    assert "8 channels" in line and "2 negative" in line and "min -0.4" in line
+    ignored = probe.analyze(model, x, y, loss="sum")
+    assert "ignores the targets" in sanity_line(ignored)
+    assert any("ignores the targets" in w for w in ignored.warnings)

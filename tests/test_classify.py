@@ -197,7 +197,10 @@ def test_loss_inference(y, outputs: int, name: str) -> None:
     doc = result.to_dict()
     assert doc["loss"]["name"] == name and doc["loss"]["inferred"] is True
     assert isinstance(doc["warnings"], list)
-    assert bool(doc["warnings"]) == (name in ("cross_entropy", "bce") or name == "mse" and outputs == 1)
+    one_hot = outputs > 1 and y.ndim == 2  # float one-hot rows under mse: warned too
+    assert bool(doc["warnings"]) == (name in ("cross_entropy", "bce") or name == "mse" and (outputs == 1 or one_hot))
+    if one_hot:
+        assert "one-hot" in doc["warnings"][0]
 
 
 def test_explicit_loss_is_recorded_as_not_inferred() -> None:

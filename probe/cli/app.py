@@ -106,7 +106,7 @@ def analyze(
     data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
     scenario: Optional[str] = typer.Option(None, "--scenario", help="Use this scenario's evaluation data."),
     target: Optional[str] = typer.Option(None, "--target", help="CSV column holding the target."),
-    activation: Optional[str] = typer.Option(None, "--activation", help="relu | leaky | leaky:SLOPE | prelu (needed for a bare state_dict)."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="Activation spec, needed for a bare state_dict: relu, leaky[:SLOPE], prelu, rrelu, elu[:ALPHA], celu, selu, gelu, gelu:tanh, silu, mish, softplus[:BETA], tanh."),
     layer_order: Optional[str] = typer.Option(None, "--layer-order", help=LAYER_ORDER_HELP),
     trust: bool = typer.Option(False, "--trust", help=TRUST_HELP),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MEMORY_HELP),

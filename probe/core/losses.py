@@ -128,6 +128,13 @@ def loss_warnings(name: str, inferred: bool, y: torch.Tensor | None, labels: boo
     if name == "mse" and labels:
         return ("The targets are integers but the loss is mse: if they are class labels, "
                 "pass --loss cross_entropy (or bce).",)
+    if name == "mse" and y is not None and y.shape[1] == outputs > 1 and _binary(y) and \
+            bool((y.sum(dim=1) == 1).all()):
+        return ("The targets are one-hot rows but the loss is mse: if the model outputs class logits, "
+                "give the labels as integers (argmax of each row) or pass --loss cross_entropy with "
+                "integer labels.",)
+    if name == "sum" and y is not None:
+        return ("--loss sum ignores the targets: the gradients are those of the sum of the outputs.",)
     return ()
 
 

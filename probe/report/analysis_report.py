@@ -7,7 +7,7 @@ from pathlib import Path
 from probe.core.io import StagedOutputs
 
 from probe.engines.analysis import AnalysisResult
-from probe.report.analyze_view import layers_table, sanity_line, sign_table
+from probe.report.analyze_view import layers_table, prelu_lines, sanity_line, sign_table
 from probe.report.diagnostic_plots import active_fraction_figure, grad_ratio_figure, sign_routes_figure
 from probe.report.markdown import ReportWriter, environment_lines, rich_table_markdown
 
@@ -26,7 +26,8 @@ def write_analysis_report(result: AnalysisResult, path: str | Path, command: str
                           f"- {sanity_line(result)}",
                           *(f"- **warning:** {message}" for message in result.warnings)]),
                f"**Verdict.** {result.verdict}",
-               rich_table_markdown(layers_table(diag), heading=2))
+               rich_table_markdown(layers_table(diag), heading=2),
+               *(f"- {line.plain}" for line in prelu_lines(diag)))
         rw.figure(grad_ratio_figure({label: [diag]}), "grad_ratio.png",
                   "grad_ratio per layer against the nominal slope")
         rw.figure(active_fraction_figure(diag), "active_fraction.png", "per-unit active fractions")

@@ -17,7 +17,9 @@ def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Tabl
                   caption="active: median over the layer's units of the share of samples with z>0. "
                           "grad_ratio: mean |dL/dz| where z<=0 over where z>0. neg grad: the z<=0 "
                           "region's fraction of the gradient's squared norm (weights and bias). |h| n/p: mean |activation| ratio. "
-                          "slope: nominal; ~x: measured mean f'(z) over z<=0 (smooth kinds, per-channel PReLU).")
+                          "slope: nominal; ~x: measured mean f'(z) over z<=0 (smooth kinds); |a|x: mean |slope| of a "
+                          "per-channel PReLU (its distribution below the table). A negative 'neg grad' means the "
+                          "negative region's gradient points against the layer's full gradient.")
     for col in ("layer", "units", "slope", "dead", "near-dead", "dormant", "active",
                 "grad_ratio", "neg grad", "|h| n/p"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -25,7 +27,7 @@ def layers_table(diag: NetworkDiagnostics, title: str = "Hidden layers") -> Tabl
         a, g = lay.activity, lay.gradient
         table.add_row(
             str(lay.index + 1), str(a.units),
-            fmt(lay.negative_slope) if lay.negative_slope is not None else "~" + fmt(a.local_slope_neg),
+            _slope_cell(lay),
             f"{a.dead_units}/{a.units}", str(a.near_dead_units), str(a.dormant_units),
             pct(a.active_fraction_quantiles["median"]),
             fmt(g.grad_ratio if g else None), pct(g.neg_grad_fraction if g else None), fmt(a.act_ratio),
@@ -56,6 +58,21 @@ def sign_table(diag: NetworkDiagnostics) -> Table:
     return table
 
 
+def _slope_cell(lay) -> str:
+    if lay.negative_slope is not None:
+        return fmt(lay.negative_slope)
+    if lay.prelu_slopes is not None:
+        return "|a|" + fmt(lay.prelu_slopes["mean_abs"])
+    return "~" + fmt(lay.activity.local_slope_neg)
+
+
+def prelu_lines(diag: NetworkDiagnostics) -> list[Text]:
+    """One line per per-channel PReLU layer: its slope distribution (never a signed mean)."""
+    return [Text(f"layer {lay.index + 1}: PReLU slopes over {p['count']} channels: mean |a| "
+                 f"{fmt(p['mean_abs'])}, min {fmt(p['min'])}, max {fmt(p['max'])}, {p['negative']} negative")
+            for lay in diag.layers if (p := lay.prelu_slopes) is not None]
+
+
 def circuit_line(output: int, negatives: int, units: int, target: str = "logit") -> str:
     """One sentence on the negative-prediction circuit, worded for the empty cases too.
 
@@ -82,6 +99,9 @@ def sanity_line(result: AnalysisResult) -> str:
         return f"loss: {result.loss}"
     name = f"{fit.name}, inferred" if fit.inferred else fit.name
     head = f"loss ({name}) of the model as analysed: "
+    if fit.value is None and result.data.get("targets"):
+        return head + (f"none: --loss sum ignores the targets ({fit.samples:,} samples; the gradients are "
+                       "those of the sum of the outputs)")
     if fit.value is None:
         return head + (f"none, there were no targets ({fit.samples:,} samples; the gradients are those of "
                        "the sum of the outputs)")
@@ -102,7 +122,7 @@ def analysis_renderable(result: AnalysisResult) -> Group:
              *[Text(f"conversion: {note}") for note in model.get("conversions", ())],
              Text(f"data: {data['source']} — {data['samples']} samples × {data['features']} features"),
              Text(sanity_line(result)), *warning_lines(result),
-             layers_table(result.diagnostics), sign_table(result.diagnostics)]
+             layers_table(result.diagnostics), *prelu_lines(result.diagnostics), sign_table(result.diagnostics)]
     if result.circuit is not None:
         neg = result.circuit.group("negative")
         items.append(Text(circuit_line(result.circuit.output, neg.samples, neg.circuit_size,
