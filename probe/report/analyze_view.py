@@ -41,12 +41,12 @@ def sign_table(diag: NetworkDiagnostics) -> Table:
     title = ("Sign construction of each class's logit margin f_k - max_j≠k f_j (|(W_k - W_j*)·h| masses)"
              if margin else "Sign construction at the output layer (|W·h| masses)")
     table = Table(title=title, title_justify="left", caption_justify="left",
-                  caption="pos_neg: W>0, h<0 (negative activations: none under ReLU); neg_pos: W<0, h>0 "
-                          "(negative weights). act.route: pos_neg / (pos_neg + neg_pos); "
+                  caption="W+h-: W>0, h<0 (pos_neg: negative activations, none under ReLU); W-h+: W<0, h>0 "
+                          "(neg_pos: negative weights). act.route: pos_neg / (pos_neg + neg_pos); "
                           "'neg' columns: samples predicted negative" + (" (the class is not predicted)"
                                                                          if margin else "")
                           + "; neg bias: share of their downward mass that the output's bias supplies.")
-    for col in ("class" if margin else "output", "pos_pos", "neg_pos", "pos_neg", "neg_neg", "act.route",
+    for col in ("class" if margin else "output", "W+h+", "W-h+", "W+h-", "W-h-", "act.route",
                 "cancel", "neg n", "neg act.route", "neg bias"):
         table.add_column(col, justify="right", no_wrap=True)
     for s in diag.sign:
