@@ -189,3 +189,26 @@ def test_ensemble_copy_to_device_is_independent():
     train(ens, X, y, TrainConfig("adam", 0.01, 16, 1))
     assert not torch.equal(copy.weights[0], ens.weights[0])
     assert copy.members == ens.members and len(copy.prelu) == len(ens.prelu)
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd", "sgd_momentum"])
+def test_probe_optimizers_are_bit_identical_to_torch_optim(kind: str) -> None:
+    """probe's Adam/SGD avoid torch.optim's import of torch._dynamo, not its arithmetic."""
+    from probe.engines.training.optim import SGD, Adam
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(5, 3, 4), (5, 4), (5, 1, 1)]
+    ours = [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    if kind == "adam":
+        opt_a, opt_b = Adam(ours, lr=3e-3), torch.optim.Adam(theirs, lr=3e-3)
+    else:
+        momentum = 0.9 if kind == "sgd_momentum" else 0.0
+        opt_a, opt_b = SGD(ours, lr=0.05, momentum=momentum), torch.optim.SGD(theirs, lr=0.05, momentum=momentum)
+    for step in range(25):
+        grads = [torch.randn(s, generator=gen) * (10.0 ** (step % 5 - 2)) for s in shapes]
+        for params, opt in ((ours, opt_a), (theirs, opt_b)):
+            opt.zero_grad()
+            sum((p * g).sum() for p, g in zip(params, grads)).backward()
+            opt.step()
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs)), f"step {step}"

@@ -3,7 +3,8 @@
 Each step takes the next minibatch of every member (members of the same seed
 see the same order, see :func:`epoch_order`), computes each member's loss
 (mean squared error, or cross-entropy for a classifier, with the share of
-correct predictions tracked next to it), sums them and steps one ``torch.optim.Adam``/``SGD`` over the
+correct predictions tracked next to it), sums them and steps one Adam/SGD
+(``torch.optim``'s arithmetic, :mod:`probe.engines.training.optim`) over the
 batched tensors. Because the member losses are independent and both optimisers
 are element-wise, this is exactly per-member training.
 
@@ -29,6 +30,7 @@ import torch
 from probe.core.losses import member_mse
 from probe.engines.training.diagnose import probe_batch_stats
 from probe.engines.training.ensemble import Ensemble
+from probe.engines.training.optim import SGD, Adam
 from probe.engines.training.layers import mix_seed
 from probe.engines.training.objective import member_sample_losses
 
@@ -81,11 +83,12 @@ def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch + 1)))
 
 
-def make_optimizer(params: list[torch.Tensor], config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.Tensor], config: TrainConfig) -> Adam | SGD:
+    """probe's Adam or SGD: ``torch.optim``'s arithmetic without its import of ``torch._dynamo``."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
+        return Adam(params, lr=config.lr)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+        return SGD(params, lr=config.lr, momentum=config.momentum)
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
 
 
