@@ -57,3 +57,48 @@ def test_sequential_indices_are_the_call_order_no_warning(tmp_path) -> None:
     loaded = load_mlp(tmp_path / "sd.pt", "relu")
     same(loaded.mlp, inner)
     assert order_warnings(loaded) == []
+
+
+def _trained_norms(net: nn.Module) -> nn.Module:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.LayerNorm, nn.RMSNorm, nn.BatchNorm1d)) and m.weight is not None:
+                m.weight.uniform_(0.5, 1.5)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.uniform_(-0.5, 0.5)
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.01, 0.3)  # small variances: the eps matters
+    return net.eval()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.LeakyReLU(0.05), nn.Linear(16, 1)),
+    lambda: nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16, eps=1e-2), nn.ReLU(), nn.Linear(16, 1)),
+    lambda: nn.Sequential(nn.Linear(6, 16), nn.RMSNorm(16, eps=0.3), nn.ReLU(), nn.Linear(16, 1)),
+    lambda: nn.Sequential(nn.Linear(6, 16), nn.RMSNorm(16), nn.ReLU(), nn.Linear(16, 1)),
+    lambda: nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16, eps=0.5), nn.ReLU(), nn.Linear(16, 1)),
+    lambda: nn.Sequential(nn.Linear(6, 16), nn.ELU(0.3), nn.Linear(16, 1)),
+], ids=["layernorm-leaky", "layernorm-eps", "rmsnorm-eps", "rmsnorm-default", "batchnorm-eps", "elu-alpha"])
+def test_traced_torchscript_norms_and_parameters_are_read(tmp_path, make) -> None:
+    net = _trained_norms(make())
+    torch.jit.trace(net, torch.randn(4, 6)).save(str(tmp_path / "traced.pt"))
+    loaded = load_mlp(tmp_path / "traced.pt", trust=True)
+    same(loaded.mlp, net)
+
+
+def test_traced_norm_eps_candidates_are_verified(tmp_path, monkeypatch) -> None:
+    """When a traced norm's code shows no eps, the candidates are tried and the one that reproduces kept."""
+    from probe.models import torchscript
+
+    net = _trained_norms(nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16, eps=1e-3), nn.ReLU(), nn.Linear(16, 1)))
+    torch.jit.trace(net, torch.randn(4, 6)).save(str(tmp_path / "traced.pt"))
+    monkeypatch.setattr(torchscript, "_traced_norm", lambda sub: (False, None, None))
+    loaded = load_mlp(tmp_path / "traced.pt", trust=True)
+    same(loaded.mlp, net)
+    assert loaded.mlp.norms[0].eps == pytest.approx(1e-3)
+    assert any("not recorded" in note for note in loaded.mlp.notes)
+    monkeypatch.setattr(torchscript, "EPS_CANDIDATES", (1e-6,))
+    with pytest.raises(ModelLoadError, match="eps could not be read from the traced file.*script the model"):
+        load_mlp(tmp_path / "traced.pt", trust=True)

@@ -168,6 +168,10 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
         layers.sort(key=lambda layer: order.index(layer[0]))
     check_layer_count(sum(kind == "Linear" for _, kind, _ in layers))
     check_tensors(module_tensors(nodes), "this TorchScript model", max_memory)
+    norm_kinds = {"BatchNorm1d"} | {c.__name__ for c in NORMS}
+    unread = [name for name, kind, sub in layers if kind in norm_kinds and not norm_eps(kind, sub)[0]]
+    if unread:  # a traced norm records no eps: try the likely ones, keep the one that reproduces the model
+        return _with_eps_candidates(script, layers, unread, variant, order, followed)
     chain = read_chain([_copy(kind, sub, f"a TorchScript {kind} at '{clip(name, 60)}'")
                         for name, kind, sub in layers]) if any(k != "Linear" for _, k, _ in layers) else None
     linears = chain.linears if chain else [_fresh_linear(sub, f"a TorchScript Linear at '{clip(name, 60)}'")
@@ -204,18 +208,75 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
     return mlp
 
 
-def _copy(kind: str, sub: object, where: str) -> nn.Module:
+def _with_eps_candidates(script: torch.jit.ScriptModule, layers: list[tuple[str, str, nn.Module]],
+                         unread: list[str], variant: Variant | None, order: list[str] | None,
+                         followed: bool) -> MLP:
+    """The conversion with the first candidate eps (for the norms whose eps is unread) that reproduces the model."""
+    tried = []
+    for eps in (None,) + EPS_CANDIDATES:  # None: each module's default first
+        chain = read_chain([_copy(kind, sub, f"a TorchScript {kind} at '{clip(name, 60)}'", eps)
+                            for name, kind, sub in layers])
+        acts = [variant.make_module() for _ in range(len(chain.linears) - 1)] if variant is not None else chain.acts
+        mlp = assemble(chain.linears, acts, chain.norms)
+        mlp.notes = chain.notes + [f"the eps of the traced norm(s) {', '.join(repr(n) for n in unread[:4])} is "
+                                   "not recorded in the file; probe used the one that reproduces the model's "
+                                   f"outputs ({'the default' if eps is None else eps})"]
+        try:
+            verify_same_function(script, mlp)
+            return mlp
+        except ModelLoadError as exc:
+            if "outputs differ" not in str(exc):
+                raise
+            tried.append("default" if eps is None else f"{eps:g}")
+    combine = _combines_tensors(script)
+    if combine is not None or not followed:
+        raise not_mlp(*_failure_cause(script, order, followed, variant))
+    raise not_mlp(f"a traced TorchScript model with norm layers ({', '.join(repr(n) for n in unread[:4])}) whose "
+                  "eps could not be read from the traced file, and no usual eps (tried "
+                  f"{', '.join(tried)}) reproduces its outputs",
+                  fix="script the model (torch.jit.script records the eps), or save the pickled model "
+                      "(torch.save(model))")
+
+
+#: The numeric arguments (after the input) of a traced activation's call, by name, in order.
+_TRACED_ARGS = {"LeakyReLU": ("negative_slope",), "ELU": ("alpha",), "CELU": ("alpha",),
+                "Softplus": ("beta", "threshold"), "RReLU": ("lower", "upper")}
+
+
+def _traced_params(kind: str, sub: object) -> dict:
+    """The parameters a traced activation's code passes to its ``torch.*`` call (``{}`` when none is found)."""
+    code = _code_of(sub)
+    if kind == "GELU":
+        return {"approximate": "tanh"} if re.search(r"approximate\s*=\s*[\"']tanh", code) else {}
+    names = _TRACED_ARGS.get(kind)
+    match = re.search(r"torch\.\w+\(\s*[\w.]+\s*,([^)]*)\)", code) if names else None
+    if match is None:
+        return {}
+    values = []
+    for arg in match.group(1).split(","):
+        try:
+            values.append(float(arg.strip()))
+        except ValueError:
+            break
+    return dict(zip(names, values))
+
+
+def _copy(kind: str, sub: object, where: str, eps_guess: float | None = None) -> nn.Module:
     """A fresh ``torch.nn`` module equal to a scripted one, rebuilt from its attributes (nothing runs)."""
     if kind == "Linear":
         return _fresh_linear(sub, where)
+    traced = _traced_params(kind, sub)  # a traced module keeps no attributes: its code passes them
+    if kind == "LeakyReLU" and finite_number(getattr(sub, "negative_slope", None)) is None \
+            and "negative_slope" in traced:
+        return nn.LeakyReLU(traced["negative_slope"])
     if kind in ("ReLU", "LeakyReLU", "PReLU"):
         return _fresh_activation(kind, sub, where)
     cls = getattr(nn, kind)
     if kind == "BatchNorm1d" or kind in {c.__name__ for c in NORMS}:
-        return _norm_copy(cls, kind, sub, where)
+        return _norm_copy(cls, kind, sub, where, eps_guess)
     kwargs = {}
     for attr in _PARAMS:
-        value = getattr(sub, attr, None)
+        value = getattr(sub, attr, traced.get(attr))
         if attr == "approximate" and value in ("none", "tanh"):
             kwargs[attr] = value
         elif attr != "approximate" and finite_number(value) is not None:
@@ -226,19 +287,85 @@ def _copy(kind: str, sub: object, where: str) -> nn.Module:
         raise not_mlp(f"{where} whose parameters probe cannot read") from None
 
 
-def _norm_copy(cls: type, kind: str, sub: object, where: str) -> nn.Module:
-    eps = finite_number(getattr(sub, "eps", None))
+#: eps values tried, in order after the module's default, for a traced norm whose eps its code does not show.
+EPS_CANDIDATES = (1e-5, 1e-6, 1e-3, 1e-8, 1e-12, 1e-4, 1e-2, 1e-7, 1e-1)
+_NORM_CALL = re.compile(r"torch\.(batch_norm|layer_norm|rms_norm)\((.*)\)")
+_EPS_ARG = {"batch_norm": 7, "layer_norm": 4, "rms_norm": 3}
+#: What an eps missing from a layer_norm/rms_norm call means: the function's default.
+_CALL_DEFAULT_EPS = {"layer_norm": 1e-5, "rms_norm": None}
+
+
+def _code_of(sub: object) -> str:
+    try:
+        return str(sub.code)
+    except Exception:
+        return ""
+
+
+def _traced_norm(sub: object) -> tuple[bool, float | None, int | None]:
+    """(eps known, eps, width) read from a norm's scripted/traced code; eps unknown when the code has no call."""
+    match = _NORM_CALL.search(_code_of(sub))
+    if match is None:
+        return False, None, None
+    fn, args = match.group(1), [a.strip() for a in match.group(2).split(",")]
+    shape = re.search(r"\[\s*(\d+)\s*\]", match.group(2))
+    width = int(shape.group(1)) if shape else None
+    index = _EPS_ARG[fn]
+    if fn == "layer_norm":  # layer_norm(x, [W], weight, bias[, eps]): the list counts as one argument
+        args = [a for a in args if not a.startswith("[") and not a.endswith("]")]
+        index -= 1
+    if fn == "rms_norm":
+        args = [a for a in args if not a.startswith("[") and not a.endswith("]")]
+        index -= 1
+    if len(args) <= index:
+        return (True, _CALL_DEFAULT_EPS[fn], width) if fn in _CALL_DEFAULT_EPS else (False, None, width)
+    if args[index] == "None":
+        return True, None, width
+    try:
+        return True, float(args[index]), width
+    except ValueError:
+        return False, None, width
+
+
+def norm_eps(kind: str, sub: object) -> tuple[bool, float | None]:
+    """(recorded, eps) of a scripted or traced norm: its ``eps`` attribute, else the eps its code passes."""
+    missing = object()
+    try:
+        value = getattr(sub, "eps", missing)
+    except Exception:
+        value = missing
+    if value is None or finite_number(value) is not None:  # scripted: recorded (None: RMSNorm's default)
+        return True, None if value is None else finite_number(value)
+    known, eps, _ = _traced_norm(sub)
+    return known, eps
+
+
+def _norm_copy(cls: type, kind: str, sub: object, where: str, eps_guess: float | None = None) -> nn.Module:
+    """A fresh norm from a scripted or traced one; ``eps_guess`` stands in for an eps neither records."""
+    known, eps = norm_eps(kind, sub)
+    if not known:
+        eps = eps_guess if eps_guess is not None else (None if kind == "RMSNorm" else 1e-5)
+    weight = getattr(sub, "weight", None)
     if kind == "BatchNorm1d":
         mean = tensor_attr(sub, "running_mean", 1, where) if getattr(sub, "running_mean", None) is not None else None
         width = mean.numel() if mean is not None else int(getattr(sub, "num_features", 0) or 0)
-        module = nn.BatchNorm1d(width, eps=eps or 1e-5, affine=getattr(sub, "weight", None) is not None,
+        if not width and isinstance(weight, torch.Tensor):
+            width = weight.numel()
+        module = nn.BatchNorm1d(width, eps=1e-5 if eps is None else eps, affine=weight is not None,
                                 track_running_stats=mean is not None)
         names = ("running_mean", "running_var") if mean is not None else ()
     else:
         shape = tuple(getattr(sub, "normalized_shape", ()) or ())
-        affine = getattr(sub, "weight", None) is not None
+        if not shape:  # a traced norm keeps only its tensors: the width is the weight's, or its code's
+            traced_width = _traced_norm(sub)[2]
+            shape = (weight.numel(),) if isinstance(weight, torch.Tensor) and weight.dim() == 1 else \
+                ((traced_width,) if traced_width else ())
+        if not shape:
+            raise not_mlp(f"{where} whose width probe cannot read (a traced norm without affine weights)",
+                          fix="script the model (torch.jit.script), or save the pickled model (torch.save(model))")
+        affine = weight is not None
         module = cls(shape, eps=eps, elementwise_affine=affine) if kind == "RMSNorm" else \
-            cls(shape, eps=eps or 1e-5, elementwise_affine=affine)
+            cls(shape, eps=1e-5 if eps is None else eps, elementwise_affine=affine)
         names = ()
     with torch.no_grad():
         for attr in names + tuple(a for a in ("weight", "bias") if getattr(module, a, None) is not None):
