@@ -102,3 +102,5 @@ def test_traced_norm_eps_candidates_are_verified(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(torchscript, "EPS_CANDIDATES", (1e-6,))
     with pytest.raises(ModelLoadError, match="eps could not be read from the traced file.*script the model"):
         load_mlp(tmp_path / "traced.pt", trust=True)
+
+

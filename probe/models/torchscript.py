@@ -21,14 +21,14 @@ from torch import nn
 
 from probe.core.errors import ModelLoadError
 from probe.core.limits import MAX_MODULE_DEPTH
-from probe.core.variants import Variant
+from probe.core.variants import GRAMMAR, Variant
 from probe.models.chain import fresh_activation as _fresh_activation
 from probe.models.chain import fresh_linear as _fresh_linear
 from probe.models.chain import read_chain, tensor_attr
 from probe.models.convert import PASSTHROUGH_NAMES, assemble, not_mlp, verify_same_function
 from probe.models.guards import check_layer_count, check_tensors, clip, finite_number, module_tensors, walk_modules
 from probe.models.mlp import MLP, NORMS
-from probe.models.trace import ACTIVATIONS
+from probe.models.trace import ACTIVATIONS, output_activation_refusal
 
 
 def _script_slopes(code: str) -> list[float]:
@@ -43,6 +43,69 @@ def _script_slopes(code: str) -> list[float]:
     if re.search(r"\brelu_?\b", code):
         return [0.0]
     return []
+
+
+_FLOAT = r"(?<![\w.])(\d*\.\d+(?:[eE][+-]?\d+)?|\d+\.?\d*[eE][+-]?\d+)"
+#: Functional activations probe reads from TorchScript code, by the name the code calls.
+_FUNCTIONS = ("leaky_relu", "relu", "gelu", "elu", "celu", "selu", "silu", "mish", "softplus", "tanh")
+
+
+def _script_functions(code: str) -> list[str]:
+    """The functional activations a TorchScript code text calls, in order of first appearance."""
+    found = [(m.start(), m.group(1)) for m in re.finditer(r"(?<![\w\"'])(leaky_relu|relu|gelu|elu|celu|selu|"
+                                                          r"silu|mish|softplus|tanh)_?\b(?![\"'])", code)]
+    return list(dict.fromkeys(name for _, name in sorted(found)))
+
+
+def _script_candidates(code: str) -> list[tuple[str, object]]:
+    """(function, activation factory) candidates of a functional activation in TorchScript code, likeliest first.
+
+    Parameters (a slope, an alpha, a beta) are read from the float literals of
+    the code; the output check (:func:`verify_same_function`) picks the right one.
+    """
+    literals = list(dict.fromkeys(float(v) for v in re.findall(_FLOAT, code)))
+    out: list[tuple[str, object]] = []
+    for name in _script_functions(code):
+        if name == "leaky_relu":
+            out += [(name, lambda v=v: nn.LeakyReLU(v)) for v in _script_slopes(code)]
+        elif name == "relu":
+            out.append((name, nn.ReLU))
+        elif name == "gelu":
+            tanh = re.search(r"approximate\s*=\s*[\"']tanh", code) is not None
+            out += [(name, lambda a=a: nn.GELU(approximate=a)) for a in (("tanh", "none") if tanh else ("none",))]
+        elif name in ("elu", "celu"):
+            cls = nn.ELU if name == "elu" else nn.CELU
+            out += [(name, lambda a=a, c=cls: c(a)) for a in dict.fromkeys([v for v in literals if v > 0] + [1.0])]
+        elif name == "softplus":
+            out += [(name, lambda b=b: nn.Softplus(b)) for b in dict.fromkeys([v for v in literals if v > 0] + [1.0])]
+        else:
+            out.append((name, {"selu": nn.SELU, "silu": nn.SiLU, "mish": nn.Mish, "tanh": nn.Tanh}[name]))
+    return out
+
+
+#: Output activations a model may apply to its logits; probe analyses the logits.
+_OUTPUT_ACTS = {"aten::sigmoid": "sigmoid", "aten::sigmoid_": "sigmoid", "aten::softmax": "softmax",
+                "aten::log_softmax": "log_softmax"}
+_OUTPUT_MODULES = {"Sigmoid": "sigmoid", "Softmax": "softmax", "LogSoftmax": "log_softmax"}
+
+
+def _output_activation(script: torch.jit.ScriptModule) -> str | None:
+    """A sigmoid/softmax/log_softmax the top-level forward applies after its last layer call, if any."""
+    try:
+        nodes = list(script.graph.nodes())
+    except Exception:
+        return None
+    last_call = max((i for i, n in enumerate(nodes) if n.kind() in ("prim::CallMethod", "aten::linear")),
+                    default=-1)
+    for node in nodes[last_call + 1:]:
+        if node.kind() in _OUTPUT_ACTS:
+            return _OUTPUT_ACTS[node.kind()]
+        if node.kind() == "prim::CallFunction":
+            text = str(node)
+            for fn in ("log_softmax", "softmax", "sigmoid"):
+                if f"functional.{fn}" in text or f".{fn}\"" in text:
+                    return fn
+    return None
 
 
 #: Graph operations that combine two tensors: a residual or skip connection in a forward().
@@ -135,8 +198,9 @@ def _failure_cause(script: torch.jit.ScriptModule, order: list[str] | None, foll
                 f"with the --activation given ({variant.spec})",
                 "check that --activation matches the model (e.g. leaky:0.2), and that forward() has no "
                 "normalisation or other operation between the layers")
-    return ("a TorchScript model that no ReLU/leaky chain of its Linear layers (in forward order) reproduces",
-            "pass the right --activation (e.g. leaky:0.2), or check that forward() has no normalisation or "
+    return ("a TorchScript model that no chain of its Linear layers (in forward order) with the activation read "
+            "from its code reproduces",
+            f"pass the right --activation (one of: {GRAMMAR}), or check that forward() has no normalisation or "
             "other operation between the layers")
 
 
@@ -156,12 +220,17 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
         kind = kind if isinstance(kind, str) else type(sub).__name__
         if not name or kind in PASSTHROUGH_NAMES:
             continue
+        if kind in _OUTPUT_MODULES:
+            raise output_activation_refusal(_OUTPUT_MODULES[kind])
         if kind in _LEAVES:
             layers.append((name, kind, sub))
         elif any(True for _ in sub.children()):
             continue  # a container of other modules
         else:
             raise not_mlp(f"a {clip(kind, 40)} layer at '{clip(name, 60)}' in the TorchScript model")
+    output_act = _output_activation(script)
+    if output_act is not None:
+        raise output_activation_refusal(output_act)
     order = call_order(script)
     followed = order is not None and all(order.count(name) == 1 for name, _, _ in layers)
     if followed:
@@ -182,23 +251,30 @@ def script_to_mlp(script: torch.jit.ScriptModule, variant: Variant | None, *,
         acts = [variant.make_module() for _ in range(len(linears) - 1)]
     elif not acts:
         code = str(script.code) + "".join(str(m.code) for _, m in script.named_modules() if hasattr(m, "code"))
-        candidates = _script_slopes(code)
+        candidates = _script_candidates(code)
         if not candidates:
             raise ModelLoadError(
                 "Could not tell which activation this TorchScript model uses",
-                expected="activation modules, or a functional relu/leaky_relu in forward()",
-                found="neither", fix="pass --activation relu, leaky:SLOPE or prelu")
-        for slope in candidates:
-            acts = [(nn.ReLU() if slope == 0 else nn.LeakyReLU(slope)) for _ in range(len(linears) - 1)]
+                expected="activation modules, or a functional activation in forward() (relu, leaky_relu, gelu, "
+                         "elu, celu, selu, silu, mish, softplus or tanh)",
+                found="neither", fix=f"pass --activation with one of: {GRAMMAR}")
+        for _, make in candidates:
+            acts = [make() for _ in range(len(linears) - 1)]
             mlp = assemble(linears, acts)
             try:
                 verify_same_function(script, mlp)
+                mlp.notes = _reshape_note(script)
                 return mlp
             except ModelLoadError:
                 continue
+        functions = list(dict.fromkeys(name for name, _ in candidates))
+        if len(functions) > 1 and len(linears) > 2:
+            raise not_mlp(f"a TorchScript model whose forward() applies different activations in different "
+                          f"layers ({', '.join(functions)}), which one --activation cannot express",
+                          fix="save the pickled model (torch.save(model)), whose layers probe reads one by one")
         raise not_mlp(*_failure_cause(script, order, followed, None))
     mlp = assemble(linears, acts, norms)
-    mlp.notes = chain.notes if chain else []
+    mlp.notes = (chain.notes if chain else []) + _reshape_note(script)
     try:
         verify_same_function(script, mlp)
     except ModelLoadError as exc:
@@ -259,6 +335,26 @@ def _traced_params(kind: str, sub: object) -> dict:
         except ValueError:
             break
     return dict(zip(names, values))
+
+
+_RESHAPE_NOTE = "the output's final reshape to [N] was dropped (same values, shape [N, 1])"
+
+
+def _reshape_note(script: torch.jit.ScriptModule) -> list[str]:
+    """The note of a final squeeze/view/flatten/reshape of the output, which the conversion drops."""
+    try:
+        nodes = list(script.graph.nodes())
+    except Exception:
+        return []
+    last_call = max((i for i, n in enumerate(nodes) if n.kind() in ("prim::CallMethod", "aten::linear")),
+                    default=-1)
+    reshapes = {"aten::squeeze", "aten::view", "aten::flatten", "aten::reshape", "aten::squeeze_"}
+    if any(n.kind() in reshapes for n in nodes[last_call + 1:]):
+        return [_RESHAPE_NOTE]
+    if any("flatten" in str(n) or "squeeze" in str(n) for n in nodes[last_call + 1:]
+           if n.kind() == "prim::CallFunction"):
+        return [_RESHAPE_NOTE]
+    return []
 
 
 def _copy(kind: str, sub: object, where: str, eps_guess: float | None = None) -> nn.Module:
