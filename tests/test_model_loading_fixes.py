@@ -104,3 +104,98 @@ def test_traced_norm_eps_candidates_are_verified(tmp_path, monkeypatch) -> None:
         load_mlp(tmp_path / "traced.pt", trust=True)
 
 
+
+
+class _Gelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 16), nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.nn.functional.gelu(self.a(x)))
+
+
+class _Elu(_Gelu):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.nn.functional.elu(self.a(x), 0.3))
+
+
+class _Mixed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.leaky_relu(self.a(x), 0.1)
+        return self.c(torch.nn.functional.gelu(self.b(x)))
+
+
+class _SigmoidOut(_Gelu):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.b(torch.relu(self.a(x))))
+
+
+class _Squeezed(_Gelu):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x))).squeeze(-1)
+
+
+class _Odd(_Gelu):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.nn.functional.hardswish(self.a(x)))
+
+
+@pytest.mark.parametrize("cls", [_Gelu, _Elu], ids=["gelu", "elu-0.3"])
+def test_torchscript_functional_smooth_activation_is_read(tmp_path, cls) -> None:
+    torch.manual_seed(0)
+    net = cls().eval()
+    torch.jit.script(net).save(str(tmp_path / "m.pt"))
+    same(load_mlp(tmp_path / "m.pt", trust=True).mlp, net)
+
+
+def test_torchscript_per_layer_mix_is_named(tmp_path) -> None:
+    torch.jit.script(_Mixed()).save(str(tmp_path / "m.pt"))
+    with pytest.raises(ModelLoadError, match=r"different activations.*leaky_relu, gelu.*pickled model"):
+        load_mlp(tmp_path / "m.pt", trust=True)
+
+
+def test_torchscript_unknown_activation_fix_lists_the_grammar(tmp_path) -> None:
+    from probe.core.variants import GRAMMAR
+
+    torch.jit.script(_Odd()).save(str(tmp_path / "m.pt"))
+    with pytest.raises(ModelLoadError) as err:
+        load_mlp(tmp_path / "m.pt", trust=True)
+    assert GRAMMAR in str(err.value)
+
+
+def _saved_script(tmp_path, net: nn.Module):
+    torch.jit.script(net).save(str(tmp_path / "s.pt"))
+    return tmp_path / "s.pt"
+
+
+def test_output_sigmoid_is_named_in_torchscript_and_pickled_models(tmp_path) -> None:
+    from probe.models import module_to_mlp
+
+    net = _SigmoidOut()
+    torch.jit.script(net).save(str(tmp_path / "m.pt"))
+    for load in (lambda: load_mlp(tmp_path / "m.pt", trust=True), lambda: module_to_mlp(net),
+                 lambda: module_to_mlp(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3), nn.Softmax(-1))),
+                 lambda: load_mlp(_saved_script(tmp_path, nn.Sequential(nn.Linear(3, 4), nn.ReLU(),
+                                                                        nn.Linear(4, 1), nn.Sigmoid())), trust=True)):
+        with pytest.raises(ModelLoadError, match=r"output activation \((sigmoid|softmax)\).*logits.*--loss") as err:
+            load()
+        assert "residual" not in str(err.value)
+
+
+def test_torchscript_final_squeeze_is_noted(tmp_path) -> None:
+    torch.manual_seed(0)
+    net = _Squeezed().eval()
+    torch.jit.script(net).save(str(tmp_path / "m.pt"))
+    loaded = load_mlp(tmp_path / "m.pt", trust=True)
+    assert any("reshape to [N] was dropped" in note for note in loaded.mlp.notes)
+
+
+def test_not_mlp_default_fix_does_not_blame_residuals() -> None:
+    from probe.models.convert import not_mlp
+
+    assert "residual" not in str(not_mlp("a Sigmoid layer"))
