@@ -199,3 +199,35 @@ def test_not_mlp_default_fix_does_not_blame_residuals() -> None:
     from probe.models.convert import not_mlp
 
     assert "residual" not in str(not_mlp("a Sigmoid layer"))
+
+
+def _leaky() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1)).eval()
+
+
+def test_dataparallel_pickle_is_unwrapped_and_noted(tmp_path) -> None:
+    net = _leaky()
+    torch.save(nn.DataParallel(net), tmp_path / "dp.pt")
+    loaded = load_mlp(tmp_path / "dp.pt")
+    same(loaded.mlp, net)
+    assert any("DataParallel" in note and ".module" in note for note in loaded.mlp.notes)
+
+
+def test_torch_compile_module_is_unwrapped_in_memory() -> None:
+    from probe.models.coerce import as_model
+
+    net = _leaky()
+    compiled = torch.compile(net)  # nothing is compiled until it is called; probe never calls the wrapper
+    loaded = as_model(compiled)
+    same(loaded.mlp, net)
+    assert any("torch.compile" in note and "._orig_mod" in note for note in loaded.mlp.notes)
+
+
+def test_bare_state_dict_refusal_lists_the_grammar(tmp_path) -> None:
+    from probe.core.variants import GRAMMAR
+
+    torch.save(_leaky().state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(ModelLoadError) as err:
+        load_mlp(tmp_path / "sd.pt")
+    assert GRAMMAR in str(err.value)

@@ -38,7 +38,7 @@ from torch import nn
 
 from probe.core.errors import ModelLoadError, ProbeError, article
 from probe.core.io import atomic_write_bytes
-from probe.core.variants import Variant, parse_variant
+from probe.core.variants import GRAMMAR, Variant, parse_variant
 from probe.models.archive import (PICKLE, SAFETENSORS, SKOPS, TORCHSCRIPT, corrupt, inspect_file,
                                   torchscript_refused)
 from probe.models.checkpoint import _keys, read_checkpoint
@@ -228,13 +228,16 @@ def _torch_load(path: Path, trust: bool) -> object:
         unsafe = [g for g in unsafe if not g.startswith("torch.nn.modules.")]
         if not unsafe:  # not a loadable pickle at all: a corrupt file, not a trust question
             raise _corrupt(path, exc) from None
+        training = any(word in g.lower() for g in unsafe for word in ("lightning", "optim", "callback", "scheduler",
+                                                                          "trainer"))
         raise ModelLoadError(
             f"Refusing to unpickle {path}: it needs code outside torch.nn to load",
             expected="a probe checkpoint, a state_dict, or a model of torch.nn classes",
             found="pickled references to " + ", ".join(short(g, 80) for g in unsafe[:5]),
             fix="pass --trust only if you trust where the file came from, or save "
-                "model.state_dict() instead (and load it with --activation); for a training checkpoint, "
-                "save its weights alone: torch.save(ckpt['state_dict'], 'model_state.pt')",
+                "model.state_dict() instead (and load it with --activation)" + (
+                    "; for a training checkpoint, save its weights alone: "
+                    "torch.save(ckpt['state_dict'], 'model_state.pt')" if training else ""),
         ) from None
     except Exception as exc:
         raise _corrupt(path, exc) from None
@@ -286,8 +289,8 @@ def _from_state(state: dict, path: Path, variant: Variant | None, max_memory: in
             f"{path} holds a bare {what}, which does not say which activation was used",
             expected="an activation spec for a state_dict",
             found=f"{len(state)} tensors and no activation",
-            fix="pass --activation relu, leaky, leaky:0.2 or prelu (or load the pickled model or TorchScript, "
-                "which record it)")
+            fix=f"pass --activation with the one the model was trained with ({GRAMMAR}), or load the pickled "
+                "model or TorchScript, which record it")
     state, prefix = strip_prefixes(state)
     read = read_state(state, variant, max_memory=max_memory, layer_order=layer_order)
     activation = () if len(read.order) < 2 else (
