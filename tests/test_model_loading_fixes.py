@@ -231,3 +231,46 @@ def test_bare_state_dict_refusal_lists_the_grammar(tmp_path) -> None:
     with pytest.raises(ModelLoadError) as err:
         load_mlp(tmp_path / "sd.pt")
     assert GRAMMAR in str(err.value)
+
+
+def _xy(width: int = 4, n: int = 64):
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(n, width, generator=gen)
+    return X, X.sum(1, keepdim=True)
+
+
+def test_api_analyze_takes_layer_order_for_a_state_dict_dict_and_file(tmp_path) -> None:
+    import probe
+    from tests.layout_models import Shuffled
+
+    net = Shuffled((4, 32, 32, 32, 1), order=("fc1", "fc3", "fc2", "out")).eval()
+    torch.save(net.state_dict(), tmp_path / "sd.pt")
+    X, y = _xy()
+    with torch.no_grad():
+        want = torch.nn.functional.mse_loss(net(X), y).item()
+    for model in (str(tmp_path / "sd.pt"), net.state_dict()):
+        result = probe.analyze(model, X, y, activation="relu", layer_order=["fc1", "fc3", "fc2", "out"])
+        assert result.to_dict()["loss"]["value"] == pytest.approx(want, rel=1e-4)
+        assert not [w for w in result.to_dict()["warnings"] if w.startswith("Layer order")]
+
+
+def test_api_as_model_takes_scriptmodule_sklearn_and_state_dict_objects(tmp_path) -> None:
+    from probe.models.coerce import as_model
+
+    net = _leaky()
+    torch.jit.script(net).save(str(tmp_path / "m.pt"))
+    loaded = as_model(torch.jit.load(str(tmp_path / "m.pt")))
+    same(loaded.mlp, net)
+    assert loaded.format == "torchscript" and loaded.path is None
+    from_dict = as_model(net.state_dict(), "leaky:0.2")
+    same(from_dict.mlp, net)
+    assert from_dict.format == "state_dict" and from_dict.path is None
+
+    sklearn = pytest.importorskip("sklearn.neural_network")
+    X, y = _xy(6)
+    reg = sklearn.MLPRegressor(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(X.numpy(), y.numpy().ravel())
+    loaded = as_model(reg)
+    assert loaded.format.startswith("sklearn MLPRegressor")
+    with torch.no_grad():
+        got = loaded.mlp(X).squeeze(-1).numpy()
+    assert abs(got - reg.predict(X.numpy())).max() < 1e-4

@@ -273,6 +273,23 @@ def _from_object(obj: object, path: Path, variant: Variant | None, max_memory: i
                          fix="save model.state_dict() or the model itself with torch.save")
 
 
+def from_object(obj: object, where: Path, variant: Variant | None, max_memory: int | None,
+                layer_order: Sequence[str] | None) -> LoadedModel:
+    """An in-memory object (a state_dict, a checkpoint dict, a scikit-learn MLP) read like a loaded file.
+
+    ``where`` names it in messages (``the dict passed``).
+    """
+    try:
+        return _from_object(obj, where, variant, max_memory, layer_order)
+    except ProbeError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"Could not turn {where} into an MLP",
+                             expected="a state_dict, a checkpoint dict holding one, or a scikit-learn MLP",
+                             found=f"{type(exc).__name__}: {clip(str(exc), 160)}",
+                             fix="pass the trained torch.nn.Module itself") from None
+
+
 def _from_state(state: dict, path: Path, variant: Variant | None, max_memory: int | None,
                 layer_order: Sequence[str] | None, layout: str) -> LoadedModel:
     """A state_dict (bare, unwrapped from a checkpoint, or from safetensors) as a LoadedModel."""
