@@ -274,3 +274,26 @@ def test_api_as_model_takes_scriptmodule_sklearn_and_state_dict_objects(tmp_path
     with torch.no_grad():
         got = loaded.mlp(X).squeeze(-1).numpy()
     assert abs(got - reg.predict(X.numpy())).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["m.pt", "m.safetensors", "m.skops"])
+def test_empty_file_says_empty(tmp_path, name) -> None:
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"empty file \(0 bytes\)") as err:
+        load_mlp(tmp_path / name, "relu")
+    assert "pickled data" not in str(err.value)
+
+
+def test_truncated_safetensors_and_text_skops_name_their_format(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(_leaky().state_dict(), str(tmp_path / "full.safetensors"))
+    data = (tmp_path / "full.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelLoadError, match=r"safetensors file.*truncated") as err:
+        load_mlp(tmp_path / "cut.safetensors", "relu")
+    assert "pickled data" not in str(err.value) and "opcode" not in str(err.value)
+    (tmp_path / "m.skops").write_text("not a model\n")
+    with pytest.raises(ModelLoadError, match=r"skops file.*not a zip archive") as err:
+        load_mlp(tmp_path / "m.skops")
+    assert "opcode" not in str(err.value)
