@@ -297,3 +297,12 @@ def test_truncated_safetensors_and_text_skops_name_their_format(tmp_path) -> Non
     with pytest.raises(ModelLoadError, match=r"skops file.*not a zip archive") as err:
         load_mlp(tmp_path / "m.skops")
     assert "opcode" not in str(err.value)
+
+
+def test_custom_class_pickle_refusal_skips_checkpoint_advice_for_a_model(tmp_path) -> None:
+    from tests.layout_models import Shuffled
+
+    torch.save(Shuffled((4, 8, 8, 8, 1)), tmp_path / "m.pt")  # a custom class: refused without --trust
+    with pytest.raises(ModelLoadError, match="Refusing to unpickle") as err:
+        load_mlp(tmp_path / "m.pt")
+    assert "ckpt['state_dict']" not in str(err.value)

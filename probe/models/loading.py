@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -207,6 +208,28 @@ def _joblib_load(path: Path) -> object:
         raise _unimportable(path, exc) from None
 
 
+#: Keys of training checkpoints, as pickled strings (protocol 2+: a length byte or four before the text).
+_TRAINING_KEYS = tuple(
+    prefix + key for key in (b"state_dict", b"model_state_dict", b"optimizer_state_dict", b"optimizer",
+                             b"optimizer_states", b"hyper_parameters", b"epoch", b"lr_schedulers")
+    for prefix in (b"\x8c" + bytes([len(key)]), b"X" + len(key).to_bytes(4, "little")))
+
+
+def _training_checkpoint(path: Path, unsafe: list[str]) -> bool:
+    """Whether a refused pickle looks like a training checkpoint (its keys, its classes), read without unpickling."""
+    if any(word in g.lower() for g in unsafe for word in ("lightning", "optim", "callback", "scheduler", "trainer")):
+        return True
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((i for i in zf.infolist() if i.filename.endswith("data.pkl")), None)
+            if name is None or name.file_size > 16 * 2**20:
+                return False
+            data = zf.read(name)
+    except Exception:
+        return False
+    return any(key in data for key in _TRAINING_KEYS)
+
+
 def _torch_load(path: Path, trust: bool) -> object:
     if trust:
         try:
@@ -228,8 +251,7 @@ def _torch_load(path: Path, trust: bool) -> object:
         unsafe = [g for g in unsafe if not g.startswith("torch.nn.modules.")]
         if not unsafe:  # not a loadable pickle at all: a corrupt file, not a trust question
             raise _corrupt(path, exc) from None
-        training = any(word in g.lower() for g in unsafe for word in ("lightning", "optim", "callback", "scheduler",
-                                                                          "trainer"))
+        training = _training_checkpoint(path, unsafe)
         raise ModelLoadError(
             f"Refusing to unpickle {path}: it needs code outside torch.nn to load",
             expected="a probe checkpoint, a state_dict, or a model of torch.nn classes",
