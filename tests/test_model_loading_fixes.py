@@ -306,3 +306,17 @@ def test_custom_class_pickle_refusal_skips_checkpoint_advice_for_a_model(tmp_pat
     with pytest.raises(ModelLoadError, match="Refusing to unpickle") as err:
         load_mlp(tmp_path / "m.pt")
     assert "ckpt['state_dict']" not in str(err.value)
+
+
+def test_batchnorm_after_activation_note_matches_the_before_one() -> None:
+    from probe.models import module_to_mlp
+
+    torch.manual_seed(0)
+    before = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1)).eval()
+    after = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.BatchNorm1d(8), nn.Linear(8, 1)).eval()
+    [note_before] = module_to_mlp(before).notes
+    [note_after] = module_to_mlp(after).notes
+    assert "(eval-mode running statistics)" in note_before and "(eval-mode running statistics)" in note_after
+    assert "analysed folded" in note_before and "analysed folded" in note_after
+    for figure in ("neg_grad_share", "neg_grad_fraction", "W·diag(s)", "not the weight the optimiser updates"):
+        assert figure in note_after

@@ -153,7 +153,11 @@ def read_chain(seq: list[nn.Module]) -> Chain:
             lin = fresh_linear(mod, where)
             if pending_bn is not None:
                 lin = _fold_input(lin, pending_bn, "a BatchNorm1d")
-                chain.notes.append(f"a BatchNorm1d before Linear layer {layer + 1} was folded into it")
+                chain.notes.append(f"the BatchNorm1d before Linear layer {layer + 1} (after the activation) was "
+                                   f"folded into it (eval-mode running statistics); layer {layer + 1} is analysed "
+                                   "folded: the analysed layer (and its gradient figures: neg_grad_share, "
+                                   "neg_grad_fraction) is the folded Linear W·diag(s), not the weight the optimiser "
+                                   "updates")
                 pending_bn = None
             chain.linears.append(lin)
             chain.norms.append(None)
