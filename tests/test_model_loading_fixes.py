@@ -320,3 +320,12 @@ def test_batchnorm_after_activation_note_matches_the_before_one() -> None:
     assert "analysed folded" in note_before and "analysed folded" in note_after
     for figure in ("neg_grad_share", "neg_grad_fraction", "W·diag(s)", "not the weight the optimiser updates"):
         assert figure in note_after
+
+
+def test_norm_after_activation_gets_a_specific_fix() -> None:
+    from probe.models import module_to_mlp
+
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.LayerNorm(8), nn.Linear(8, 1))
+    with pytest.raises(ModelLoadError, match=r"after the activation.*Linear -> norm -> activation") as err:
+        module_to_mlp(net)
+    assert "residual" not in str(err.value)

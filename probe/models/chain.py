@@ -175,7 +175,12 @@ def read_chain(seq: list[nn.Module]) -> Chain:
                               f"in hidden layer {layer}")
         elif isinstance(mod, NORMS):
             if stage != "linear":
-                raise not_mlp(f"{where} that does not directly follow a Linear layer")
+                raise not_mlp(f"{where} that does not directly follow a Linear layer"
+                              + (" (it comes after the activation)" if stage == "act" else ""),
+                              fix="probe reads a LayerNorm/RMSNorm between a Linear layer and its activation "
+                                  "(Linear -> norm -> activation); unlike a BatchNorm1d, a norm after the "
+                                  "activation cannot be folded into the next Linear: analyse a model with the "
+                                  "norm before the activation, or without it")
             chain.norms[-1] = _fresh_norm(mod, chain.linears[-1].out_features, where)
             stage = "norm"
         elif isinstance(mod, ACTIVATIONS):

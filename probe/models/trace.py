@@ -117,7 +117,9 @@ def module_sequence(module: nn.Module) -> list[nn.Module]:
         if list(node.all_input_nodes) != [prev]:
             what = node.target.__name__ if callable(node.target) else str(node.target)
             raise not_mlp(f"'{what}' combining several tensors at node '{node.name}' "
-                          "(a residual or skip connection)")
+                          "(a residual or skip connection)",
+                          fix="export the plain MLP part of the model on its own (a residual or multi-input "
+                              "model is not an MLP)")
         seq.extend(_node_module(node, named))
         prev = node
     return seq
