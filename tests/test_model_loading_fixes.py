@@ -254,6 +254,7 @@ def test_api_analyze_takes_layer_order_for_a_state_dict_dict_and_file(tmp_path) 
         assert not [w for w in result.to_dict()["warnings"] if w.startswith("Layer order")]
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_api_as_model_takes_scriptmodule_sklearn_and_state_dict_objects(tmp_path) -> None:
     from probe.models.coerce import as_model
 

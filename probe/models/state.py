@@ -252,8 +252,8 @@ def _order_warning(chosen: list[_Linear], other: list[_Linear] | None, by_names:
     return (f"Layer order not verified: the Linear layers of this state_dict were put in the order "
             f"{_arrow(chosen)} {how}, but {also}, and a state_dict does not record the order forward() "
             f"calls them in. If it is another one, pass it: layer_order=[...] (CLI --layer-order, "
-            f"e.g. --layer-order {names}, with the names in forward order), or load the pickled model or TorchScript, whose forward "
-            "probe follows.")
+            f"e.g. --layer-order {names}, with the names in forward order), or load the pickled model or "
+            "TorchScript, whose forward probe follows.")
 
 
 def _sequential_indices(linears: list[_Linear]) -> bool:
