@@ -26,7 +26,8 @@ from probe.models.loading import LoadedModel
 
 
 def analyze(model: object, X: object, y: object = None, *, activation: str | None = None,
-            trust: bool = False, loss: str | None = None, batch_size: int = 4096,
+            layer_order: list[str] | str | None = None, trust: bool = False, loss: str | None = None,
+            batch_size: int = 4096,
             near_dead_threshold: float = 0.01, dormant_tau: float = 0.025, circuit: bool = False,
             circuit_output: int = 0, circuit_samples: int | None = DEFAULT_MAX_SAMPLES,
             circuit_target: str | None = None, device: str = "cpu",
@@ -37,7 +38,9 @@ def analyze(model: object, X: object, y: object = None, *, activation: str | Non
         model: An ``nn.Module`` (chain-shaped MLP), a ``LoadedModel`` or a model file path.
         X: Inputs ``[samples, features]`` (tensor, numpy array, ``Dataset`` or data file).
         y: Targets (``[samples]`` or ``[samples, outputs]``), or None.
-        activation: Variant spec, needed for a bare state_dict file.
+        activation: Variant spec, needed for a bare state_dict (a file or a dict).
+        layer_order: A state_dict's Linear layers (module names) in the order
+            ``forward`` calls them, when its names and shapes leave it open.
         trust: Allow model files that carry code (pickled custom classes, TorchScript).
         loss: ``mse``, ``cross_entropy``, ``bce`` or ``sum``; default inferred from the
             targets (:func:`probe.core.losses.choose_loss`) and recorded as such.
@@ -60,7 +63,7 @@ def analyze(model: object, X: object, y: object = None, *, activation: str | Non
     Raises:
         ProbeError: A model or data that probe cannot analyse, with the fix.
     """
-    loaded = as_model(model, activation, trust=trust)
+    loaded = as_model(model, activation, trust=trust, layer_order=layer_order)
     data = as_dataset(X, y)
     return analyze_loaded(loaded, data, loss=loss, batch_size=batch_size,
                           near_dead_threshold=near_dead_threshold, dormant_tau=dormant_tau,

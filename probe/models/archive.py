@@ -84,6 +84,21 @@ def corrupt(path: Path, detail: str) -> ModelLoadError:
         fix="re-save the model, or check that the copy was complete")
 
 
+def _not_format(path: Path, fmt: str, found: str, fix: str) -> ModelLoadError:
+    return ModelLoadError(f"Could not read the {fmt} file {path}",
+                          expected=f"a {fmt} file, as its name says", found=found, fix=fix)
+
+
+def _safetensors_problem(head: bytes, size: int) -> str:
+    if len(head) < 9:
+        return f"{size} bytes, too short for a safetensors header (8 bytes of length, then JSON)"
+    length = int.from_bytes(head[:8], "little")
+    if head[8:9] == b"{" and length > size - 8:
+        return (f"a truncated file: its header declares {length} bytes of JSON, but the file holds {size} bytes "
+                "in all")
+    return "no safetensors header (8 bytes of length, then JSON starting with '{')"
+
+
 def torchscript_refused(path: Path) -> ModelLoadError:
     return ModelLoadError(
         f"Refusing to load {path}: it is a TorchScript archive, which carries code that runs "
@@ -207,7 +222,22 @@ def inspect_file(path: Path, *, max_memory: int | None, trust: bool) -> str:
     """
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:4] == b"PK\x03\x04" or zipfile.is_zipfile(path):
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelLoadError(f"Could not read the model file {path}: it is an empty file (0 bytes)",
+                             expected="a model file (torch.save, torch.jit.save, safetensors, skops, ...)",
+                             found="an empty file (0 bytes)",
+                             fix="re-save the model (a save interrupted before it wrote anything?), or check that "
+                                 "the copy was complete")
+    is_zip = head[:4] == b"PK\x03\x04" or zipfile.is_zipfile(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors" and not is_zip and not looks_like_safetensors(head, size):
+        raise _not_format(path, "safetensors", _safetensors_problem(head, size),
+                          "re-save it with safetensors.torch.save_file, or check that the copy was complete")
+    if suffix == ".skops" and not is_zip:
+        raise _not_format(path, "skops", f"{size} bytes that are not a zip archive (a skops file is one)",
+                          "re-save it with skops.io.dump, or check that the copy was complete")
+    if is_zip:
         try:
             with zipfile.ZipFile(path) as zf:
                 infos = zf.infolist()

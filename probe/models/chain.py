@@ -153,7 +153,11 @@ def read_chain(seq: list[nn.Module]) -> Chain:
             lin = fresh_linear(mod, where)
             if pending_bn is not None:
                 lin = _fold_input(lin, pending_bn, "a BatchNorm1d")
-                chain.notes.append(f"a BatchNorm1d before Linear layer {layer + 1} was folded into it")
+                chain.notes.append(f"the BatchNorm1d before Linear layer {layer + 1} (after the activation) was "
+                                   f"folded into it (eval-mode running statistics); layer {layer + 1} is analysed "
+                                   "folded: the analysed layer (and its gradient figures: neg_grad_share, "
+                                   "neg_grad_fraction) is the folded Linear W·diag(s), not the weight the optimiser "
+                                   "updates")
                 pending_bn = None
             chain.linears.append(lin)
             chain.norms.append(None)
@@ -171,7 +175,12 @@ def read_chain(seq: list[nn.Module]) -> Chain:
                               f"in hidden layer {layer}")
         elif isinstance(mod, NORMS):
             if stage != "linear":
-                raise not_mlp(f"{where} that does not directly follow a Linear layer")
+                raise not_mlp(f"{where} that does not directly follow a Linear layer"
+                              + (" (it comes after the activation)" if stage == "act" else ""),
+                              fix="probe reads a LayerNorm/RMSNorm between a Linear layer and its activation "
+                                  "(Linear -> norm -> activation); unlike a BatchNorm1d, a norm after the "
+                                  "activation cannot be folded into the next Linear: analyse a model with the "
+                                  "norm before the activation, or without it")
             chain.norms[-1] = _fresh_norm(mod, chain.linears[-1].out_features, where)
             stage = "norm"
         elif isinstance(mod, ACTIVATIONS):

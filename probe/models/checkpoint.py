@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from probe.core.errors import ModelLoadError, ProbeError
-from probe.core.variants import Variant, parse_variant
+from probe.core.variants import GRAMMAR, Variant, parse_variant
 from probe.models.guards import check_tensors, check_widths, clip, short
 from probe.models.mlp import MLP
 from probe.models.state import read_state
@@ -91,7 +91,7 @@ def read_checkpoint(obj: dict, path: Path, variant: Variant | None, max_memory: 
             variant = parse_variant(spec)
         except ProbeError:
             raise _malformed(path, f"'activation' = {short(spec, 60)}",
-                             "'activation' to be relu, leaky, leaky:SLOPE or prelu") from None
+                             f"'activation' to be a variant spec ({GRAMMAR})") from None
     state = obj["state_dict"]
     if not isinstance(state, dict):
         raise _malformed(path, f"'state_dict' is a {type(state).__name__} ({short(state, 60)})",

@@ -14,6 +14,8 @@ budget, number of layers and nesting depth.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
@@ -69,15 +71,49 @@ def module_to_mlp(module: nn.Module, *, max_memory: int | None = None) -> MLP:
     Raises:
         ModelLoadError: Not a chain-shaped MLP, or over one of those limits.
     """
+    module, unwrapped = unwrap(module)
     nodes = walk_modules(module)
     check_layer_count(sum(isinstance(m, nn.Linear) for _, m in nodes))
     check_tensors(module_tensors(nodes), "this model", max_memory)
     # float32 throughout probe; a float64 model is converted (and checked against the original)
     chain = read_chain(module_sequence(module))
     mlp = assemble(chain.linears, chain.acts, chain.norms)
-    mlp.notes = chain.notes
+    mlp.notes = unwrapped + chain.notes
     verify_same_function(module, mlp)
     return mlp
+
+
+def _wrapper_classes() -> tuple[tuple[type, str, str], ...]:
+    """(class, attribute holding the model, name) of the wrappers probe sees through, by isinstance only.
+
+    torch.compile's ``OptimizedModule`` is looked up only when its module is
+    already imported (unpickling one imports it): no import for plain models.
+    """
+    wrappers = [(nn.DataParallel, "module", "DataParallel"),
+                (nn.parallel.DistributedDataParallel, "module", "DistributedDataParallel")]
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    compiled = getattr(eval_frame, "OptimizedModule", None)
+    if isinstance(compiled, type):
+        wrappers.append((compiled, "_orig_mod", "torch.compile OptimizedModule"))
+    return tuple(wrappers)
+
+
+def unwrap(module: nn.Module) -> tuple[nn.Module, list[str]]:
+    """The model inside DataParallel / DistributedDataParallel / torch.compile wrappers, and a note per wrapper.
+
+    Only isinstance checks and the wrapper's registered submodule: no code of the model runs.
+    """
+    notes: list[str] = []
+    for _ in range(8):
+        found = next(((attr, name) for cls, attr, name in _wrapper_classes() if isinstance(module, cls)), None)
+        if found is None:
+            break
+        inner = module._modules.get(found[0])
+        if not isinstance(inner, nn.Module):
+            break
+        notes.append(f"the {found[1]} wrapper was unwrapped: the model it holds (its .{found[0]}) is analysed")
+        module = inner
+    return module, notes
 
 
 @torch.no_grad()

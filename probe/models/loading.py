@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +39,7 @@ from torch import nn
 
 from probe.core.errors import ModelLoadError, ProbeError, article
 from probe.core.io import atomic_write_bytes
-from probe.core.variants import Variant, parse_variant
+from probe.core.variants import GRAMMAR, Variant, parse_variant
 from probe.models.archive import (PICKLE, SAFETENSORS, SKOPS, TORCHSCRIPT, corrupt, inspect_file,
                                   torchscript_refused)
 from probe.models.checkpoint import _keys, read_checkpoint
@@ -207,6 +208,28 @@ def _joblib_load(path: Path) -> object:
         raise _unimportable(path, exc) from None
 
 
+#: Keys of training checkpoints, as pickled strings (protocol 2+: a length byte or four before the text).
+_TRAINING_KEYS = tuple(
+    prefix + key for key in (b"state_dict", b"model_state_dict", b"optimizer_state_dict", b"optimizer",
+                             b"optimizer_states", b"hyper_parameters", b"epoch", b"lr_schedulers")
+    for prefix in (b"\x8c" + bytes([len(key)]), b"X" + len(key).to_bytes(4, "little")))
+
+
+def _training_checkpoint(path: Path, unsafe: list[str]) -> bool:
+    """Whether a refused pickle looks like a training checkpoint (its keys, its classes), read without unpickling."""
+    if any(word in g.lower() for g in unsafe for word in ("lightning", "optim", "callback", "scheduler", "trainer")):
+        return True
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((i for i in zf.infolist() if i.filename.endswith("data.pkl")), None)
+            if name is None or name.file_size > 16 * 2**20:
+                return False
+            data = zf.read(name)
+    except Exception:
+        return False
+    return any(key in data for key in _TRAINING_KEYS)
+
+
 def _torch_load(path: Path, trust: bool) -> object:
     if trust:
         try:
@@ -228,13 +251,15 @@ def _torch_load(path: Path, trust: bool) -> object:
         unsafe = [g for g in unsafe if not g.startswith("torch.nn.modules.")]
         if not unsafe:  # not a loadable pickle at all: a corrupt file, not a trust question
             raise _corrupt(path, exc) from None
+        training = _training_checkpoint(path, unsafe)
         raise ModelLoadError(
             f"Refusing to unpickle {path}: it needs code outside torch.nn to load",
             expected="a probe checkpoint, a state_dict, or a model of torch.nn classes",
             found="pickled references to " + ", ".join(short(g, 80) for g in unsafe[:5]),
             fix="pass --trust only if you trust where the file came from, or save "
-                "model.state_dict() instead (and load it with --activation); for a training checkpoint, "
-                "save its weights alone: torch.save(ckpt['state_dict'], 'model_state.pt')",
+                "model.state_dict() instead (and load it with --activation)" + (
+                    "; for a training checkpoint, save its weights alone: "
+                    "torch.save(ckpt['state_dict'], 'model_state.pt')" if training else ""),
         ) from None
     except Exception as exc:
         raise _corrupt(path, exc) from None
@@ -270,6 +295,23 @@ def _from_object(obj: object, path: Path, variant: Variant | None, max_memory: i
                          fix="save model.state_dict() or the model itself with torch.save")
 
 
+def from_object(obj: object, where: Path, variant: Variant | None, max_memory: int | None,
+                layer_order: Sequence[str] | None) -> LoadedModel:
+    """An in-memory object (a state_dict, a checkpoint dict, a scikit-learn MLP) read like a loaded file.
+
+    ``where`` names it in messages (``the dict passed``).
+    """
+    try:
+        return _from_object(obj, where, variant, max_memory, layer_order)
+    except ProbeError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"Could not turn {where} into an MLP",
+                             expected="a state_dict, a checkpoint dict holding one, or a scikit-learn MLP",
+                             found=f"{type(exc).__name__}: {clip(str(exc), 160)}",
+                             fix="pass the trained torch.nn.Module itself") from None
+
+
 def _from_state(state: dict, path: Path, variant: Variant | None, max_memory: int | None,
                 layer_order: Sequence[str] | None, layout: str) -> LoadedModel:
     """A state_dict (bare, unwrapped from a checkpoint, or from safetensors) as a LoadedModel."""
@@ -286,8 +328,8 @@ def _from_state(state: dict, path: Path, variant: Variant | None, max_memory: in
             f"{path} holds a bare {what}, which does not say which activation was used",
             expected="an activation spec for a state_dict",
             found=f"{len(state)} tensors and no activation",
-            fix="pass --activation relu, leaky, leaky:0.2 or prelu (or load the pickled model or TorchScript, "
-                "which record it)")
+            fix=f"pass --activation with the one the model was trained with ({GRAMMAR}), or load the pickled "
+                "model or TorchScript, which record it")
     state, prefix = strip_prefixes(state)
     read = read_state(state, variant, max_memory=max_memory, layer_order=layer_order)
     activation = () if len(read.order) < 2 else (

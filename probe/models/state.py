@@ -12,10 +12,17 @@ the Linear layers are put in order:
    when only one order of all the layers fits it;
 3. else by the names with natural sort (``fc2 < fc10``, ``layers.2 <
    layers.10``), with a warning that the order could not be verified and how
-   to give it.
+   to give it; no warning when the names are the numeric indices of one
+   ``nn.Sequential`` (``0, 2, 4`` or ``net.0, net.2``), which number its
+   modules in the order it calls them.
 
 A 1-D ``weight`` with no bias is a PReLU slope; it belongs to the Linear layer
-whose name comes just before it.
+whose name comes just before it. Not so for a norm: a 1-D ``weight`` with a
+``bias`` of the same length (LayerNorm, BatchNorm), or, with numeric
+``nn.Sequential`` keys, a 1-D weight at index k whose next Linear is at k+2 or
+later (an RMSNorm followed by a parameter-free activation; a PReLU at k is
+followed by the Linear at k+1) is refused as a norm, which a state_dict cannot
+place.
 """
 
 from __future__ import annotations
@@ -90,6 +97,9 @@ def _group(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]
     modules: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
         prefix, _, param = key.rpartition(".")
+        if param in ("running_mean", "running_var", "num_batches_tracked"):
+            raise not_mlp(f"state_dict entry {short(key, 60)}: the running statistics of a BatchNorm layer, "
+                          "which a bare state_dict cannot place", fix=_NORM_FIX)
         if param not in ("weight", "bias"):
             raise not_mlp(f"state_dict entry {short(key, 60)} of shape {tuple(value.shape)}, which is neither "
                           "a Linear weight nor its bias (a normalisation or other layer?)",
@@ -97,6 +107,38 @@ def _group(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]
                               "follows, or save the state_dict of the Linear layers alone")
         modules.setdefault(prefix, {})[param] = value
     return modules
+
+
+_NORM_FIX = ("save the model itself: the pickled model (torch.save(model)) or its TorchScript, whose forward "
+             "probe follows, or "
+             "probe.save_checkpoint(probe.as_model(model).mlp, path) from a notebook that holds the model")
+
+
+def _seq_index(name: str) -> tuple[str, int] | None:
+    """``('net', 4)`` for ``net.4``, ``('', 4)`` for ``4``: an ``nn.Sequential`` index, or ``None``."""
+    prefix, _, last = name.rpartition(".")
+    return (prefix, int(last)) if last.isdigit() else None
+
+
+def _norm_refusal(name: str, weight: torch.Tensor, why: str) -> ModelLoadError:
+    return not_mlp(f"state_dict entry {short(name + '.weight', 60)} of shape {tuple(weight.shape)}: {why}, "
+                   "a normalisation layer (LayerNorm, RMSNorm, BatchNorm), which a bare state_dict cannot place "
+                   "(it does not record the norm's kind, eps or position)", fix=_NORM_FIX)
+
+
+def _norm_by_position(name: str, modules: dict[str, dict[str, torch.Tensor]]) -> bool:
+    """A 1-D weight at Sequential index k whose next Linear is at k+2 or later: a norm, not a PReLU.
+
+    (A PReLU at k is followed by the Linear at k+1; with a parameter-free
+    activation between it and the next Linear, the weight is a norm's gain.)
+    """
+    here = _seq_index(name)
+    if here is None:
+        return False
+    after = [idx[1] for other, params in modules.items()
+             if (idx := _seq_index(other)) is not None and idx[0] == here[0] and idx[1] > here[1]
+             and params.get("weight") is not None and params["weight"].dim() == 2]
+    return bool(after) and min(after) >= here[1] + 2
 
 
 def _split_modules(modules: dict[str, dict[str, torch.Tensor]],
@@ -117,20 +159,23 @@ def _split_modules(modules: dict[str, dict[str, torch.Tensor]],
                               f"{tuple(bias.shape)}, which is neither a Linear weight nor its bias")
             previous = _Linear(name, weight, bias)
             linears.append(previous)
-        elif weight.dim() == 1 and bias is None and variant.learnable and previous is not None \
+            continue
+        if weight.dim() == 1 and bias is not None and tuple(bias.shape) == tuple(weight.shape):
+            raise _norm_refusal(name, weight, "a 1-D weight with a bias of the same length")
+        if weight.dim() == 1 and bias is None and _norm_by_position(name, modules):
+            raise _norm_refusal(name, weight, "a 1-D weight whose next Linear layer is not the next module "
+                                              "(a parameter-free activation sits between)")
+        if weight.dim() == 1 and bias is None and variant.learnable and previous is not None \
                 and previous.name not in slopes and weight.numel() in (1, previous.fan_out):
             slopes[previous.name] = weight
+            continue
+        if weight.dim() == 1 and bias is None and not variant.learnable:
+            what = "a 1-D weight with no bias: a PReLU slope (then pass --activation prelu) or a norm layer"
         else:
-            if weight.dim() == 1 and bias is not None:
-                what = ("a 1-D weight with a bias: a normalisation layer (BatchNorm, LayerNorm), which a bare "
-                        "state_dict cannot place")
-            elif weight.dim() == 1 and not variant.learnable:
-                what = "a 1-D weight with no bias: a PReLU slope (then pass --activation prelu) or a norm layer"
-            else:
-                what = "neither a Linear weight nor its bias"
-            raise not_mlp(f"state_dict entry {short(name + '.weight', 60)} of shape {tuple(weight.shape)}, "
-                          f"{what}", fix="load the pickled model (or TorchScript), whose forward probe follows, "
-                                         "or a state_dict of Linear layers only")
+            what = "neither a Linear weight nor its bias"
+        raise not_mlp(f"state_dict entry {short(name + '.weight', 60)} of shape {tuple(weight.shape)}, "
+                      f"{what}", fix="load the pickled model (or TorchScript), whose forward probe follows, "
+                                     "or a state_dict of Linear layers only")
     return linears, slopes
 
 
@@ -203,12 +248,18 @@ def _order_warning(chosen: list[_Linear], other: list[_Linear] | None, by_names:
     how = "by their names (natural sort)" if by_names else "by the first order their shapes fit"
     also = (f"their shapes also fit {_arrow(other)}" if other is not None
             else "probe could not check every order their shapes fit")
-    names = ",".join(lin.name for lin in chosen)
+    names = ",".join(lin.name for lin in (other if other is not None else chosen))
     return (f"Layer order not verified: the Linear layers of this state_dict were put in the order "
             f"{_arrow(chosen)} {how}, but {also}, and a state_dict does not record the order forward() "
-            f"calls them in. If it is another one, pass it: layer_order=[...] (CLI --layer-order {names} "
-            "with the names in forward order), or load the pickled model or TorchScript, whose forward "
-            "probe follows.")
+            f"calls them in. If it is another one, pass it: layer_order=[...] (CLI --layer-order, "
+            f"e.g. --layer-order {names}, with the names in forward order), or load the pickled model or "
+            "TorchScript, whose forward probe follows.")
+
+
+def _sequential_indices(linears: list[_Linear]) -> bool:
+    """Every Linear is ``PREFIX.<index>`` with one shared prefix: an ``nn.Sequential``, in call order."""
+    found = [_seq_index(lin.name) for lin in linears]
+    return all(f is not None for f in found) and len({f[0] for f in found}) == 1
 
 
 def order_linears(linears: list[_Linear], layer_order: Sequence[str] | None = None, *,
@@ -236,6 +287,8 @@ def order_linears(linears: list[_Linear], layer_order: Sequence[str] | None = No
     if len(chains) == 1 and finished:
         return chains[0], []
     by_names = _chain_break(linears) is None
+    if by_names and _sequential_indices(linears):
+        return linears, []  # nn.Sequential indices number the modules in the order forward calls them
     chosen = linears if by_names else chains[0]
     other = next((c for c in chains if [x.name for x in c] != [x.name for x in chosen]), None)
     return chosen, ([] if names_trusted else [_order_warning(chosen, other, by_names)])

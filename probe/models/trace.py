@@ -51,8 +51,40 @@ def not_mlp(found: str, fix: str = "") -> ModelLoadError:
         expected="a chain Linear -> [BatchNorm1d | LayerNorm | RMSNorm] -> activation -> [Dropout] -> ... "
         "-> Linear, with a ReLU-family, ELU, CELU, SELU, GELU, SiLU, Mish, Softplus or Tanh activation",
         found=found,
-        fix=fix or "export the MLP part of your model on its own (a residual or multi-input model is not an MLP)",
+        fix=fix or "check the model against the chain expected above; if only part of it is an MLP, export "
+                   "that part on its own",
     )
+
+
+#: Output activations a model may apply to its logits (modules, functions, methods); probe analyses the logits.
+_OUTPUT_MODULES = {nn.Sigmoid: "sigmoid", nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax"}
+_OUTPUT_FUNCTIONS = {torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.softmax: "softmax", F.softmax: "softmax",
+                     torch.log_softmax: "log_softmax", F.log_softmax: "log_softmax"}
+_OUTPUT_METHODS = {"sigmoid": "sigmoid", "softmax": "softmax", "log_softmax": "log_softmax"}
+
+
+def output_activation_refusal(name: str) -> ModelLoadError:
+    """The refusal of a model that applies ``name`` (sigmoid, softmax, ...) to its output logits."""
+    loss = "bce" if name == "sigmoid" else "cross_entropy"
+    return not_mlp(f"an output activation ({name}) after the last Linear layer: probe analyses the logits",
+                   fix=f"drop it from forward (and use --loss {loss})")
+
+
+def _output_act(node: fx.Node, named: dict[str, nn.Module]) -> str | None:
+    if node.op == "call_module":
+        return next((n for cls, n in _OUTPUT_MODULES.items() if isinstance(named.get(node.target), cls)), None)
+    if node.op == "call_function":
+        try:
+            return _OUTPUT_FUNCTIONS.get(node.target)
+        except TypeError:
+            return None
+    if node.op == "call_method":
+        return _OUTPUT_METHODS.get(node.target)
+    return None
+
+
+def _is_linear(node: fx.Node, named: dict[str, nn.Module]) -> bool:
+    return node.op == "call_module" and isinstance(named.get(node.target), nn.Linear)
 
 
 def module_sequence(module: nn.Module) -> list[nn.Module]:
@@ -67,7 +99,12 @@ def module_sequence(module: nn.Module) -> list[nn.Module]:
     named = dict(module.named_modules())
     seq: list[nn.Module] = []
     prev = None
-    for node in graph.nodes:
+    nodes = list(graph.nodes)
+    last_linear = max((i for i, n in enumerate(nodes) if _is_linear(n, named)), default=-1)
+    for i, node in enumerate(nodes):
+        output_act = _output_act(node, named) if i > last_linear else None
+        if output_act is not None:
+            raise output_activation_refusal(output_act)
         if node.op == "placeholder":
             if prev is not None:
                 raise not_mlp("a forward() with more than one input")
@@ -80,7 +117,9 @@ def module_sequence(module: nn.Module) -> list[nn.Module]:
         if list(node.all_input_nodes) != [prev]:
             what = node.target.__name__ if callable(node.target) else str(node.target)
             raise not_mlp(f"'{what}' combining several tensors at node '{node.name}' "
-                          "(a residual or skip connection)")
+                          "(a residual or skip connection)",
+                          fix="export the plain MLP part of the model on its own (a residual or multi-input "
+                              "model is not an MLP)")
         seq.extend(_node_module(node, named))
         prev = node
     return seq
@@ -159,6 +198,8 @@ def flatten_sequential(module: nn.Module) -> list[nn.Module]:
             out.extend(flatten_sequential(child))
         elif isinstance(child, KNOWN):
             out.append(child)
+        elif isinstance(child, tuple(_OUTPUT_MODULES)) and child is list(module.children())[-1]:
+            raise output_activation_refusal(_OUTPUT_MODULES[type(child)])
         elif not isinstance(child, PASSTHROUGH):
             raise not_mlp(f"{article(type(child).__name__)} layer")
     return out
