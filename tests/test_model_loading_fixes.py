@@ -22,14 +22,25 @@ def _rms_net() -> nn.Sequential:
     return net
 
 
-@pytest.mark.parametrize("activation", ["relu", "prelu"])
-def test_rmsnorm_state_dict_is_refused_as_a_norm_never_as_prelu(tmp_path, activation) -> None:
+def test_rmsnorm_state_dict_is_refused_as_a_norm(tmp_path) -> None:
     torch.save(_rms_net().state_dict(), tmp_path / "sd.pt")
     with pytest.raises(ModelLoadError) as err:
-        load_mlp(tmp_path / "sd.pt", activation)
+        load_mlp(tmp_path / "sd.pt", "relu")
     text = str(err.value)
-    assert "'1.weight'" in text and "normalisation layer" in text
-    assert "--activation prelu" not in text and "save_checkpoint" in text
+    assert "'1.weight'" in text and "normalisation layer" in text and "save_checkpoint" in text
+
+
+def test_ambiguous_position_read_as_prelu_only_when_told_and_then_warned(tmp_path) -> None:
+    """A gain two modules before the next Linear: a norm + activation, or a PReLU + Dropout."""
+    torch.save(_rms_net().state_dict(), tmp_path / "rms.pt")
+    loaded = load_mlp(tmp_path / "rms.pt", "prelu")  # the user insists: read, but warned
+    assert any("also fits a norm" in w for w in loaded.warnings)
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(8, 16), nn.PReLU(16), nn.Dropout(0.1), nn.Linear(16, 1)).eval()
+    torch.save(net.state_dict(), tmp_path / "prelu_dropout.pt")
+    loaded = load_mlp(tmp_path / "prelu_dropout.pt", "prelu")
+    same(loaded.mlp, net)
+    assert any("also fits a norm" in w for w in loaded.warnings)
 
 
 @pytest.mark.parametrize("activation", ["relu", "prelu"])

@@ -141,9 +141,15 @@ def _norm_by_position(name: str, modules: dict[str, dict[str, torch.Tensor]]) ->
     return bool(after) and min(after) >= here[1] + 2
 
 
-def _split_modules(modules: dict[str, dict[str, torch.Tensor]],
-                   variant: Variant) -> tuple[list[_Linear], dict[str, torch.Tensor]]:
-    """The Linear layers, and the PReLU slopes keyed by the Linear they follow (by name)."""
+def _split_modules(modules: dict[str, dict[str, torch.Tensor]], variant: Variant,
+                   notes: list[str] | None = None) -> tuple[list[_Linear], dict[str, torch.Tensor]]:
+    """The Linear layers, and the PReLU slopes keyed by the Linear they follow (by name).
+
+    A bias-free 1-D weight two modules before the next Linear is ambiguous: a
+    norm's gain then a parameter-free activation, or a PReLU then a Dropout.
+    Without ``--activation prelu`` it is refused naming both; with it, it is
+    read as PReLU slopes and ``notes`` gets a warning to check the sanity loss.
+    """
     linears: list[_Linear] = []
     slopes: dict[str, torch.Tensor] = {}
     previous: _Linear | None = None
@@ -163,8 +169,15 @@ def _split_modules(modules: dict[str, dict[str, torch.Tensor]],
         if weight.dim() == 1 and bias is not None and tuple(bias.shape) == tuple(weight.shape):
             raise _norm_refusal(name, weight, "a 1-D weight with a bias of the same length")
         if weight.dim() == 1 and bias is None and _norm_by_position(name, modules):
-            raise _norm_refusal(name, weight, "a 1-D weight whose next Linear layer is not the next module "
-                                              "(a parameter-free activation sits between)")
+            if not variant.learnable:
+                raise _norm_refusal(name, weight, "a 1-D weight whose next Linear layer is not the next module: "
+                                                  "most likely a norm's gain with a parameter-free activation "
+                                                  "after it (if it is a PReLU followed by a Dropout, pass "
+                                                  "--activation prelu and check the sanity loss); otherwise")
+            if notes is not None:
+                notes.append(f"'{name}.weight' was read as PReLU slopes (--activation prelu), but its position "
+                             "also fits a norm's gain followed by a parameter-free activation: if the loss of "
+                             "the model as analysed is not what you trained, save the model itself instead")
         if weight.dim() == 1 and bias is None and variant.learnable and previous is not None \
                 and previous.name not in slopes and weight.numel() in (1, previous.fan_out):
             slopes[previous.name] = weight
@@ -312,7 +325,8 @@ def read_state(state: dict[str, torch.Tensor], variant: Variant | str, *, max_me
                              found=problem, fix="save model.state_dict() with torch.save")
     check_tensors(state.items(), "this state_dict", max_memory)
     check_layer_count(sum(v.dim() == 2 for v in state.values()))
-    linears, slopes = _split_modules(_group(state), variant)
+    notes: list[str] = []
+    linears, slopes = _split_modules(_group(state), variant, notes)
     if not linears:
         raise not_mlp("no Linear layer at all (no 2-D weight in the state_dict)")
     check_widths([linears[0].fan_in] + [lin.fan_out for lin in linears])
@@ -332,7 +346,7 @@ def read_state(state: dict[str, torch.Tensor], variant: Variant | str, *, max_me
             act = new_prelu(slopes[lin.name])
         acts.append(act)
     mlp = assemble([new_linear(lin.weight, lin.bias) for lin in order], acts)
-    return StateMLP(mlp, tuple(lin.name for lin in order), tuple(warnings))
+    return StateMLP(mlp, tuple(lin.name for lin in order), tuple(warnings) + tuple(notes))
 
 
 def linears_from_state(state: dict[str, torch.Tensor], variant: Variant | str, *,
