@@ -101,11 +101,11 @@ def test_traced_torchscript_norms_and_parameters_are_read(tmp_path, make) -> Non
 
 def test_traced_norm_eps_candidates_are_verified(tmp_path, monkeypatch) -> None:
     """When a traced norm's code shows no eps, the candidates are tried and the one that reproduces kept."""
-    from probe.models import torchscript
+    from probe.models import script_modules, torchscript
 
     net = _trained_norms(nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16, eps=1e-3), nn.ReLU(), nn.Linear(16, 1)))
     torch.jit.trace(net, torch.randn(4, 6)).save(str(tmp_path / "traced.pt"))
-    monkeypatch.setattr(torchscript, "_traced_norm", lambda sub: (False, None, None))
+    monkeypatch.setattr(script_modules, "_traced_norm", lambda sub: (False, None, None))
     loaded = load_mlp(tmp_path / "traced.pt", trust=True)
     same(loaded.mlp, net)
     assert loaded.mlp.norms[0].eps == pytest.approx(1e-3)
