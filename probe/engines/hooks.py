@@ -19,14 +19,59 @@ from probe.diagnostics import Collector
 from probe.models.mlp import MLP
 
 
-class HookSession:
-    """Feeds a :class:`Collector` from hooks on an MLP's hidden blocks ``Linear -> [norm] -> act``.
+def block_hooks(collector: Collector, layer: int, linear: nn.Linear, act: nn.Module, *,
+                autograd_only: bool = False):
+    """``(linear_hook, act_pre_hook)`` that feed ``collector`` for one hidden block ``Linear -> [norm] -> act``.
 
-    Per hidden layer, the Linear's forward hook keeps its input ``x`` and output
-    ``u``; the activation's forward *pre*-hook reads its input ``z`` right away
-    (an in-place activation overwrites it next) and registers tensor hooks that
-    receive ``dL/dz`` (and, when a norm sits between them, ``dL/du``) during
-    backward. Without a norm, ``u`` is ``z``.
+    The Linear's forward hook keeps its input ``x`` and output ``u``; the
+    activation's forward *pre*-hook reads its input ``z`` right away (an
+    in-place activation overwrites it next) and registers tensor hooks for
+    ``dL/dz`` and, when a norm sits between them, ``dL/du``. Without a norm,
+    ``u`` is ``z``. The one implementation for ``probe analyze``
+    (:class:`HookSession`) and ``probe.track``'s general path.
+
+    Args:
+        collector: Where the tensors go (one member).
+        layer: The hidden layer's index.
+        linear, act: The block's modules (the user's own, or a canonical MLP's).
+        autograd_only: Skip forward passes without autograd (evaluation inside
+            a tracked training step); analyze records every forward pass.
+    """
+    width, fan_in, seen = linear.out_features, linear.in_features, {}
+    learned = isinstance(act, nn.PReLU)  # slopes an optimiser moves: read at every forward pass
+    fixed = None if learned else slope_tensor(act)
+    fn = variant_of_module(act).function() if fixed is None and not learned else None
+
+    def rows(t: torch.Tensor, w: int) -> torch.Tensor:
+        return t.detach().reshape(1, -1, w).float()
+
+    def linear_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if output.requires_grad or not autograd_only:
+            seen["x"], seen["u"] = inputs[0], output
+
+    def act_pre_hook(module: nn.Module, inputs: tuple) -> None:
+        z = inputs[0]
+        if "u" not in seen or (autograd_only and not z.requires_grad):
+            seen.clear()
+            return
+        x, u = seen.pop("x"), seen.pop("u")
+        slope = slope_tensor(act) if learned else fixed
+        if slope is not None:
+            slope = slope.to(z.device, torch.float32).reshape(1, 1, -1)
+        pending = collector.forward(layer, rows(x, fan_in), rows(z, width), slope, fn=fn)
+        if not z.requires_grad:
+            return
+        if u is z:
+            z.register_hook(lambda g: collector.backward(pending, rows(g, width)))
+        else:  # a norm between: dL/dz for the ratios, dL/du for the weight split
+            z.register_hook(lambda g: collector.backward_z(pending, rows(g, width)))
+            u.register_hook(lambda g: collector.backward_u(pending, rows(g, width)))
+
+    return linear_hook, act_pre_hook
+
+
+class HookSession:
+    """Feeds a :class:`Collector` from hooks on an MLP's hidden blocks (:func:`block_hooks`).
 
     Args:
         model: A canonical :class:`MLP`.
@@ -38,31 +83,6 @@ class HookSession:
         self.collector = collector
         self.handles: list[RemovableHandle] = []
 
-    def _hooks(self, layer: int, linear: nn.Linear, act: nn.Module):
-        collector = self.collector
-        slope = slope_tensor(act)
-        shaped = None if slope is None else slope.reshape(1, 1, -1)
-        fn = None if slope is not None else variant_of_module(act).function()
-        width = linear.out_features
-        seen: dict[str, torch.Tensor] = {}
-
-        def linear_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            seen["x"], seen["u"] = inputs[0], output
-
-        def act_pre_hook(module: nn.Module, inputs: tuple) -> None:
-            z, x, u = inputs[0], seen.pop("x"), seen.pop("u")
-            pending = collector.forward(layer, x.reshape(1, -1, linear.in_features), z.reshape(1, -1, width),
-                                        shaped, fn=fn)
-            if not z.requires_grad:
-                return
-            if u is z:
-                z.register_hook(lambda g: collector.backward(pending, g.reshape(1, -1, width)))
-            else:  # a norm between: dL/dz for the ratios, dL/du for the weight split
-                z.register_hook(lambda g: collector.backward_z(pending, g.reshape(1, -1, width)))
-                u.register_hook(lambda g: collector.backward_u(pending, g.reshape(1, -1, width)))
-
-        return linear_hook, act_pre_hook
-
     @contextmanager
     def attached(self) -> Iterator[HookSession]:
         """Attach the hooks for the duration of a ``with`` block; eval mode inside."""
@@ -70,7 +90,7 @@ class HookSession:
         try:
             self.model.eval()
             for i, (lin, _norm, act) in enumerate(self.model.blocks):
-                linear_hook, act_pre_hook = self._hooks(i, lin, act)
+                linear_hook, act_pre_hook = block_hooks(self.collector, i, lin, act)
                 self.handles.append(lin.register_forward_hook(linear_hook))
                 self.handles.append(act.register_forward_pre_hook(act_pre_hook))
             yield self

@@ -26,10 +26,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probe.core.variants import slope_tensor, variant_of_module
 from probe.diagnostics.collector import Collector, nominal_slope
 from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
 from probe.diagnostics.sign import SignRoutes
+from probe.engines.hooks import block_hooks
 
 
 class GeneralStep:
@@ -47,37 +47,11 @@ class GeneralStep:
         """Register the hooks on the user's modules; returns their handles."""
         handles = []
         for i, (lin, act) in enumerate(zip(self.hidden, self.acts)):
-            linear_hook, act_hook = self._hooks(i, lin, act)
+            linear_hook, act_hook = block_hooks(self.collector, i, lin, act, autograd_only=True)
             handles.append(lin.register_forward_hook(linear_hook))
             handles.append(act.register_forward_pre_hook(act_hook))
         handles.append(self.final.register_forward_hook(self._final_hook))
         return handles
-
-    def _hooks(self, layer: int, linear: nn.Linear, act: nn.Module):
-        collector, width, seen = self.collector, linear.out_features, {}
-
-        def linear_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if output.requires_grad:
-                seen["x"], seen["u"] = inputs[0], output
-
-        def act_hook(module: nn.Module, inputs: tuple) -> None:
-            z = inputs[0]
-            if "u" not in seen or not z.requires_grad:  # a forward pass without autograd is not recorded
-                seen.clear()
-                return
-            x, u = seen.pop("x"), seen.pop("u")
-            slope = slope_tensor(act)
-            fn = None if slope is not None else variant_of_module(act).function()
-            slope = None if slope is None else slope.to(z.device, z.dtype).reshape(1, 1, -1)
-            pending = collector.forward(layer, x.detach().reshape(1, -1, linear.in_features).float(),
-                                        z.detach().reshape(1, -1, width).float(), slope, fn=fn)
-            if u is z:
-                z.register_hook(lambda g: collector.backward(pending, g.detach().reshape(1, -1, width).float()))
-            else:
-                z.register_hook(lambda g: collector.backward_z(pending, g.detach().reshape(1, -1, width).float()))
-                u.register_hook(lambda g: collector.backward_u(pending, g.detach().reshape(1, -1, width).float()))
-
-        return linear_hook, act_hook
 
     def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         if not output.requires_grad:

@@ -19,21 +19,28 @@ from collections.abc import Sequence
 import torch
 
 
-class Adam:
+class _Optimizer:
+    """The parameters, and ``zero_grad`` as ``torch.optim``'s default (gradients set to None)."""
+
+    def __init__(self, params: Sequence[torch.Tensor]) -> None:
+        self.params = list(params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+class Adam(_Optimizer):
     """``torch.optim.Adam(params, lr)`` with the default betas (0.9, 0.999) and eps 1e-8."""
 
     def __init__(self, params: Sequence[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
-        self.params = list(params)
+        super().__init__(params)
         self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
         self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         # torch keeps the step count as a float32 tensor and reads it back as a Python float: the same number
         self.steps = [0.0] * len(self.params)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
@@ -53,17 +60,13 @@ class Adam:
             p.addcdiv_(exp_avg, denom, value=-step_size)
 
 
-class SGD:
+class SGD(_Optimizer):
     """``torch.optim.SGD(params, lr, momentum)`` (no dampening, no Nesterov, no weight decay)."""
 
     def __init__(self, params: Sequence[torch.Tensor], lr: float, momentum: float = 0.0) -> None:
-        self.params = list(params)
+        super().__init__(params)
         self.lr, self.momentum = lr, momentum
         self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
