@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import time
 
 try:
     import tomllib
@@ -32,10 +31,11 @@ except ModuleNotFoundError:  # Python 3.10
 import torch
 from torch import nn
 
+from compare_speed import best_of, train_plain  # this folder: the plain loop and timing, shared
+
 from probe.compare.run import compare_variants as compare
 from probe.core.variants import parse_variant
-from probe.engines.training import epoch_order, init_params
-from probe.experiment.datasets import make_datasets
+from probe.engines.training import init_params
 from probe.experiment.scenarios import Scenario, load_scenario, parse_scenario
 
 VARIANTS = ["relu", "leaky", "gelu", "elu"]
@@ -69,36 +69,9 @@ def sequential(widths: list[int], spec: str, norm: str, seed: int, init: str) ->
 
 
 def plain_loop(sc: Scenario) -> float:
-    """Trains model after model; returns the sum of the last losses (keeps the work observable)."""
-    train, _ = make_datasets(sc)
-    X, y = train.X, train.y
-    n, bs, t = X.shape[0], sc.train.batch_size, sc.train
-    total = 0.0
-    for spec in VARIANTS:
-        for seed in range(t.seeds):
-            model = sequential(sc.widths, spec, sc.model.norm, seed, sc.model.init).train()
-            opt = (torch.optim.Adam(model.parameters(), lr=t.lr) if t.optimizer == "adam"
-                   else torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum))
-            loss_fn = nn.MSELoss()
-            for epoch in range(t.epochs):
-                order = epoch_order(seed, epoch, n)
-                xe, ye = X[order], y[order]
-                for lo in range(0, n, bs):
-                    loss = loss_fn(model(xe[lo:lo + bs]), ye[lo:lo + bs])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-            total += float(loss.detach())
-    return total
-
-
-def best_of(repeat: int, fn) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    """Trains model after model (compare_speed's loop); returns the sum of the last losses."""
+    return train_plain(sc, VARIANTS, lambda spec, seed: sequential(sc.widths, spec, sc.model.norm, seed,
+                                                                   sc.model.init))
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -30,26 +31,24 @@ from torch import nn
 from probe.compare.run import compare_variants as compare
 from probe.models.mlp import MLP
 from probe.experiment.datasets import make_datasets
-from probe.experiment.scenarios import load_scenario
+from probe.experiment.scenarios import Scenario, load_scenario
 from probe.engines.training import epoch_order, init_params
 from probe.core.variants import parse_variant
 
 
-def plain_loop(variants: list[str], scenario_name: str, seeds: int) -> float:
-    """Final training loss sum (to keep the work observable); trains model after model."""
-    sc = load_scenario(scenario_name).with_overrides(seeds=seeds)
+def train_plain(sc: Scenario, variants: list[str], build: Callable[[str, int], nn.Module]) -> float:
+    """Trains ``build(spec, seed)`` for every variant and seed, model after model, as a user would.
+
+    Same data, batches and epochs as the scenario; ``torch.optim`` and ``nn.MSELoss``. Returns the
+    sum of the last losses (to keep the work observable). Shared with ``compare_norms.py``.
+    """
     train, _ = make_datasets(sc)
     X, y = train.X, train.y
     n, bs, t = X.shape[0], sc.train.batch_size, sc.train
     total = 0.0
     for spec in variants:
-        variant = parse_variant(spec)
-        for seed in range(seeds):
-            model: nn.Sequential = MLP.build(sc.widths, variant)
-            with torch.no_grad():
-                for lin, (w, b) in zip(model.linears, init_params(sc.widths, sc.model.init, seed)):
-                    lin.weight.copy_(w)
-                    lin.bias.copy_(b)
+        for seed in range(t.seeds):
+            model = build(spec, seed).train()
             opt = (torch.optim.Adam(model.parameters(), lr=t.lr) if t.optimizer == "adam"
                    else torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum))
             loss_fn = nn.MSELoss()
@@ -63,6 +62,21 @@ def plain_loop(variants: list[str], scenario_name: str, seeds: int) -> float:
                     opt.step()
             total += float(loss.detach())
     return total
+
+
+def plain_loop(variants: list[str], scenario_name: str, seeds: int) -> float:
+    """:func:`train_plain` on probe's canonical MLPs, from the scenario's initial weights."""
+    sc = load_scenario(scenario_name).with_overrides(seeds=seeds)
+
+    def build(spec: str, seed: int) -> nn.Module:
+        model = MLP.build(sc.widths, parse_variant(spec))
+        with torch.no_grad():
+            for lin, (w, b) in zip(model.linears, init_params(sc.widths, sc.model.init, seed)):
+                lin.weight.copy_(w)
+                lin.bias.copy_(b)
+        return model
+
+    return train_plain(sc, variants, build)
 
 
 def best_of(repeat: int, fn) -> float:
