@@ -40,15 +40,20 @@ def _mixed(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tens
     return X, s + 0.5 * torch.tanh(2.0 * s)
 
 
-def _diabetes(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's bundled diabetes data (442 x 10, no download), in a seeded random order."""
-    from sklearn.datasets import load_diabetes
+def _bundled(name: str, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` rows of scikit-learn's bundled dataset ``load_<name>``, in a seeded random order."""
+    from sklearn import datasets
 
-    X, y = load_diabetes(return_X_y=True)
+    X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
     order = torch.randperm(X.shape[0], generator=gen)
     X = torch.as_tensor(np.asarray(X, dtype=np.float32))[order]
     y = torch.as_tensor(np.asarray(y, dtype=np.float32))[order]
     return X[:n], y[:n]
+
+
+def _diabetes(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled diabetes data (442 x 10, no download), in a seeded random order."""
+    return _bundled("diabetes", n, gen)
 
 
 def _signed_classes(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,13 +75,7 @@ def _three_classes(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, to
 
 def _breast_cancer(spec, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled breast-cancer data (569 x 30, 2 classes, no download), in a seeded order."""
-    from sklearn.datasets import load_breast_cancer
-
-    X, y = load_breast_cancer(return_X_y=True)
-    order = torch.randperm(X.shape[0], generator=gen)
-    X = torch.as_tensor(np.asarray(X, dtype=np.float32))[order]
-    y = torch.as_tensor(np.asarray(y, dtype=np.float32))[order]
-    return X[:n], y[:n]
+    return _bundled("breast_cancer", n, gen)
 
 
 DIABETES_SAMPLES, DIABETES_FEATURES = 442, 10
