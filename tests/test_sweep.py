@@ -177,9 +177,8 @@ def test_diverging_training_is_a_result_not_a_failure(tmp_path):
     assert result.cells[0].status == "ok"
 
 
-def test_ctrl_c_keeps_finished_cells_in_the_cache(tmp_path):
-    path = write_grid(tmp_path)
-    cache = SweepCache(tmp_path / "cache")
+def interrupt_on_third_cell():
+    """A cell function that runs cells as usual but raises KeyboardInterrupt on the third call."""
     calls: list = []
 
     def interrupted_third(payload: dict) -> dict:
@@ -187,6 +186,14 @@ def test_ctrl_c_keeps_finished_cells_in_the_cache(tmp_path):
         if len(calls) == 3:
             raise KeyboardInterrupt
         return run_cell(payload)
+
+    return interrupted_third
+
+
+def test_ctrl_c_keeps_finished_cells_in_the_cache(tmp_path):
+    path = write_grid(tmp_path)
+    cache = SweepCache(tmp_path / "cache")
+    interrupted_third = interrupt_on_third_cell()
 
     with pytest.raises(KeyboardInterrupt):
         run_sweep(load_grid(path), cache=cache, circuits=False, cell_fn=interrupted_third)
@@ -262,13 +269,7 @@ def test_cli_failed_cell_exits_1_and_still_writes_the_output(tmp_path, monkeypat
 def test_cli_ctrl_c_exits_130_and_keeps_finished_cells(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_grid(tmp_path)
-    calls: list = []
-
-    def interrupted_third(payload: dict) -> dict:
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return run_cell(payload)
+    interrupted_third = interrupt_on_third_cell()
 
     monkeypatch.setattr("probe.sweep.run.run_cell", interrupted_third)
     res = runner.invoke(app, ["sweep", "grid.toml", "--no-circuit", "--cache", "c", "--json", "out.json"])

@@ -29,6 +29,16 @@ class _Optimizer:
         for p in self.params:
             p.grad = None
 
+    @torch.no_grad()
+    def step(self) -> None:
+        """Update every parameter that has a gradient (``torch.optim`` skips the others too)."""
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self._update(i, p, p.grad)
+
+    def _update(self, i: int, p: torch.Tensor, grad: torch.Tensor) -> None:
+        raise NotImplementedError
+
 
 class Adam(_Optimizer):
     """``torch.optim.Adam(params, lr)`` with the default betas (0.9, 0.999) and eps 1e-8."""
@@ -42,22 +52,17 @@ class Adam(_Optimizer):
         # torch keeps the step count as a float32 tensor and reads it back as a Python float: the same number
         self.steps = [0.0] * len(self.params)
 
-    @torch.no_grad()
-    def step(self) -> None:
-        for i, p in enumerate(self.params):
-            grad = p.grad
-            if grad is None:
-                continue
-            self.steps[i] += 1.0
-            step = self.steps[i]  # an integer: exact in torch's float32 step counter too
-            exp_avg, exp_avg_sq = self.exp_avg[i], self.exp_avg_sq[i]
-            exp_avg.lerp_(grad, 1 - self.beta1)
-            exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad.conj(), value=1 - self.beta2)
-            bias_correction1 = 1 - self.beta1 ** step
-            bias_correction2 = 1 - self.beta2 ** step
-            step_size = self.lr / bias_correction1
-            denom = (exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(self.eps)
-            p.addcdiv_(exp_avg, denom, value=-step_size)
+    def _update(self, i: int, p: torch.Tensor, grad: torch.Tensor) -> None:
+        self.steps[i] += 1.0
+        step = self.steps[i]  # an integer: exact in torch's float32 step counter too
+        exp_avg, exp_avg_sq = self.exp_avg[i], self.exp_avg_sq[i]
+        exp_avg.lerp_(grad, 1 - self.beta1)
+        exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad.conj(), value=1 - self.beta2)
+        bias_correction1 = 1 - self.beta1 ** step
+        bias_correction2 = 1 - self.beta2 ** step
+        step_size = self.lr / bias_correction1
+        denom = (exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(self.eps)
+        p.addcdiv_(exp_avg, denom, value=-step_size)
 
 
 class SGD(_Optimizer):
@@ -68,17 +73,12 @@ class SGD(_Optimizer):
         self.lr, self.momentum = lr, momentum
         self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
 
-    @torch.no_grad()
-    def step(self) -> None:
-        for i, p in enumerate(self.params):
-            grad = p.grad
-            if grad is None:
-                continue
-            if self.momentum != 0:
-                buf = self.buffers[i]
-                if buf is None:
-                    buf = self.buffers[i] = torch.clone(grad).detach()
-                else:
-                    buf.mul_(self.momentum).add_(grad, alpha=1)
-                grad = buf
-            p.add_(grad, alpha=-self.lr)
+    def _update(self, i: int, p: torch.Tensor, grad: torch.Tensor) -> None:
+        if self.momentum != 0:
+            buf = self.buffers[i]
+            if buf is None:
+                buf = self.buffers[i] = torch.clone(grad).detach()
+            else:
+                buf.mul_(self.momentum).add_(grad, alpha=1)
+            grad = buf
+        p.add_(grad, alpha=-self.lr)
