@@ -179,3 +179,21 @@ def test_sweep_over_a_file_scenario(tmp_path, monkeypatch) -> None:
     cells = json.loads((tmp_path / "s.json").read_text())["cells"]
     assert [c["status"] for c in cells] == ["ok", "ok"]
     assert cells[0]["runs"][0]["final_loss"] != cells[1]["runs"][0]["final_loss"]
+
+
+def test_a_file_read_again_while_unchanged_is_reused_and_a_changed_one_is_not(tmp_path, monkeypatch) -> None:
+    import probe.experiment.file_data as file_data
+
+    _write_csv(tmp_path / "d.csv")
+    reads: list = []
+    real = file_data.load_data
+    monkeypatch.setattr(file_data, "load_data", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    data = 'path = "d.csv"\ntarget = "y"\ndrop = ["id", "colour"]\nstandardize = false'
+    first = make_datasets(load_scenario(_scenario(tmp_path, data)))
+    first[0].X.add_(100.0)  # a caller changing its tensors must not change the next read
+    second = make_datasets(load_scenario(_scenario(tmp_path, data, "again")))
+    assert len(reads) == 1 and not torch.equal(first[0].X, second[0].X)
+    assert torch.allclose(first[0].X - 100.0, second[0].X, atol=1e-4)
+    table = _write_csv(tmp_path / "d.csv", n=120)  # rewritten: read again
+    third = make_datasets(load_scenario(_scenario(tmp_path, data, "third")))
+    assert len(reads) == 2 and third[0].X.shape[0] + third[1].X.shape[0] == table.shape[0]

@@ -96,7 +96,38 @@ def parse_source(d: dict, where: str, base: Path) -> FileSource:
         float(fraction), standardize, task or "")
 
 
+_LAST_READ: dict[tuple, Dataset] = {}  # one slot: the file a sweep's cells (and their workers) read again
+
+
+def _stamp(path: str | None) -> tuple | None:
+    if path is None:
+        return None
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None  # load_data gives the message
+    return st.st_mtime_ns, st.st_size
+
+
 def _read(path: str, source: FileSource, target_path: str | None, max_memory: int | None) -> Dataset:
+    """The file's inputs and targets; the last read is reused while the files are unchanged.
+
+    A sweep parses every cell's scenario up front and again where the cell runs:
+    without the slot, each cell would read and parse the same CSV twice. The
+    key holds the files' modification times and sizes, so an edited file is read again.
+    """
+    key = (path, source.target, target_path, source.drop, source.features, max_memory,
+           _stamp(path), _stamp(target_path))
+    if key in _LAST_READ and key[-2] is not None:
+        kept = _LAST_READ[key]  # copies: whoever got the first read may have changed its tensors
+        return Dataset(kept.X.clone(), kept.y.clone(), kept.source, kept.labels)
+    data = _read_files(path, source, target_path, max_memory)
+    _LAST_READ.clear()
+    _LAST_READ[key] = Dataset(data.X.clone(), data.y.clone(), data.source, data.labels)
+    return data
+
+
+def _read_files(path: str, source: FileSource, target_path: str | None, max_memory: int | None) -> Dataset:
     target = source.target
     if target is not None and target.isdigit() and path.lower().endswith(".csv"):
         target = _column_name(path, int(target))
