@@ -14,14 +14,22 @@ Three timings in one process, each the best of ``--repeat`` runs:
 Targets (2-core CPU, 10 seeds): probe at least 3x faster than plain; the
 hook diagnostics cost at most 15% over probe without them.
 
+``--processes N`` times whole processes instead, as a user meets them, start-up
+included: ``python -m probe compare relu leaky --json`` against a process that
+imports torch and runs the plain loop (``--plain-only``), alternated, N of
+each (issue 13's target: >= 4x).
+
 Usage::
 
     python benchmarks/compare_speed.py [--seeds 10] [--repeat 3] [--threads 1] [--scenario signed_regression]
+    python benchmarks/compare_speed.py --processes 3
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -88,14 +96,42 @@ def best_of(repeat: int, fn) -> float:
     return min(times)
 
 
+def whole_processes(args: argparse.Namespace) -> None:
+    """``probe compare`` and the plain loop as separate processes, alternated, start-up included."""
+    probe_cmd = [sys.executable, "-m", "probe", "compare", "relu", "leaky", "--scenario", args.scenario,
+                 "--seeds", str(args.seeds), "--json"]
+    plain_cmd = [sys.executable, __file__, "--plain-only", "--scenario", args.scenario, "--seeds", str(args.seeds),
+                 "--threads", str(args.threads)]
+    times: dict[str, list[float]] = {"probe": [], "plain": []}
+    for _ in range(args.processes):
+        for name, cmd in (("probe", probe_cmd), ("plain", plain_cmd)):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times[name].append(time.perf_counter() - start)
+    p, q = times["probe"], times["plain"]
+    print(f"whole processes, {args.processes} each, alternated; scenario {args.scenario}, {args.seeds} seeds")
+    print(f"probe compare relu leaky --json  {min(p):.2f}-{max(p):.2f} s")
+    print(f"plain loop (torch import + loop) {min(q):.2f}-{max(q):.2f} s")
+    print(f"plain / probe                    {min(q) / max(p):.1f}-{max(q) / min(p):.1f}x   "
+          f"(best against best {min(q) / min(p):.1f}x; target >= 4x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="signed_regression")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every timing")
+    parser.add_argument("--processes", type=int, default=0, help="time N whole processes of each instead")
+    parser.add_argument("--plain-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.processes:
+        whole_processes(args)
+        return
     torch.set_num_threads(args.threads)
+    if args.plain_only:
+        plain_loop(["relu", "leaky"], args.scenario, args.seeds)
+        return
     variants = ["relu", "leaky"]
     kw = dict(seeds=args.seeds, threads=None)  # the thread count set above applies to all three
     compare(variants, args.scenario, epochs=1, **kw)  # warm-up: imports, allocator

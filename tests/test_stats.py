@@ -142,3 +142,50 @@ def test_loss_comparison_matches_scipy():
     c = compare_losses("final_loss", "relu", "leaky", a, b)
     assert c.p_value == pytest.approx(sps.wilcoxon(np.array(a) - np.array(b)).pvalue)
     assert c.winner == "leaky" and c.wins_b == 8 and c.verdict.startswith("final loss: leaky lower")
+
+
+def _regimes(rng: np.random.Generator):
+    """Differences in every regime of scipy's ``method="auto"``: exact, permutation (ties, zeros), normal."""
+    for n in list(range(1, 16)) + [20, 30, 49, 50, 51, 60, 120]:
+        for trial in range(12):
+            kind = trial % 3
+            if kind == 0:
+                yield rng.normal(0.2, 1.0, n)  # no ties: the exact distribution up to 50
+            elif kind == 1:
+                yield rng.integers(-3, 4, n).astype(float)  # zeros and heavy ties
+            else:
+                yield np.round(rng.normal(0.3, 1.0, n), 1)  # a few ties
+
+
+def test_own_signed_rank_and_sign_tests_equal_scipy_in_every_regime():
+    """probe computes both p-values itself (no scipy.stats import); scipy is the reference."""
+    import warnings
+
+    from probe.compare.exact_tests import sign_test_p, signed_rank_p
+
+    checked = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on small samples with ties
+        for d in _regimes(np.random.default_rng(0)):
+            if not np.any(d != 0):
+                assert signed_rank_p(d) is None
+                continue
+            assert signed_rank_p(d) == pytest.approx(float(sps.wilcoxon(d).pvalue), rel=1e-9, abs=1e-15), d
+            checked += 1
+    assert checked > 200
+    for n in range(1, 40):
+        for k in range(n + 1):
+            assert sign_test_p(k, n - k) == pytest.approx(sps.binomtest(n - k, n, 0.5).pvalue, rel=1e-12)
+    assert sign_test_p(0, 0) is None
+
+
+def test_signed_rank_by_hand():
+    """d = (1, -2, 3): ranks 1, 2, 3; T+ = 1 + 3 = 4.
+
+    The 8 sign patterns give T+ = 0, 1, 2, 3, 3, 4, 5, 6: P(T+ >= 4) = 3/8, P(T+ <= 4) = 6/8, p = 2 * 3/8.
+    """
+    from probe.compare.exact_tests import signed_rank_p
+
+    assert signed_rank_p([1.0, -2.0, 3.0]) == pytest.approx(0.75)
+    # (1, 2, 3, 4, 5) all positive: T+ = 15 is the single most extreme pattern of 32: p = 2 / 32
+    assert signed_rank_p([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(2 / 32)

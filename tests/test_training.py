@@ -201,7 +201,7 @@ def test_probe_optimizers_are_bit_identical_to_torch_optim(kind: str) -> None:
     ours = [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
     theirs = [p.detach().clone().requires_grad_() for p in ours]
     if kind == "adam":
-        opt_a, opt_b = Adam(ours, lr=3e-3), torch.optim.Adam(theirs, lr=3e-3)
+        opt_a, opt_b = Adam(ours, lr=3e-3), torch.optim.Adam(theirs, lr=3e-3, fused=True)
     else:
         momentum = 0.9 if kind == "sgd_momentum" else 0.0
         opt_a, opt_b = SGD(ours, lr=0.05, momentum=momentum), torch.optim.SGD(theirs, lr=0.05, momentum=momentum)
@@ -212,3 +212,93 @@ def test_probe_optimizers_are_bit_identical_to_torch_optim(kind: str) -> None:
             sum((p * g).sum() for p, g in zip(params, grads)).backward()
             opt.step()
         assert all(torch.equal(a, b) for a, b in zip(ours, theirs)), f"step {step}"
+
+
+def test_fused_adam_over_the_stack_is_per_member_adam_to_rounding() -> None:
+    """One optimiser over the stacked members is each member's own Adam, to float32 rounding.
+
+    Not bit for bit: the fused kernel computes the last ``numel % vector
+    width`` entries of a tensor in a scalar loop whose rounding can differ in
+    the last bit from the vector lanes (no fused multiply-add), so an entry's
+    last bit can depend on where it sits. Members of 7 x 17 = 119 entries sit
+    at unaligned offsets here.
+    """
+    from probe.engines.training.optim import Adam
+
+    gen = torch.Generator().manual_seed(1)
+    stacked = torch.randn(6, 7, 17, generator=gen).requires_grad_()
+    alone = [stacked[m].detach().clone().requires_grad_() for m in range(6)]
+    opt_all, opts = Adam([stacked], lr=1e-2), [Adam([p], lr=1e-2) for p in alone]
+    for step in range(10):
+        grad = torch.randn(6, 7, 17, generator=gen) * (10.0 ** (step % 4 - 2))
+        stacked.grad = grad.clone()
+        opt_all.step()
+        for m, (p, opt) in enumerate(zip(alone, opts)):
+            p.grad = grad[m].clone()
+            opt.step()
+    for m in range(6):
+        torch.testing.assert_close(stacked.detach()[m], alone[m].detach(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("specs, norm, dropout", [
+    (("relu", "leaky:0.2", "prelu"), "none", 0.0),
+    (("relu", "rrelu", "gelu"), "batch", 0.25),
+    (("leaky", "elu"), "layer", 0.1),
+])
+def test_training_by_seed_chunks_is_training_all_members_at_once(monkeypatch, specs, norm, dropout):
+    """Chunks of seeds (the CPU cache strategy) train every member as one batch does.
+
+    To float32 rounding: the fused Adam kernel's scalar tail (see above) can
+    round the last bit of an entry differently when the tensor is smaller. One member is poisoned so that divergence handling runs inside a chunk, and
+    the per-epoch probe batch and dropout / RReLU noise are on.
+    """
+    from probe.engines.training import trainer
+
+    X, y = toy_data(n=48)
+    config = TrainConfig("adam", 0.01, 16, 3)
+    variants = [parse_variant(s) for s in specs]
+    outs, ensembles = [], []
+    for chunk_bytes in (trainer.CHUNK_BYTES, 1):  # 1 byte: one seed per chunk
+        monkeypatch.setattr(trainer, "CHUNK_BYTES", chunk_bytes)
+        ens = Ensemble(WIDTHS, variants, [0, 1, 2, 3], "default", norm=norm, dropout=dropout)
+        with torch.no_grad():
+            ens.weights[-1][5].fill_(1e30)  # the second variant's seed 1: diverges in epoch 1
+        assert len(trainer.seed_chunks(ens)) == (1 if chunk_bytes > 1 else 4)
+        outs.append(train(ens, X, y, config, probe=(X[:16], y[:16])))
+        ensembles.append(ens)
+    one, chunked = outs
+    assert one.diverged_epoch == chunked.diverged_epoch and one.diverged_epoch[5] == 1
+
+    def named(ens: Ensemble) -> dict[str, torch.Tensor]:
+        out = {f"w{i}": w for i, w in enumerate(ens.weights_t)} | {f"b{i}": b for i, b in enumerate(ens.biases)}
+        out |= {f"prelu{i}": p for i, p in enumerate(ens.prelu)}
+        for i, n in enumerate(ens.norms):
+            out |= {f"norm{i}.weight": n.weight, f"norm{i}.bias": n.bias}
+            if n.running_mean is not None:
+                out |= {f"norm{i}.mean": n.running_mean, f"norm{i}.var": n.running_var}
+        return out
+
+    pairs = {"step_losses": (one.step_losses, chunked.step_losses), "dead_rate": (one.dead_rate, chunked.dead_rate),
+             "grad_ratio": (one.grad_ratio, chunked.grad_ratio)}
+    pairs |= {k: (v, named(ensembles[1])[k]) for k, v in named(ensembles[0]).items()}
+    if norm == "batch":
+        # A hidden bias before a BatchNorm has a zero gradient up to rounding, and Adam's
+        # m / sqrt(v) turns that noise into full-size steps: those biases, the running means
+        # that follow them and the eval-mode ratios that read the running means differ at
+        # 1e-2 however the members are batched. The function trained does not (losses, weights).
+        hidden = range(len(WIDTHS) - 2)
+        for key in ["grad_ratio"] + [f"b{i}" for i in hidden] + [f"norm{i}.mean" for i in hidden]:
+            del pairs[key]
+    for key, (a, b) in pairs.items():
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6, equal_nan=True, msg=key)
+
+
+def test_seed_chunks_follow_the_parameter_bytes():
+    from probe.engines.training.trainer import CHUNK_BYTES, seed_chunks
+
+    small = Ensemble([8, 32, 32, 1], VARIANTS[:2], list(range(10)), "default")
+    assert seed_chunks(small) == [(0, 10)]
+    wide = Ensemble([8, 1024, 1024, 1], VARIANTS[:1], list(range(12)), "default")
+    per_seed = 4 * (8 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 + 1)
+    size = CHUNK_BYTES // per_seed
+    assert seed_chunks(wide) == [(lo, min(lo + size, 12)) for lo in range(0, 12, size)] and size < 12

@@ -24,6 +24,7 @@ the agreement with captum to 1e-6). Completeness holds by telescoping:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from probe.models.mlp import MLP
@@ -74,7 +75,7 @@ class ClosedFormDeepLift:
         for lin, slope in zip(self.linears[:-1], self.slopes):
             z = lin(hs[-1])
             zs.append(z)
-            hs.append(torch.where(z > 0, z, z * slope))
+            hs.append(F.leaky_relu(z, slope))  # z where z > 0, else slope * z (the module's own kernel)
         return zs, hs
 
     def __call__(self, xb: torch.Tensor, change: torch.Tensor,
@@ -100,9 +101,9 @@ class ClosedFormDeepLift:
                 dz = zs[layer - 1] - self.base_z[layer - 1]
                 dh = hs[layer] - self.base_h[layer]
                 slope = self.slopes[layer - 1]
-                grad = torch.where(zs[layer - 1] > 0, torch.ones_like(dz), torch.full_like(dz, slope))
+                grad = torch.where(zs[layer - 1] > 0, 1.0, slope)
                 safe = dz.abs() >= EPS
-                rescale = torch.where(safe, dh / torch.where(safe, dz, torch.ones_like(dz)), grad)
+                rescale = torch.where(safe, dh / torch.where(safe, dz, 1.0), grad)
                 d = (d * rescale) @ self.linears[layer - 1].weight
         deltas = [a.double().sum(1) - change.double() for a in attrs]
         return attrs, deltas

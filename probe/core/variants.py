@@ -14,10 +14,11 @@ The smooth activations (:mod:`probe.core.activations`), parameters optional:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from probe.core.activations import ALIASES, SMOOTH, smooth_of_module
@@ -188,11 +189,51 @@ def leaky_relu(z: torch.Tensor, slope: torch.Tensor | float) -> torch.Tensor:
     """The leaky family: ``z`` where ``z > 0``, ``slope * z`` elsewhere (ReLU at slope 0).
 
     The one implementation of the activation, used by the diagnostics and the
-    training ensemble alike. Written as ``max(z, 0) + slope * min(z, 0)``: the
-    same values (bit for bit) and gradients as ``torch.where(z > 0, z, slope * z)``
-    with a per-member or per-unit slope, in cheaper elementwise passes.
+    training ensemble alike, with a scalar slope or a tensor of slopes that
+    broadcasts against ``z`` (per member ``[M, 1, 1]``, per unit ``[U]``,
+    learnable or not). Both branches are single fused kernels forward and
+    backward (``torch.where`` and a ``relu + slope * clamp`` sum cost four to
+    five elementwise passes), with the values and gradients of
+    ``torch.where(z > 0, z, slope * z)`` bit for bit; at ``z == 0`` the
+    gradient is ``slope * g``.
     """
-    return torch.relu(z) + slope * z.clamp(max=0)
+    if not isinstance(slope, torch.Tensor):
+        return F.leaky_relu(z, float(slope))
+    return torch._prelu_kernel(z, slope)  # broadcasting PReLU; autograd gives the slope its gradient too
+
+
+class _LeakyRuns(torch.autograd.Function):
+    """Fixed slopes per contiguous run of the leading dimension, one fused leaky-ReLU kernel per run."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, runs: tuple[tuple[int, int, float], ...]) -> torch.Tensor:  # noqa: D102
+        out = torch.empty_like(z)
+        for lo, hi, slope in runs:
+            torch._C._nn.leaky_relu(z[lo:hi], slope, out=out[lo:hi])
+        ctx.save_for_backward(z)
+        ctx.runs = runs
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+        (z,) = ctx.saved_tensors
+        grad, out = grad.contiguous(), torch.empty_like(z)
+        for lo, hi, slope in ctx.runs:
+            torch.ops.aten.leaky_relu_backward.grad_input(grad[lo:hi], z[lo:hi], slope, False,
+                                                          grad_input=out[lo:hi])
+        return out, None
+
+
+def leaky_relu_runs(z: torch.Tensor, runs: Sequence[tuple[int, int, float]]) -> torch.Tensor:
+    """:func:`leaky_relu` with a fixed slope per run ``(lo, hi, slope)`` of ``z``'s leading dimension.
+
+    The training ensemble's hot path: members of one variant are one
+    contiguous run, so ReLU and leaky members share one forward pass at the
+    cost of one elementwise pass each way (a broadcast slope tensor costs
+    several times more, its backward a full-size slope gradient). ``z`` must be contiguous and the runs must cover its leading
+    dimension; values and gradients are those of :func:`leaky_relu`, bit for bit.
+    """
+    return _LeakyRuns.apply(z.contiguous(), tuple((int(lo), int(hi), float(s)) for lo, hi, s in runs))
 
 
 def variant_of_module(module: nn.Module) -> Variant:

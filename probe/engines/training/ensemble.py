@@ -31,8 +31,8 @@ from probe.diagnostics import Collector
 from probe.diagnostics.collector import PendingBackward
 from probe.engines.training.init import Params, init_params, stack_params
 from probe.engines.training.layers import (DROPOUT_STREAM, NORM_EPS, RRELU_STREAM, BatchedNorm, Group,
-                                           dropout_mask, group_activation, make_groups, noise_generator,
-                                           rrelu_slopes)
+                                           dropout_mask, fixed_runs, group_activation, make_groups,
+                                           noise_generator, rrelu_slopes)
 from probe.models.mlp import MLP
 
 #: per hidden layer: ``(z, u)``, the activation input and the Linear output (``u`` only under a LayerNorm)
@@ -64,9 +64,12 @@ class Ensemble:
         self.device = torch.device(device)
         self.norm, self.dropout = norm, float(dropout)
         self.groups: list[Group] = make_groups(self.variants, len(self.seeds))
+        self.runs = fixed_runs(self.variants, len(self.seeds))  # the fast kernel's slope per member run
         self.initial: list[Params] = [init_params(widths, init, s) for s in self.seeds]
         stacked = stack_params([self.initial[i % len(self.seeds)] for i in range(self.members)])
-        self.weights = [w.to(self.device).requires_grad_() for w, _ in stacked]
+        # stored as W^T [M, in, out], the layout baddbmm wants: neither the forward pass nor the
+        # weight gradient then copies a transposed tensor (``weights`` gives the [M, out, in] views)
+        self.weights_t = [w.transpose(1, 2).contiguous().to(self.device).requires_grad_() for w, _ in stacked]
         self.biases = [b.to(self.device).requires_grad_() for _, b in stacked]
         slopes = torch.tensor([0.0 if v.slope is None else v.slope for v in self.variants])
         learn = torch.tensor([v.learnable for v in self.variants]).repeat_interleave(len(self.seeds))
@@ -92,6 +95,11 @@ class Ensemble:
         return len(self.variants) * len(self.seeds)
 
     @property
+    def weights(self) -> list[torch.Tensor]:
+        """Per layer, the weights ``[M, out, in]`` as ``torch.nn.Linear`` holds them (views of ``weights_t``)."""
+        return [w.transpose(1, 2) for w in self.weights_t]
+
+    @property
     def n_hidden(self) -> int:
         return len(self.widths) - 2
 
@@ -104,8 +112,8 @@ class Ensemble:
         return torch.arange(self.members) % len(self.seeds)
 
     def parameters(self) -> list[torch.Tensor]:
-        """Every trained tensor: weights and biases layer by layer, then PReLU slopes, then norm affines."""
-        out = [t for pair in zip(self.weights, self.biases) for t in pair]
+        """Every trained tensor: weights (as ``weights_t``) and biases layer by layer, then PReLU slopes, then norm affines."""
+        out = [t for pair in zip(self.weights_t, self.biases) for t in pair]
         return out + list(self.prelu) + [p for n in self.norms for p in n.parameters()]
 
     def buffers(self) -> list[torch.Tensor]:
@@ -123,7 +131,7 @@ class Ensemble:
 
     def _activate(self, i: int, z: torch.Tensor, slope: torch.Tensor, training: bool) -> torch.Tensor:
         if len(self.groups) == 1 and self.groups[0].variant is None:
-            return group_activation(self.groups[0], z, slope, None)
+            return group_activation(self.groups[0], z, slope, None, self.runs)
         parts = []
         for g in self.groups:
             noise = None
@@ -163,7 +171,7 @@ class Ensemble:
         pending: list[list[PendingBackward]] = []
         h = x
         for i, slope in enumerate(self.slopes()):
-            u = torch.baddbmm(self.biases[i].unsqueeze(1), h, self.weights[i].transpose(1, 2))
+            u = torch.baddbmm(self.biases[i].unsqueeze(1), h, self.weights_t[i])
             z = self.norms[i](u, training) if self.norms else u
             if collectors is not None:
                 # detached: the Collector's accumulators must not hold a PReLU slope's graph
@@ -177,7 +185,7 @@ class Ensemble:
                 masks = torch.stack([dropout_mask(g, h.shape[1:], self.dropout, self.device)
                                      for g in self.dropout_gens])
                 h = h * masks[self._seed_rows]
-        out = torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].transpose(1, 2))
+        out = torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights_t[-1])
         return out, taps, pending
 
     def state(self) -> list[torch.Tensor]:
@@ -197,13 +205,50 @@ class Ensemble:
         """A copy of the ensemble on ``device`` (parameters copied, not shared; fresh noise generators)."""
         new = copy.copy(self)
         new.device = torch.device(device)
-        new.weights = [w.detach().to(device, copy=True).requires_grad_() for w in self.weights]
+        new.weights_t = [w.detach().to(device, copy=True).requires_grad_() for w in self.weights_t]
         new.biases = [b.detach().to(device, copy=True).requires_grad_() for b in self.biases]
         new.prelu = [p.detach().to(device, copy=True).requires_grad_() for p in self.prelu]
         new.fixed_slope, new.learnable = self.fixed_slope.to(device), self.learnable.to(device)
         new.norms = [n.to(new.device) for n in self.norms]
         new._reset_noise()
         return new
+
+    def seed_members(self, lo: int, hi: int) -> torch.Tensor:
+        """The member indices of seeds ``lo:hi`` in every variant, in the order of a sub-ensemble's members."""
+        n = len(self.seeds)
+        return torch.tensor([v * n + s for v in range(len(self.variants)) for s in range(lo, hi)])
+
+    def subset(self, lo: int, hi: int) -> Ensemble:
+        """The members of seeds ``lo:hi`` (every variant) as an ensemble of their own, parameters copied.
+
+        Members are independent, so training the subset is training those
+        members: :func:`~probe.engines.training.trainer.train` trains a large
+        CPU ensemble by seed chunks whose tensors stay in cache, then copies them
+        back with :meth:`absorb`.
+        """
+        idx = self.seed_members(lo, hi).to(self.device)
+        new = copy.copy(self)
+        new.seeds, new.initial = self.seeds[lo:hi], self.initial[lo:hi]
+        new.groups = make_groups(new.variants, len(new.seeds))
+        new.runs = fixed_runs(new.variants, len(new.seeds))
+        new.weights_t = [w.detach()[idx].requires_grad_() for w in self.weights_t]
+        new.biases = [b.detach()[idx].requires_grad_() for b in self.biases]
+        new.prelu = [p.detach()[idx].requires_grad_() for p in self.prelu]
+        new.fixed_slope, new.learnable = self.fixed_slope[idx], self.learnable[idx]
+        new.norms = [n.subset(idx) for n in self.norms]
+        # the seeds' own noise generators, shared: a seed draws the same masks and slopes in any chunk
+        new.dropout_gens = self.dropout_gens[lo:hi]
+        new._seed_rows = new.seed_index().to(self.device)
+        new.rrelu_gens = {ng.lo: self.rrelu_gens[og.lo][lo:hi]
+                          for og, ng in zip(self.groups, new.groups) if og.lo in self.rrelu_gens}
+        return new
+
+    @torch.no_grad()
+    def absorb(self, sub: Ensemble, lo: int, hi: int) -> None:
+        """Copy the parameters and buffers of ``subset(lo, hi)``'s members back into this ensemble."""
+        idx = self.seed_members(lo, hi).to(self.device)
+        for mine, theirs in zip(self.parameters() + self.buffers(), sub.parameters() + sub.buffers()):
+            mine[idx] = theirs
 
     def to_mlp(self, m: int) -> MLP:
         """Member ``m`` as a canonical :class:`probe.models.MLP` on the CPU (eval mode).

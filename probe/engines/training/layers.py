@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from probe.core.variants import Variant, leaky_relu
+from probe.core.variants import Variant, leaky_relu, leaky_relu_runs
 
 FAST_KINDS = ("relu", "leaky", "prelu")
 NORM_KINDS = ("none", "batch", "layer")
@@ -96,8 +96,26 @@ def make_groups(variants: list[Variant], n_seeds: int) -> list[Group]:
     return [Group(v, i * n_seeds, (i + 1) * n_seeds) for i, v in enumerate(variants)]
 
 
+def fixed_runs(variants: list[Variant], n_seeds: int) -> tuple[tuple[int, int, float], ...] | None:
+    """The fast group's slope runs ``(lo, hi, slope)``, one per variant (merged when equal), or None.
+
+    None when a variant is learnable (PReLU) or outside the fast kinds: the
+    slope is then a tensor (:func:`~probe.core.variants.leaky_relu`).
+    """
+    if not all(v.kind in FAST_KINDS and not v.learnable for v in variants):
+        return None
+    runs: list[tuple[int, int, float]] = []
+    for i, v in enumerate(variants):
+        if runs and runs[-1][2] == v.slope:
+            runs[-1] = (runs[-1][0], (i + 1) * n_seeds, v.slope)
+        else:
+            runs.append((i * n_seeds, (i + 1) * n_seeds, float(v.slope)))
+    return tuple(runs)
+
+
 def group_activation(group: Group, z: torch.Tensor, slope: torch.Tensor | None,
-                     noise: torch.Tensor | None) -> torch.Tensor:
+                     noise: torch.Tensor | None,
+                     runs: tuple[tuple[int, int, float], ...] | None = None) -> torch.Tensor:
     """The group's activation of its slice ``z``.
 
     Args:
@@ -105,7 +123,10 @@ def group_activation(group: Group, z: torch.Tensor, slope: torch.Tensor | None,
         z: Pre-activations of the group's members.
         slope: The group's per-member slope ``[n, 1, 1]`` (ReLU family), else None.
         noise: RReLU slopes per entry in training mode, else None (eval: the nominal slope).
+        runs: Fixed slopes by member run (:func:`fixed_runs`): the fast kernel, used before ``slope``.
     """
+    if runs is not None:
+        return leaky_relu_runs(z, runs)
     if noise is not None:
         return leaky_relu(z, noise)
     if slope is not None:
@@ -151,6 +172,16 @@ class BatchedNorm:
         else:
             mean, var = self.running_mean.unsqueeze(1), self.running_var.unsqueeze(1)
         return (u - mean) * torch.rsqrt(var + NORM_EPS) * w + b
+
+    def subset(self, idx: torch.Tensor) -> BatchedNorm:
+        """The norm of members ``idx`` (a copy)."""
+        new = BatchedNorm.__new__(BatchedNorm)
+        new.kind = self.kind
+        new.weight = self.weight.detach()[idx].requires_grad_()
+        new.bias = self.bias.detach()[idx].requires_grad_()
+        new.running_mean = None if self.running_mean is None else self.running_mean[idx]
+        new.running_var = None if self.running_var is None else self.running_var[idx]
+        return new
 
     def folded(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         """BatchNorm ``m`` in eval mode as ``z = scale * u + shift``: ``(scale [U], shift [U])``."""

@@ -92,10 +92,97 @@ def make_optimizer(params: list[torch.Tensor], config: TrainConfig) -> Adam | SG
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
 
 
+#: parameter bytes of one CPU training chunk: a chunk's tensors then stay in a large last-level cache
+#: (the size grid of benchmarks/compare_size_grid.py: one chunk up to width ~128 at 400 members, seeds
+#: in chunks of ~20 members at width 512 and ~5 at 1024, where the whole stack streams from memory)
+CHUNK_BYTES = 24 * 2**20
+
+
+def seed_chunks(ens: Ensemble) -> list[tuple[int, int]]:
+    """Seed ranges ``(lo, hi)`` trained as one batched chunk each: all seeds at once off the CPU."""
+    n = len(ens.seeds)
+    if ens.device.type != "cpu":
+        return [(0, n)]
+    per_seed = len(ens.variants) * sum(p[0].numel() * p.element_size() for p in ens.parameters())
+    size = max(1, CHUNK_BYTES // max(per_seed, 1))
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
+class _Run:
+    """The training state of one chunk: its optimiser, live members, frozen parameters, rollback point."""
+
+    def __init__(self, ens: Ensemble, config: TrainConfig, steps: int,
+                 probe: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        self.ens, self.config, self.probe = ens, config, probe
+        m, dev = ens.members, ens.device
+        self.step_losses = torch.full((steps, m), torch.nan, device=dev)
+        self.step_acc = torch.full_like(self.step_losses, torch.nan) if config.loss == "cross_entropy" else None
+        self.history = [probe_batch_stats(ens, *probe, loss=config.loss)] if probe is not None else None
+        self.opt = make_optimizer(ens.parameters(), config)
+        self.seed_idx = ens.seed_index().to(dev)
+        self.alive = torch.ones(m, dtype=torch.bool, device=dev)
+        self.frozen: list[torch.Tensor] | None = None  # parameters diverged members are held at
+        self.diverged: list[int | None] = [None] * m
+        self.snapshot = ens.state()  # the end of the last epoch that every chunk completed
+
+    def epoch(self, epoch: int, X: torch.Tensor, y: torch.Tensor, steps_per_epoch: int) -> None:
+        """Every step of ``epoch``, then the divergence check (see the module docstring)."""
+        ens, bs, n = self.ens, self.config.batch_size, X.shape[0]
+        classify = self.step_acc is not None
+        orders = torch.stack([epoch_order(s, epoch, n) for s in ens.seeds]).to(ens.device)
+        idx = orders[self.seed_idx]  # [M, N]: each member's data order, that of its seed
+        xe, ye = X[idx], y[idx]  # [M, N, F]: one gather per epoch
+        base = epoch * steps_per_epoch
+        for s in range(steps_per_epoch):
+            xb, yb = xe[:, s * bs:(s + 1) * bs], ye[:, s * bs:(s + 1) * bs]
+            out, _, _ = ens.forward(xb, training=True)
+            if classify:
+                per, correct = member_sample_losses(self.config.loss, out, yb)
+                losses = per.mean(1)
+            else:
+                losses = member_mse(out, yb)
+            objective = (torch.where(self.alive, losses, 0.0) if self.frozen is not None else losses).sum()
+            self.opt.zero_grad(set_to_none=True)
+            objective.backward()
+            self.opt.step()
+            if self.frozen is not None:
+                ens.restore(self.frozen, ~self.alive)
+            self.step_losses[base + s] = losses.detach()
+            if classify:
+                self.step_acc[base + s] = correct.mean(1)
+        rows = slice(base, base + steps_per_epoch)
+        if self.frozen is not None:  # losses of members frozen in earlier epochs mean nothing
+            self.step_losses[rows, ~self.alive] = torch.nan
+            if classify:
+                self.step_acc[rows, ~self.alive] = torch.nan
+        bad = self.alive & ~torch.isfinite(self.step_losses[rows]).all(0)
+        if bool(bad.any()):
+            for i in bad.nonzero().flatten().tolist():
+                self.diverged[i] = epoch + 1
+            self.alive &= ~bad
+            ens.restore(self.snapshot, bad)
+            self.frozen = ens.state() if self.frozen is None else _merge(self.frozen, ens.state(), bad)
+
+    def measure(self) -> None:
+        """The probe batch's dead rates and gradient ratios at the end of an epoch, when asked for."""
+        if self.history is not None:
+            self.history.append(probe_batch_stats(self.ens, *self.probe, loss=self.config.loss))
+
+
 def train(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
           probe: tuple[torch.Tensor, torch.Tensor] | None = None,
           progress: Progress | None = None) -> TrainOutcome:
     """Train all members on ``(X [N, F], y [N, K])`` for ``config.epochs`` epochs.
+
+    On the CPU, an ensemble whose tensors outgrow :data:`CHUNK_BYTES` is
+    trained by seed chunks (:func:`seed_chunks`), epoch by epoch: each epoch
+    runs every chunk's steps in turn, so a chunk's parameters and optimiser
+    state stay in cache through its steps. Members are independent and every
+    operation is per member, so the result is that of one batch of all
+    members, to float32 rounding (the fused Adam kernel can round an entry's
+    last bit by its place in the tensor; ``tests/test_training.py``). The
+    chunks depend only on the widths and member count, so the same command
+    gives the same bits.
 
     Args:
         ens: The ensemble (trained in place).
@@ -106,74 +193,52 @@ def train(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, config: TrainConfig, 
     """
     dev = ens.device
     X, y = X.to(dev), y.to(dev)
-    n, m, bs = X.shape[0], ens.members, config.batch_size
-    steps_per_epoch = -(-n // bs)
-    step_losses = torch.full((config.epochs * steps_per_epoch, m), torch.nan, device=dev)
-    classify = config.loss == "cross_entropy"
-    step_acc = torch.full_like(step_losses, torch.nan) if classify else None
-    history = [probe_batch_stats(ens, *probe, loss=config.loss)] if probe is not None else None
-    params = ens.parameters()
-    opt = make_optimizer(params, config)
-    seed_idx = ens.seed_index().to(dev)
-    alive = torch.ones(m, dtype=torch.bool, device=dev)
-    frozen: list[torch.Tensor] | None = None  # parameters diverged members are held at
-    diverged: list[int | None] = [None] * m
+    steps_per_epoch = -(-X.shape[0] // config.batch_size)
+    chunks = seed_chunks(ens)
+    subs = [ens] if len(chunks) == 1 else [ens.subset(lo, hi) for lo, hi in chunks]
+    runs = [_Run(sub, config, config.epochs * steps_per_epoch, probe) for sub in subs]
     done, interrupted = 0, False
-    snapshot = ens.state()
     try:
         for epoch in range(config.epochs):
-            orders = torch.stack([epoch_order(s, epoch, n) for s in ens.seeds]).to(dev)
-            idx = orders[seed_idx]  # [M, N]: each member's data order, that of its seed
-            xe, ye = X[idx], y[idx]  # [M, N, F]: one gather per epoch
-            base = epoch * steps_per_epoch
-            for s in range(steps_per_epoch):
-                xb, yb = xe[:, s * bs:(s + 1) * bs], ye[:, s * bs:(s + 1) * bs]
-                out, _, _ = ens.forward(xb, training=True)
-                if classify:
-                    per, correct = member_sample_losses(config.loss, out, yb)
-                    losses = per.mean(1)
-                else:
-                    losses = member_mse(out, yb)
-                objective = (torch.where(alive, losses, 0.0) if frozen is not None else losses).sum()
-                opt.zero_grad(set_to_none=True)
-                objective.backward()
-                opt.step()
-                if frozen is not None:
-                    ens.restore(frozen, ~alive)
-                step_losses[base + s] = losses.detach()
-                if classify:
-                    step_acc[base + s] = correct.mean(1)
-            if frozen is not None:  # losses of members frozen in earlier epochs mean nothing
-                step_losses[base:base + steps_per_epoch, ~alive] = torch.nan
-                if classify:
-                    step_acc[base:base + steps_per_epoch, ~alive] = torch.nan
-            bad = alive & ~torch.isfinite(step_losses[base:base + steps_per_epoch]).all(0)
-            if bool(bad.any()):
-                for i in bad.nonzero().flatten().tolist():
-                    diverged[i] = epoch + 1
-                alive &= ~bad
-                ens.restore(snapshot, bad)
-                frozen = ens.state() if frozen is None else _merge(frozen, ens.state(), bad)
-            if history is not None:
-                history.append(probe_batch_stats(ens, *probe, loss=config.loss))
-            snapshot = ens.state()
+            for run in runs:
+                run.epoch(epoch, X, y, steps_per_epoch)
+            for run in runs:
+                run.measure()
+            # every chunk finished the epoch: it becomes the rollback point (states first, then swapped in)
+            for run, state in zip(runs, [run.ens.state() for run in runs]):
+                run.snapshot = state
             done = epoch + 1
             if progress is not None:
                 progress(done, config.epochs)
     except KeyboardInterrupt:
-        ens.restore(snapshot)
+        for run in runs:  # back to the end of the last epoch that every chunk completed
+            run.ens.restore(run.snapshot)
+            if run.history is not None:
+                run.history = run.history[:done + 1]
         interrupted = True
-        if history is not None:
-            history = history[:done + 1]
+    if len(chunks) > 1:
+        for (lo, hi), sub in zip(chunks, subs):
+            ens.absorb(sub, lo, hi)
+    order = torch.cat([ens.seed_members(lo, hi) for lo, hi in chunks])  # chunk member -> ensemble member
+    inverse = torch.argsort(order)
+
+    def gather(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+        return torch.cat([p.cpu() for p in parts], dim).index_select(dim, inverse)
+
+    rows = done * steps_per_epoch
+    diverged = [d for run in runs for d in run.diverged]
+    histories = [run.history for run in runs]
     return TrainOutcome(
-        step_losses=step_losses[:done * steps_per_epoch].cpu(),
+        step_losses=gather([run.step_losses[:rows] for run in runs], 1),
         steps_per_epoch=steps_per_epoch,
-        diverged_epoch=diverged,
-        dead_rate=torch.stack([h[0] for h in history]) if history else None,
-        grad_ratio=torch.stack([h[1] for h in history]) if history else None,
+        diverged_epoch=[diverged[i] for i in inverse.tolist()],
+        dead_rate=None if probe is None else torch.stack(
+            [gather([h[e][0] for h in histories], 0) for e in range(done + 1)]),
+        grad_ratio=None if probe is None else torch.stack(
+            [gather([h[e][1] for h in histories], 0) for e in range(done + 1)]),
         epochs_completed=done,
         interrupted=interrupted,
-        step_accuracy=None if step_acc is None else step_acc[:done * steps_per_epoch].cpu(),
+        step_accuracy=None if runs[0].step_acc is None else gather([run.step_acc[:rows] for run in runs], 1),
     )
 
 
