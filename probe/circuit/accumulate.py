@@ -122,7 +122,7 @@ class CircuitSums:
         for layer, a in enumerate(acts):
             f["pos"][layer] += masks @ a.clamp(min=0)
             f["neg"][layer] += masks @ (-a).clamp(min=0)
-            f["active"][layer] += masks @ (a > 0).double()
+            f["active"][layer] += masks @ torch.gt(a, 0, out=torch.empty_like(a))  # float 0/1: no bool pass
         for layer, z_abs in enumerate(net_abs, start=1):
             f["net_abs"][layer] += masks @ z_abs.double()
         for layer, attr in enumerate([*attrs, change]):

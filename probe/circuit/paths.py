@@ -61,17 +61,23 @@ def edge_shares(contrib: np.ndarray) -> np.ndarray:
 def _top_k_stable(flat: np.ndarray, k: int) -> np.ndarray:
     """Per row, the indices of the ``k`` largest values, largest first, ties to the lower index.
 
-    The same as ``np.argsort(-flat, axis=1, kind="stable")[:, :k]``, but only the
-    values at or above each row's k-th largest are sorted.
+    The same as ``np.argsort(-flat, axis=1, kind="stable")[:, :k]``, without
+    sorting whole rows: a partition finds each row's k-th largest value, and only
+    the entries at or above it (every tie included, at least ``k`` per row) are
+    sorted, all rows in one ``lexsort`` by (row, value descending, index).
     """
-    if flat.shape[1] <= 4 * k or flat.size <= 2**16:  # small: one vectorised sort beats the row loop
+    n_rows, n_cols = flat.shape
+    if n_cols <= k or flat.size <= 4096:  # small: one sort costs less than the selection's steps
         return np.argsort(-flat, axis=1, kind="stable")[:, :k]
-    kth = -np.partition(-flat, k - 1, axis=1)[:, k - 1:k]  # each row's k-th largest value
-    rows = []
-    for values, threshold in zip(flat, kth[:, 0]):
-        keep = np.flatnonzero(values >= threshold)  # ascending indices, every tie included
-        rows.append(keep[np.argsort(-values[keep], kind="stable")[:k]])
-    return np.stack(rows)
+    kth = -np.partition(-flat, k - 1, axis=1)[:, k - 1]
+    rows, cols = np.nonzero(flat >= kth[:, None])
+    order = np.lexsort((cols, -flat[rows, cols], rows))
+    rows, cols = rows[order], cols[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(n_rows))[rows]
+    keep = rank < k
+    out = np.empty((n_rows, k), dtype=np.int64)
+    out[rows[keep], rank[keep]] = cols[keep]
+    return out
 
 
 def top_paths(contribs: list[np.ndarray], output: int, k: int = 10) -> tuple[CircuitPath, ...]:
@@ -103,17 +109,18 @@ def top_paths(contribs: list[np.ndarray], output: int, k: int = 10) -> tuple[Cir
         back[rows, :kept, 0], back[rows, :kept, 1] = np.divmod(order, k)
         best = new_best
         backs.append(back)
-    paths = []
-    for rank in range(k):
-        if not np.isfinite(best[output, rank]):
-            break
-        units, unit, r = [output], output, rank
-        for back in reversed(backs):
-            unit, r = (int(v) for v in back[unit, r])
-            units.append(unit)
-        units.reverse()
-        sign = 1
-        for li, c in enumerate(contribs):
-            sign *= 1 if c[units[li + 1], units[li]] >= 0 else -1
-        paths.append(CircuitPath(tuple(units), float(np.exp(best[output, rank])), sign))
+    finite = np.isfinite(best[output])  # the ranks are sorted: the finite ones come first
+    found = int(finite.sum())
+    unit, rank = np.full(found, output), np.arange(found)
+    columns = [unit]
+    for back in reversed(backs):  # every path traced back at once
+        unit, rank = back[unit, rank, 0], back[unit, rank, 1]
+        columns.append(unit)
+    units = np.stack(columns[::-1], axis=1)  # [found, layers]: inputs first, the output last
+    signs = np.ones(found, dtype=np.int64)
+    for li, c in enumerate(contribs):
+        signs *= np.where(c[units[:, li + 1], units[:, li]] >= 0, 1, -1)
+    strengths = np.exp(best[output, :found])
+    paths = [CircuitPath(tuple(u), float(st), int(sg))
+             for u, st, sg in zip(units.tolist(), strengths.tolist(), signs.tolist())]
     return tuple(paths)

@@ -25,6 +25,24 @@ class CircuitError(ProbeError):
     """A sign-circuit request that cannot be answered (bad output index, group, method...)."""
 
 
+def _copy_layer(module: nn.Module) -> nn.Module:
+    """A fresh copy of one layer: built directly for the common types (deepcopy costs ~0.1 ms each)."""
+    if isinstance(module, nn.RReLU):
+        return nn.LeakyReLU((module.lower + module.upper) / 2)
+    if type(module) is nn.Linear:
+        new = nn.Linear.__new__(nn.Linear)  # no random init of weights about to be replaced
+        nn.Module.__init__(new)
+        new.in_features, new.out_features = module.in_features, module.out_features
+        new.weight = nn.Parameter(module.weight.detach().clone())
+        new.bias = None if module.bias is None else nn.Parameter(module.bias.detach().clone())
+        return new
+    if type(module) is nn.ReLU:
+        return nn.ReLU()
+    if type(module) is nn.LeakyReLU:
+        return nn.LeakyReLU(module.negative_slope)
+    return copy.deepcopy(module)
+
+
 def private_mlp(model: object) -> MLP:
     """An independent eval-mode copy of ``model`` that attribution may hook freely.
 
@@ -53,8 +71,7 @@ def private_mlp(model: object) -> MLP:
                            found=mlp.describe(), fix="analyse a model with one or more hidden layers")
     # an RReLU in eval mode is a leaky ReLU of slope (lower + upper) / 2: the same function, and a
     # module both captum's DeepLift and the closed form know
-    copied = MLP(*[nn.LeakyReLU((m.lower + m.upper) / 2) if isinstance(m, nn.RReLU) else copy.deepcopy(m)
-                   for m in mlp])
+    copied = MLP(*[_copy_layer(m) for m in mlp])
     for module in copied.activations:
         if hasattr(module, "inplace"):
             module.inplace = False

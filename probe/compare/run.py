@@ -211,8 +211,9 @@ def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, 
             # a classifier's circuit follows class 0's logit margin (as analyze's); its labels do not fit
             # the K logits as targets, and the circuit needs the inputs only
             classifier = loss == "cross_entropy" and model.widths[-1] > 1
+            # the whole sample (at most 2,000 rows) as one batch: per-batch overhead dominates at these sizes
             traced = trace_circuit(model, eval_set.X if loss == "cross_entropy" else eval_set, output=0,
-                                   target="margin" if classifier else "logit")
+                                   target="margin" if classifier else "logit", batch_size=2048)
         runs.append(RunResult(
             variant=variant.label, seed=seed, init_digest=digests[m % len(ens.seeds)],
             # born dead: a collapsed layer that passes nothing (slope 0) makes the output constant
