@@ -15,7 +15,11 @@ probe faster). Issue 13's goal is probe never slower than either, at widths
 up to 1024 and up to 400 members; this script records where that holds.
 
 Usage: ``python benchmarks/compare_size_grid.py [--widths 32,128,512,1024] [--members 20,100,400]
-[--steps 20] [--repeat 2] [--threads 1]``
+[--steps 20] [--repeat 2] [--threads 1] [--methods probe,plain,vmap]``
+
+At width 1024 and 400 members the vmap ensemble needs more than 24 GiB (its
+per-member gradients, Adam state and temporaries of 1.6 GiB each); leave it out
+there with ``--methods probe,plain`` on a smaller machine.
 """
 
 from __future__ import annotations
@@ -94,23 +98,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--methods", default="probe,plain,vmap", help="which of probe, plain, vmap to time")
     args = parser.parse_args()
+    methods = {"probe": time_probe, "plain": time_plain, "vmap": time_vmap}
+    chosen = [m for m in args.methods.split(",") if m in methods]
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s); 8-W-W-1 leaky, Adam, batch {BATCH}, "
           f"{args.steps} steps, best of {args.repeat}")
-    for fn in (time_probe, time_plain, time_vmap):  # warm-up: imports (torch.optim's torch._dynamo), kernels
-        fn(8, 2, 2)
-    print(f"{'width':>6} {'members':>8} {'probe s':>9} {'plain s':>9} {'vmap s':>9} {'plain/probe':>12} "
-          f"{'vmap/probe':>11}")
+    for name in chosen:  # warm-up: imports (torch.optim's torch._dynamo), kernels
+        methods[name](8, 2, 2)
+    print(f"{'width':>6} {'members':>8} " + " ".join(f"{n + ' s':>9}" for n in chosen)
+          + ("  plain/probe" if {"probe", "plain"} <= set(chosen) else "")
+          + ("  vmap/probe" if {"probe", "vmap"} <= set(chosen) else ""))
     for width in (int(w) for w in args.widths.split(",")):
         for members in (int(m) for m in args.members.split(",")):
-            best = {"probe": float("inf"), "plain": float("inf"), "vmap": float("inf")}
+            best = {name: float("inf") for name in chosen}
             for _ in range(args.repeat):  # interleaved: a slow moment on the machine favours none
-                best["probe"] = min(best["probe"], time_probe(width, members, args.steps))
-                best["plain"] = min(best["plain"], time_plain(width, members, args.steps))
-                best["vmap"] = min(best["vmap"], time_vmap(width, members, args.steps))
-            print(f"{width:>6} {members:>8} {best['probe']:>9.3f} {best['plain']:>9.3f} {best['vmap']:>9.3f} "
-                  f"{best['plain'] / best['probe']:>12.2f} {best['vmap'] / best['probe']:>11.2f}", flush=True)
+                for name in chosen:
+                    best[name] = min(best[name], methods[name](width, members, args.steps))
+            line = f"{width:>6} {members:>8} " + " ".join(f"{best[n]:>9.3f}" for n in chosen)
+            if "probe" in best and "plain" in best:
+                line += f"  {best['plain'] / best['probe']:>11.2f}"
+            if "probe" in best and "vmap" in best:
+                line += f"  {best['vmap'] / best['probe']:>10.2f}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

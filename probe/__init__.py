@@ -34,6 +34,7 @@ _EXPORTS = {
     "track": "probe.engines.track",
     "CircuitResult": "probe.circuit.result",
     "trace_circuit": "probe.circuit.core",
+    "trace_circuits": "probe.circuit.batched",
     "Scenario": "probe.experiment.scenarios",
     "list_scenarios": "probe.experiment.scenarios",
     "load_scenario": "probe.experiment.scenarios",

@@ -293,6 +293,34 @@ def test_training_by_seed_chunks_is_training_all_members_at_once(monkeypatch, sp
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6, equal_nan=True, msg=key)
 
 
+def test_keyboard_interrupt_rolls_every_chunk_back_to_the_last_epoch_all_completed(monkeypatch):
+    """Interrupted inside epoch 3's chunks (after chunk 1 finished it): every member ends at epoch 2."""
+    from probe.engines.training import trainer
+
+    X, y = toy_data(n=48)
+    config = TrainConfig("adam", 0.01, 16, 5)
+    reference = Ensemble(WIDTHS, VARIANTS[:2], [0, 1, 2], "default")
+    train(reference, X, y, TrainConfig("adam", 0.01, 16, 2))
+
+    monkeypatch.setattr(trainer, "CHUNK_BYTES", 1)
+    ens = Ensemble(WIDTHS, VARIANTS[:2], [0, 1, 2], "default")
+    calls = []
+    real_epoch = trainer._Run.epoch
+
+    def epoch(self, e, *args):
+        calls.append(e)
+        if e == 2 and len(calls) == 9:  # chunks 0 and 1 finished epoch 2; chunk 2 is interrupted
+            raise KeyboardInterrupt
+        return real_epoch(self, e, *args)
+
+    monkeypatch.setattr(trainer._Run, "epoch", epoch)
+    out = train(ens, X, y, config, probe=(X[:16], y[:16]))
+    assert out.interrupted and out.epochs_completed == 2 and out.dead_rate.shape[0] == 3
+    assert out.step_losses.shape == (2 * out.steps_per_epoch, ens.members)
+    for a, b in zip(ens.parameters(), reference.parameters()):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+
+
 def test_seed_chunks_follow_the_parameter_bytes():
     from probe.engines.training.trainer import CHUNK_BYTES, seed_chunks
 

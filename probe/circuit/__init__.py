@@ -8,6 +8,8 @@ ReLU/leaky chains, else captum), and returns a :class:`CircuitResult`: per group
 layer, the sign routes layer by layer, the strongest paths, and a layered
 ``networkx.DiGraph`` (``result.graph("negative")``) for export with
 :func:`write_graphml` or :func:`probe.report.circuit_figure.draw_circuit`.
+``trace_circuits(models, data)`` traces many same-shaped models at once (one
+batched closed-form DeepLift for ReLU-family chains; ``compare`` uses it).
 
 Names are imported on first use, so that code needing only the result types
 does not load captum.
@@ -19,6 +21,7 @@ import importlib
 
 _EXPORTS = {
     "smallest_cover": "probe.circuit.core", "trace_circuit": "probe.circuit.core",
+    "trace_circuits": "probe.circuit.batched",
     "write_graphml": "probe.circuit.graph",
     "CircuitPath": "probe.circuit.paths", "node_id": "probe.circuit.paths", "top_paths": "probe.circuit.paths",
     "CircuitResult": "probe.circuit.result", "Completeness": "probe.circuit.result",

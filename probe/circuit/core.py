@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -162,6 +163,49 @@ def trace_circuit(mlp: object, data: object, *, output: int = 0, baseline: str |
         ModelLoadError: ``mlp`` is a module that is not an MLP.
         DataError: Data of the wrong width or with NaN/inf.
     """
+    setup = prepare(mlp, data, output=output, baseline=baseline, method=method, n_steps=n_steps,
+                    batch_size=batch_size, coverage=coverage, n_paths=n_paths, n_drivers=n_drivers,
+                    max_samples=max_samples, target=target, device=device)
+    return trace_setup(setup, batch_size=batch_size, n_steps=n_steps, coverage=coverage, n_paths=n_paths,
+                       n_drivers=n_drivers, progress=progress)
+
+
+def trace_setup(setup: Setup, *, batch_size: int, n_steps: int, coverage: float, n_paths: int, n_drivers: int,
+                progress: Callable[[int], None] | None = None) -> CircuitResult:
+    """:func:`trace_circuit` of a prepared model: its rows, batch by batch, then the circuit."""
+    attributor = Attributor(setup.model, setup.base_row, setup.output, setup.method, n_steps, setup.target)
+    sums = CircuitSums(setup.model.widths, setup.output, margin=setup.target == "margin")
+    X = setup.X
+    for start in range(0, X.shape[0], batch_size):
+        xb = X[start:start + batch_size].to(setup.device)
+        with torch.no_grad():
+            acts, net_abs = forward_layers(setup.model, xb)
+        feed(setup, sums, xb, acts, net_abs, attributor)
+        if progress is not None:
+            progress(min(start + batch_size, X.shape[0]))
+    return finish(setup, sums, coverage=coverage, n_paths=n_paths, n_drivers=n_drivers, n_steps=n_steps)
+
+
+@dataclass
+class Setup:
+    """One model's circuit, checked and ready to be fed: the private model, the rows, the baseline."""
+
+    model: MLP
+    X: torch.Tensor
+    sample: SampleInfo
+    output: int
+    target: str
+    method: str
+    base_name: str
+    base_row: torch.Tensor
+    base_out: torch.Tensor
+    device: str
+
+
+def prepare(mlp: object, data: object, *, output: int, baseline: str | torch.Tensor, method: str, n_steps: int,
+            batch_size: int, coverage: float, n_paths: int, n_drivers: int, max_samples: int | None,
+            target: str, device: str) -> Setup:
+    """Every check of :func:`trace_circuit`, the private copy, the baseline and the stratified sample."""
     device = check_device(device)
     model = private_mlp(mlp)
     data = check_circuit_data(data, model)
@@ -173,33 +217,54 @@ def trace_circuit(mlp: object, data: object, *, output: int = 0, baseline: str |
     model = model.to(device)
     base_row = base_row.to(device)
     X, sample = _sampled(model, data.X.float(), output, target, max_samples, batch_size, device)
-    attributor = Attributor(model, base_row, output, method, n_steps, target)
-    sums = CircuitSums(model.widths, output, margin=target == "margin")
     with torch.no_grad():
         base_out = model(base_row)
-    final = model.linears[-1]
-    for start in range(0, X.shape[0], batch_size):
-        xb = X[start:start + batch_size].to(device)
-        with torch.no_grad():
-            acts, net_abs = forward_layers(model, xb)
-            score, runner_up = target_scores(acts[-1], output, target)
-            # the margin's baseline term is taken against each row's own runner-up (see probe.circuit.target)
-            base_score = base_out[0, output] - (0 if runner_up is None else base_out[0, runner_up])
-            change = acts[-1] - base_out
-            change[:, output] = score - base_score
-            if runner_up is not None:  # output K's slot carries the margin, its net the effective row's
-                acts[-1] = acts[-1].clone()
-                acts[-1][:, output] = score
-                net = acts[-2] @ final.weight.T
-                net_abs[-1] = net_abs[-1].clone()
-                net_abs[-1][:, output] = (net[:, output] - net.gather(1, runner_up[:, None])[:, 0]).abs()
-        attrs, deltas = attributor(xb, change[:, output], runner_up)
-        cpu = lambda ts: [t.detach().cpu() for t in ts]  # noqa: E731
-        sums.update(cpu(acts), cpu(net_abs), cpu(attrs), cpu(deltas), change.cpu(),
-                    None if runner_up is None else runner_up.cpu())
-        if progress is not None:
-            progress(min(start + batch_size, X.shape[0]))
+    return Setup(model, X, sample, output, target, method, base_name, base_row, base_out, device)
 
+
+@torch.no_grad()
+def target_change(setup: Setup, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """``(score, runner_up, change)`` of outputs ``out``: the traced quantity, each row's runner-up
+    class (margin only) and every output's change from the baseline, output K's being the score's."""
+    output, base_out = setup.output, setup.base_out
+    score, runner_up = target_scores(out, output, setup.target)
+    # the margin's baseline term is taken against each row's own runner-up (see probe.circuit.target)
+    base_score = base_out[0, output] - (0 if runner_up is None else base_out[0, runner_up])
+    change = out - base_out
+    change[:, output] = score - base_score
+    return score, runner_up, change
+
+
+def feed(setup: Setup, sums: CircuitSums, xb: torch.Tensor, acts: list[torch.Tensor],
+         net_abs: list[torch.Tensor], attribute: Callable,
+         terms: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None) -> None:
+    """One batch into ``sums``: the target, its change from the baseline, the attributions.
+
+    Args:
+        acts, net_abs: :func:`~probe.circuit.accumulate.forward_layers` of ``xb`` (modified here).
+        attribute: ``attribute(xb, change, runner_up) -> (attrs, deltas)``: an
+            :class:`~probe.circuit.attribution.Attributor`, or one member of a batched DeepLift.
+        terms: :func:`target_change` of ``acts[-1]`` when already computed.
+    """
+    output = setup.output
+    score, runner_up, change = target_change(setup, acts[-1]) if terms is None else terms
+    with torch.no_grad():
+        if runner_up is not None:  # output K's slot carries the margin, its net the effective row's
+            acts[-1] = acts[-1].clone()
+            acts[-1][:, output] = score
+            net = acts[-2] @ setup.model.linears[-1].weight.T
+            net_abs[-1] = net_abs[-1].clone()
+            net_abs[-1][:, output] = (net[:, output] - net.gather(1, runner_up[:, None])[:, 0]).abs()
+    attrs, deltas = attribute(xb, change[:, output], runner_up)
+    cpu = lambda ts: [t.detach().cpu() for t in ts]  # noqa: E731
+    sums.update(cpu(acts), cpu(net_abs), cpu(attrs), cpu(deltas), change.cpu(),
+                None if runner_up is None else runner_up.cpu())
+
+
+def finish(setup: Setup, sums: CircuitSums, *, coverage: float, n_paths: int, n_drivers: int,
+           n_steps: int) -> CircuitResult:
+    """The circuit from the finished sums: layers, routes, paths, drivers, completeness."""
+    model, output, target = setup.model, setup.output, setup.target
     n_layers = len(model.widths)
     weights = tuple(lin.weight.detach().double().cpu().numpy().copy() for lin in model.linears)
     biases = [None if lin.bias is None else lin.bias.detach().double().cpu().numpy().copy() for lin in model.linears]
@@ -217,12 +282,13 @@ def trace_circuit(mlp: object, data: object, *, output: int = 0, baseline: str |
     n = sums.samples
     completeness = Completeness(_floats(sums.delta_max.numpy()), _floats(sums.delta_abs.numpy() / n),
                                 sums.change_abs / n)
-    base_target = float(target_scores(base_out, output, target)[0][0])
+    base_target = float(target_scores(setup.base_out, output, target)[0][0])
+    method = setup.method
     return CircuitResult(
-        output=output, method=method, n_steps=n_steps if method == "ig" else None, baseline=base_name,
+        output=output, method=method, n_steps=n_steps if method == "ig" else None, baseline=setup.base_name,
         baseline_prediction=base_target, samples=n, widths=tuple(model.widths),
         activation=model.activation_spec, coverage=coverage, completeness=completeness,
         selectivity=selectivity,
         drivers_negative=_drivers(groups[0], selectivity, -1, n_drivers),
         drivers_positive=_drivers(groups[1], selectivity, +1, n_drivers),
-        groups=(groups[0], groups[1]), weights=weights, target=target, sample=sample)
+        groups=(groups[0], groups[1]), weights=weights, target=target, sample=setup.sample)

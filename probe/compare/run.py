@@ -180,6 +180,29 @@ def compare_runs(a: str, b: str, ra: list[RunResult], rb: list[RunResult], targe
     return paired_comparison(primary, by_target, losses)
 
 
+def _circuits(models: list, diverged: list[int | None], eval_set, loss: str) -> list:
+    """The sign circuit of output 0 of every member that did not diverge (None for those that did).
+
+    All members at once (:func:`probe.circuit.batched.trace_circuits`: one
+    batched closed-form DeepLift for ReLU-family members). A classifier's circuit
+    follows class 0's logit margin (as analyze's); its labels do not fit the K
+    logits as targets, and the circuit needs the inputs only. The whole sample
+    (at most 2,000 rows) is one batch: per-batch overhead dominates at these sizes.
+    """
+    from probe.circuit.batched import trace_circuits  # captum: loaded only if a model needs it
+
+    live = [m for m, div in enumerate(diverged) if div is None]
+    if not live:
+        return [None] * len(models)
+    classifier = loss == "cross_entropy" and models[0].widths[-1] > 1
+    results = trace_circuits([models[m] for m in live], eval_set.X if loss == "cross_entropy" else eval_set,
+                             output=0, target="margin" if classifier else "logit", batch_size=2048)
+    out: list = [None] * len(models)
+    for m, result in zip(live, results):
+        out[m] = result
+    return out
+
+
 def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, eval_set, digests,
                  dead_init, collapsed, diagnostics: bool, circuits: bool,
                  save_dir: str | Path | None) -> list[RunResult]:
@@ -198,22 +221,14 @@ def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, 
     # on the CPU: the evaluation set is small, and some accumulators' result() assume CPU tensors
     cpu_ens = ens if ens.device.type == "cpu" else ens.to("cpu")
     diags = member_diagnostics(cpu_ens, eval_set.X, eval_set.y, loss=loss) if diagnostics else [None] * ens.members
+    models = [cpu_ens.to_mlp(m) for m in range(ens.members)]
+    traced = _circuits(models, outcome.diverged_epoch, eval_set, loss) if diagnostics and circuits \
+        else [None] * ens.members
     runs = []
     for m in range(ens.members):
         variant, seed = ens.member(m)
         div = outcome.diverged_epoch[m]
-        model = cpu_ens.to_mlp(m)
-        # the sign circuit of output 0 per trained member (diverged ones have no meaningful circuit)
-        traced = None
-        if diagnostics and circuits and div is None:
-            from probe.circuit.core import trace_circuit  # captum: loaded only when circuits are traced
-
-            # a classifier's circuit follows class 0's logit margin (as analyze's); its labels do not fit
-            # the K logits as targets, and the circuit needs the inputs only
-            classifier = loss == "cross_entropy" and model.widths[-1] > 1
-            # the whole sample (at most 2,000 rows) as one batch: per-batch overhead dominates at these sizes
-            traced = trace_circuit(model, eval_set.X if loss == "cross_entropy" else eval_set, output=0,
-                                   target="margin" if classifier else "logit", batch_size=2048)
+        model = models[m]
         runs.append(RunResult(
             variant=variant.label, seed=seed, init_digest=digests[m % len(ens.seeds)],
             # born dead: a collapsed layer that passes nothing (slope 0) makes the output constant
@@ -229,6 +244,6 @@ def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, 
             else tuple(tuple(r) for r in outcome.dead_rate[:, m].tolist()),
             grad_ratio_history=None if outcome.grad_ratio is None
             else tuple(tuple(_num(v) for v in r) for r in outcome.grad_ratio[:, m].tolist()),
-            diagnostics=diags[m], circuit=traced, model=model,
+            diagnostics=diags[m], circuit=traced[m], model=model,
             checkpoint=None if save_dir is None else str(Path(save_dir) / f"{file_safe(variant.label)}-seed{seed}.pt")))
     return runs
