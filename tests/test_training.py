@@ -330,3 +330,24 @@ def test_seed_chunks_follow_the_parameter_bytes():
     per_seed = 4 * (8 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 + 1)
     size = CHUNK_BYTES // per_seed
     assert seed_chunks(wide) == [(lo, min(lo + size, 12)) for lo in range(0, 12, size)] and size < 12
+
+
+def test_adam_without_the_fused_kernel_is_torch_optims_unfused_adam(monkeypatch):
+    """On a torch without a fused CPU Adam, probe's Adam falls back to the default single-tensor arithmetic."""
+    from probe.engines.training.optim import Adam
+
+    def missing(*args, **kwargs):
+        raise NotImplementedError("no fused Adam for this device")
+
+    monkeypatch.setattr(torch, "_fused_adam_", missing)
+    gen = torch.Generator().manual_seed(2)
+    ours = [torch.randn(4, 3, generator=gen).requires_grad_()]
+    theirs = [ours[0].detach().clone().requires_grad_()]
+    opt_a, opt_b = Adam(ours, lr=3e-3), torch.optim.Adam(theirs, lr=3e-3, foreach=False)
+    for step in range(12):
+        grad = torch.randn(4, 3, generator=gen)
+        ours[0].grad, theirs[0].grad = grad.clone(), grad.clone()
+        opt_a.step()
+        opt_b.step()
+        assert torch.equal(ours[0], theirs[0]), step
+    assert opt_a.fused is False

@@ -47,7 +47,8 @@ class BatchedDeepLift:
         self.slopes = [slopes[:, i].reshape(-1, 1, 1).to(device) for i in range(slopes.shape[1])]
         self.weights = [torch.stack([m.linears[i].weight.detach() for m in models])
                         for i in range(len(models[0].linears))]
-        self.biases = [torch.stack([lin.bias.detach() if lin.bias is not None else torch.zeros(lin.out_features)
+        self.biases = [torch.stack([lin.bias.detach() if lin.bias is not None
+                                    else torch.zeros(lin.out_features, device=lin.weight.device)
                                     for lin in (m.linears[i] for m in models)])
                        for i in range(len(models[0].linears))]
         with torch.no_grad():

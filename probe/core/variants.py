@@ -185,6 +185,9 @@ def parse_variant(spec: str) -> Variant:
     )
 
 
+_PRELU_KERNEL = getattr(torch, "_prelu_kernel", None)  # torch.prelu's broadcasting kernel (torch >= 2.0)
+
+
 def leaky_relu(z: torch.Tensor, slope: torch.Tensor | float) -> torch.Tensor:
     """The leaky family: ``z`` where ``z > 0``, ``slope * z`` elsewhere (ReLU at slope 0).
 
@@ -199,7 +202,9 @@ def leaky_relu(z: torch.Tensor, slope: torch.Tensor | float) -> torch.Tensor:
     """
     if not isinstance(slope, torch.Tensor):
         return F.leaky_relu(z, float(slope))
-    return torch._prelu_kernel(z, slope)  # broadcasting PReLU; autograd gives the slope its gradient too
+    if _PRELU_KERNEL is None:  # a torch without the broadcasting kernel: the same values, in more passes
+        return torch.relu(z) + slope * z.clamp(max=0)
+    return _PRELU_KERNEL(z, slope)  # broadcasting PReLU; autograd gives the slope its gradient too
 
 
 class _LeakyRuns(torch.autograd.Function):

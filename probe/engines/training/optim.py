@@ -10,7 +10,9 @@ for one or two.
   tensor instead of the seven of the single-tensor implementation, which is
   what makes Adam cheap on the large stacked tensors of a wide ensemble. Its
   results differ from the default (unfused) ``torch.optim.Adam`` in the last
-  bit of some entries (a few 1e-8 after a few steps).
+  bit of some entries (a few 1e-8 after a few steps). Where the installed torch
+  has no fused kernel for the device (CPU before torch 2.4), it falls back to
+  the default single-tensor arithmetic, bit for bit.
 * :class:`SGD` is ``torch.optim.SGD``'s default single-tensor arithmetic.
 
 ``tests/test_training.py`` checks ``torch.equal`` against both. Nothing else is
@@ -62,6 +64,7 @@ class Adam(_Optimizer):
         self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         # as torch.optim's fused Adam: a float32 step counter per parameter, on its device
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        self.fused = True  # until the kernel is found missing for these tensors
 
     @torch.no_grad()
     def step(self) -> None:
@@ -71,10 +74,27 @@ class Adam(_Optimizer):
             return
         for i in live:  # the kernel reads the incremented count, as torch.optim's _fused_adam does
             self.steps[i].add_(1)
-        torch._fused_adam_([self.params[i] for i in live], [self.params[i].grad for i in live],
-                           [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live], [],
-                           [self.steps[i] for i in live], lr=self.lr, beta1=self.beta1, beta2=self.beta2,
-                           weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
+        if self.fused:
+            try:
+                torch._fused_adam_([self.params[i] for i in live], [self.params[i].grad for i in live],
+                                   [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live], [],
+                                   [self.steps[i] for i in live], lr=self.lr, beta1=self.beta1, beta2=self.beta2,
+                                   weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
+                return
+            except (AttributeError, NotImplementedError, RuntimeError):  # an older torch: no fused kernel here
+                self.fused = False
+        for i in live:
+            self._unfused(i, self.params[i], self.params[i].grad)
+
+    def _unfused(self, i: int, p: torch.Tensor, grad: torch.Tensor) -> None:
+        """torch.optim.Adam's single-tensor arithmetic (torch < 2.4 has no fused Adam on the CPU)."""
+        step = float(self.steps[i])
+        exp_avg, exp_avg_sq = self.exp_avg[i], self.exp_avg_sq[i]
+        exp_avg.lerp_(grad, 1 - self.beta1)
+        exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad.conj(), value=1 - self.beta2)
+        step_size = self.lr / (1 - self.beta1 ** step)
+        denom = (exp_avg_sq.sqrt() / (1 - self.beta2 ** step) ** 0.5).add_(self.eps)
+        p.addcdiv_(exp_avg, denom, value=-step_size)
 
 
 class SGD(_Optimizer):
