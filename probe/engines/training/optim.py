@@ -8,21 +8,20 @@ for one or two.
 * :class:`Adam` is ``torch.optim.Adam(params, lr, fused=True)``: it calls the
   same fused kernel (``torch._fused_adam_``, CPU and CUDA), one pass over each
   tensor instead of the seven of the single-tensor implementation, which is
-  what makes Adam cheap on the large stacked tensors of a wide ensemble. Its
-  results differ from the default (unfused) ``torch.optim.Adam`` in the last
-  bit of some entries (a few 1e-8 after a few steps). Where the installed torch
-  has no fused kernel for the device (CPU before torch 2.4), it falls back to
-  the default single-tensor arithmetic, bit for bit.
+  what makes Adam cheap on the large stacked tensors of a wide ensemble. Every
+  entry goes through the kernel's vector lanes (see :class:`Adam`), so an
+  entry's update does not depend on where it sits: bit for bit what torch's
+  fused Adam computes on a tensor whose size is a multiple of ``ALIGN``; it
+  differs from the default (unfused) ``torch.optim.Adam`` in the last bit of
+  some entries. Where the installed torch has no fused kernel for the device
+  (CPU before torch 2.4), it falls back to that default arithmetic, bit for bit.
 * :class:`SGD` is ``torch.optim.SGD``'s default single-tensor arithmetic.
 
-``tests/test_training.py`` checks ``torch.equal`` against both. Nothing else is
-implemented: no weight decay, no AMSGrad, no Nesterov, no dampening. Both
-optimisers are element-wise, which is what makes one optimiser over the
-batched tensors per-member training. With the fused kernel, to float32
-rounding rather than bit for bit: its vector lanes and its scalar loop over
-a tensor's last ``numel % width`` entries can round the last bit
-differently, so an entry's last bit can depend on where it sits in its
-tensor (a member's numbers are still the same for the same command).
+``tests/test_training.py`` checks ``torch.equal`` against both, and that a
+member trains to the same bits whatever the other members of the stack.
+Nothing else is implemented: no weight decay, no AMSGrad, no Nesterov, no
+dampening. Both optimisers are element-wise, which is what makes one
+optimiser over the batched tensors exactly per-member training.
 """
 
 from __future__ import annotations
@@ -53,15 +52,33 @@ class _Optimizer:
         raise NotImplementedError
 
 
+#: entries per vector block of the fused kernel's layout (a multiple of every CPU vector width)
+ALIGN = 64
+
+
 class Adam(_Optimizer):
-    """``torch.optim.Adam(params, lr, fused=True)`` with the default betas (0.9, 0.999) and eps 1e-8."""
+    """``torch.optim.Adam(params, lr, fused=True)`` with the default betas (0.9, 0.999) and eps 1e-8.
+
+    Position-independent: the fused CPU kernel computes a tensor's last ``numel
+    % width`` entries in a scalar loop that can round differently from its
+    vector lanes, which would make a member's last bits (and, amplified by
+    training, its third decimal) depend on where it sits in the stack, and so
+    on the other variants and seeds of the run. So every tensor is handed to
+    the kernel as its prefix of whole ``ALIGN`` blocks plus its tail copied into
+    a zero-padded block: every entry takes the vector path, wherever it sits.
+    Optimiser state is kept flat and padded to whole blocks.
+    """
 
     def __init__(self, params: Sequence[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
         super().__init__(params)
         self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
-        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        padded = [-(-p.numel() // ALIGN) * ALIGN for p in self.params]
+        self.exp_avg = [torch.zeros(n, dtype=p.dtype, device=p.device) for p, n in zip(self.params, padded)]
+        self.exp_avg_sq = [torch.zeros(n, dtype=p.dtype, device=p.device) for p, n in zip(self.params, padded)]
+        # the tails' zero-padded blocks of parameter and gradient (the padding stays 0: its gradient is 0)
+        self.tails = [(torch.zeros(ALIGN, dtype=p.dtype, device=p.device),
+                       torch.zeros(ALIGN, dtype=p.dtype, device=p.device)) for p in self.params]
         # as torch.optim's fused Adam: a float32 step counter per parameter, on its device
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
         self.fused = True  # until the kernel is found missing for these tensors
@@ -76,20 +93,40 @@ class Adam(_Optimizer):
             self.steps[i].add_(1)
         if self.fused:
             try:
-                torch._fused_adam_([self.params[i] for i in live], [self.params[i].grad for i in live],
-                                   [self.exp_avg[i] for i in live], [self.exp_avg_sq[i] for i in live], [],
-                                   [self.steps[i] for i in live], lr=self.lr, beta1=self.beta1, beta2=self.beta2,
-                                   weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
+                self._fused(live)
                 return
             except (AttributeError, NotImplementedError, RuntimeError):  # an older torch: no fused kernel here
                 self.fused = False
         for i in live:
             self._unfused(i, self.params[i], self.params[i].grad)
 
+    def _fused(self, live: list[int]) -> None:
+        lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [])  # params, grads, m, v, steps
+        tails = []
+        for i in live:
+            p, g = self.params[i].view(-1), self.params[i].grad.reshape(-1)
+            n = p.numel()
+            k = n - n % ALIGN
+            parts = [(p[:k], g[:k], self.exp_avg[i][:k], self.exp_avg_sq[i][:k])] if k else []
+            if k < n:
+                p_tail, g_tail = self.tails[i]
+                p_tail[:n - k].copy_(p[k:])
+                g_tail[:n - k].copy_(g[k:])
+                parts.append((p_tail, g_tail, self.exp_avg[i][k:], self.exp_avg_sq[i][k:]))
+                tails.append((p[k:], p_tail[:n - k]))
+            for part in parts:
+                for dest, t in zip(lists, (*part, self.steps[i])):
+                    dest.append(t)
+        torch._fused_adam_(lists[0], lists[1], lists[2], lists[3], [], lists[4], lr=self.lr, beta1=self.beta1,
+                           beta2=self.beta2, weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
+        for dest, src in tails:
+            dest.copy_(src)
+
     def _unfused(self, i: int, p: torch.Tensor, grad: torch.Tensor) -> None:
         """torch.optim.Adam's single-tensor arithmetic (torch < 2.4 has no fused Adam on the CPU)."""
         step = float(self.steps[i])
-        exp_avg, exp_avg_sq = self.exp_avg[i], self.exp_avg_sq[i]
+        n = p.numel()
+        exp_avg, exp_avg_sq = self.exp_avg[i][:n].view_as(p), self.exp_avg_sq[i][:n].view_as(p)
         exp_avg.lerp_(grad, 1 - self.beta1)
         exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad.conj(), value=1 - self.beta2)
         step_size = self.lr / (1 - self.beta1 ** step)

@@ -180,11 +180,9 @@ def train(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, config: TrainConfig, 
     trained by seed chunks (:func:`seed_chunks`), epoch by epoch: each epoch
     runs every chunk's steps in turn, so a chunk's parameters and optimiser
     state stay in cache through its steps. Members are independent and every
-    operation is per member, so the result is that of one batch of all
-    members, to float32 rounding (the fused Adam kernel can round an entry's
-    last bit by its place in the tensor; ``tests/test_training.py``). The
-    chunks depend only on the widths and member count, so the same command
-    gives the same bits.
+    operation is per member and independent of an entry's place in the stack
+    (:class:`~probe.engines.training.optim.Adam`), so the result is that of one
+    batch of all members, bit for bit (``tests/test_training.py``).
 
     Args:
         ens: The ensemble (trained in place).
