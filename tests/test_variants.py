@@ -68,3 +68,18 @@ def test_learnable_slope_gets_the_gradient_of_the_formula() -> None:
     leaky_relu(z, slope).backward(g)
     expected = (g * z.clamp(max=0)).sum((1, 2)).reshape(-1, 1, 1)
     torch.testing.assert_close(slope.grad, expected)
+
+
+def test_leaky_kernels_support_double_backward_and_mixed_slope_dtypes():
+    """create_graph through the run kernel, and a float64 slope on float32 inputs, as the plain formula allows."""
+    from probe.core.variants import leaky_relu, leaky_relu_runs
+
+    z = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    runs = [(0, 2, 0.0), (2, 4, 0.2)]
+    (g,) = torch.autograd.grad(leaky_relu_runs(z, runs).pow(2).sum(), z, create_graph=True)
+    (gg,) = torch.autograd.grad(g.sum(), z)
+    slopes = torch.tensor([0.0, 0.0, 0.2, 0.2], dtype=torch.float64).reshape(-1, 1, 1)
+    local = torch.where(z > 0, 1.0, slopes)
+    assert torch.allclose(gg, 2 * local ** 2)  # d/dz of 2 h(z) h'(z) = 2 h'(z)^2 away from the kink
+    h = leaky_relu(torch.tensor([-1.0, 2.0]), torch.tensor(0.5, dtype=torch.float64))
+    assert h.dtype == torch.float32 and h.tolist() == [-0.5, 2.0]

@@ -202,6 +202,8 @@ def leaky_relu(z: torch.Tensor, slope: torch.Tensor | float) -> torch.Tensor:
     """
     if not isinstance(slope, torch.Tensor):
         return F.leaky_relu(z, float(slope))
+    if slope.dtype != z.dtype:  # the kernel does not promote: take the slope to z's precision
+        slope = slope.to(z.dtype)
     if _PRELU_KERNEL is None:  # a torch without the broadcasting kernel: the same values, in more passes
         return torch.relu(z) + slope * z.clamp(max=0)
     return _PRELU_KERNEL(z, slope)  # broadcasting PReLU; autograd gives the slope its gradient too
@@ -222,6 +224,9 @@ class _LeakyRuns(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
         (z,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: out= kernels are not differentiable, these are
+            return torch.cat([torch.ops.aten.leaky_relu_backward(grad[lo:hi], z[lo:hi], slope, False)
+                              for lo, hi, slope in ctx.runs]), None
         grad, out = grad.contiguous(), torch.empty_like(z)
         for lo, hi, slope in ctx.runs:
             torch.ops.aten.leaky_relu_backward.grad_input(grad[lo:hi], z[lo:hi], slope, False,
