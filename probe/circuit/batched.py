@@ -27,7 +27,7 @@ import torch
 
 from probe.circuit.accumulate import CircuitSums
 from probe.circuit.core import Setup, feed, finish, prepare, target_change, trace_setup
-from probe.circuit.deeplift import EPS, negative_slopes
+from probe.circuit.deeplift import backward_attributions, negative_slopes
 from probe.circuit.sample import DEFAULT_MAX_SAMPLES
 from probe.core.variants import leaky_relu
 
@@ -80,21 +80,7 @@ class BatchedDeepLift:
             d = row[:, None, :].expand(-1, hs[-1].shape[1], -1)
         else:  # the effective final row W[K] - W[j*] of each sample
             d = row[:, None, :] - torch.gather(w_out, 1, runner_up[..., None].expand(-1, -1, w_out.shape[2]))
-        attrs = [None] * len(hs)
-        for layer in range(len(hs) - 1, -1, -1):
-            attrs[layer] = (hs[layer] - self.base_h[layer]) * d
-            if layer == 0:
-                break
-            z = zs[layer - 1]
-            dz = z - self.base_z[layer - 1]
-            dh = hs[layer] - self.base_h[layer]
-            # 0/1 float masks, not torch.where or bool tensors (5-15x slower on the CPU); exact
-            positive = torch.gt(z, 0, out=torch.empty_like(z))
-            grad = positive + (1.0 - positive) * self.slopes[layer - 1]  # 1 where z > 0, else the slope
-            safe = torch.ge(dz.abs(), EPS, out=torch.empty_like(dz))
-            unsafe = 1.0 - safe
-            rescale = (dh / (dz + unsafe)) * safe + grad * unsafe
-            d = torch.bmm(d * rescale, self.weights[layer - 1])
+        attrs = backward_attributions(zs, hs, self.base_z, self.base_h, self.slopes, self.weights[:-1], d)
         deltas = [a.double().sum(-1) - change.double() for a in attrs]
         return attrs, deltas
 

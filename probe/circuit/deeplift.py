@@ -48,6 +48,34 @@ def negative_slopes(mlp: MLP) -> list[float] | None:
     return slopes
 
 
+def backward_attributions(zs: list[torch.Tensor], hs: list[torch.Tensor], base_z: list[torch.Tensor],
+                          base_h: list[torch.Tensor], slopes: list, weights: list[torch.Tensor],
+                          d: torch.Tensor) -> list[torch.Tensor]:
+    """``A_l = (h_l - h_l^b) * D_l`` for layers ``L..0``, from ``D_L = d`` back through the chain.
+
+    Shared by one model (``[rows, units]``, float slopes, weights ``[out, in]``)
+    and a stack of models (``[M, rows, units]``, slopes ``[M, 1, 1]``, weights
+    ``[M, out, in]``). The multiplier ``r = dh / dz`` where ``|dz| >= EPS``, else
+    the derivative (1 where ``z > 0``, else the slope), is written with 0/1 float
+    masks: ``torch.where`` and bool tensors cost 5-15x an arithmetic pass on the
+    CPU. Exact: a masked-out term is a finite number times 0.
+    """
+    attrs = [None] * len(hs)
+    for layer in range(len(hs) - 1, -1, -1):
+        attrs[layer] = (hs[layer] - base_h[layer]) * d
+        if layer == 0:
+            break
+        z = zs[layer - 1]
+        dz = z - base_z[layer - 1]
+        dh = hs[layer] - base_h[layer]
+        positive = torch.gt(z, 0, out=torch.empty_like(z))
+        grad = positive + (1.0 - positive) * slopes[layer - 1]
+        safe = torch.ge(dz.abs(), EPS, out=torch.empty_like(dz))
+        unsafe = 1.0 - safe
+        d = torch.matmul(d * (dh / (dz + unsafe) * safe + grad * unsafe), weights[layer - 1])
+    return attrs
+
+
 class ClosedFormDeepLift:
     """DeepLift attributions of the traced quantity for one batch, for the inputs and each hidden layer.
 
@@ -93,21 +121,7 @@ class ClosedFormDeepLift:
             w_out = self.linears[-1].weight
             row = w_out[self.output]
             d = row.expand(xb.shape[0], -1) if runner_up is None else row - w_out[runner_up]
-            attrs = [None] * len(hs)
-            for layer in range(len(hs) - 1, -1, -1):
-                attrs[layer] = (hs[layer] - self.base_h[layer]) * d
-                if layer == 0:
-                    break
-                dz = zs[layer - 1] - self.base_z[layer - 1]
-                dh = hs[layer] - self.base_h[layer]
-                slope = self.slopes[layer - 1]
-                # rescale = dh / dz where |dz| >= EPS, else the derivative (1 or slope). Written with
-                # 0/1 float masks: torch.where and bool tensors cost 5-15x an arithmetic pass on the CPU.
-                # Exact: a masked-out term is a finite number times 0
-                grad = torch.ops.aten.leaky_relu_backward(torch.ones_like(dz), zs[layer - 1], slope, False)
-                safe = torch.ge(dz.abs(), EPS, out=torch.empty_like(dz))  # 1.0 / 0.0, no bool pass
-                unsafe = 1.0 - safe
-                rescale = (dh / (dz + unsafe)) * safe + grad * unsafe
-                d = (d * rescale) @ self.linears[layer - 1].weight
-        deltas = [a.double().sum(1) - change.double() for a in attrs]
+            attrs = backward_attributions(zs, hs, self.base_z, self.base_h, self.slopes,
+                                          [lin.weight for lin in self.linears[:-1]], d)
+        deltas = [a.double().sum(-1) - change.double() for a in attrs]
         return attrs, deltas
