@@ -22,7 +22,7 @@ Members are laid out variant-major: ``m = variant_index * n_seeds + seed_index``
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -201,15 +201,20 @@ class Ensemble:
             else:
                 p[members] = s[members]
 
+    def _mapped(self, take: Callable[[torch.Tensor], torch.Tensor]) -> Ensemble:
+        """A shallow copy whose tensors are ``take(tensor)``: new tensors, never shared with this ensemble."""
+        new = copy.copy(self)
+        new.weights_t = [take(w.detach()).requires_grad_() for w in self.weights_t]
+        new.biases = [take(b.detach()).requires_grad_() for b in self.biases]
+        new.prelu = [take(p.detach()).requires_grad_() for p in self.prelu]
+        new.fixed_slope, new.learnable = take(self.fixed_slope), take(self.learnable)
+        new.norms = [n.mapped(take) for n in self.norms]
+        return new
+
     def to(self, device: str | torch.device) -> Ensemble:
         """A copy of the ensemble on ``device`` (parameters copied, not shared; fresh noise generators)."""
-        new = copy.copy(self)
+        new = self._mapped(lambda t: t.to(device, copy=True))
         new.device = torch.device(device)
-        new.weights_t = [w.detach().to(device, copy=True).requires_grad_() for w in self.weights_t]
-        new.biases = [b.detach().to(device, copy=True).requires_grad_() for b in self.biases]
-        new.prelu = [p.detach().to(device, copy=True).requires_grad_() for p in self.prelu]
-        new.fixed_slope, new.learnable = self.fixed_slope.to(device), self.learnable.to(device)
-        new.norms = [n.to(new.device) for n in self.norms]
         new._reset_noise()
         return new
 
@@ -227,15 +232,10 @@ class Ensemble:
         back with :meth:`absorb`.
         """
         idx = self.seed_members(lo, hi).to(self.device)
-        new = copy.copy(self)
+        new = self._mapped(lambda t: t[idx])  # indexing copies
         new.seeds, new.initial = self.seeds[lo:hi], self.initial[lo:hi]
         new.groups = make_groups(new.variants, len(new.seeds))
         new.runs = fixed_runs(new.variants, len(new.seeds))
-        new.weights_t = [w.detach()[idx].requires_grad_() for w in self.weights_t]
-        new.biases = [b.detach()[idx].requires_grad_() for b in self.biases]
-        new.prelu = [p.detach()[idx].requires_grad_() for p in self.prelu]
-        new.fixed_slope, new.learnable = self.fixed_slope[idx], self.learnable[idx]
-        new.norms = [n.subset(idx) for n in self.norms]
         # the seeds' own noise generators, shared: a seed draws the same masks and slopes in any chunk
         new.dropout_gens = self.dropout_gens[lo:hi]
         new._seed_rows = new.seed_index().to(self.device)

@@ -24,6 +24,7 @@ Every tensor has a leading member dimension ``[M, batch, units]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -173,26 +174,17 @@ class BatchedNorm:
             mean, var = self.running_mean.unsqueeze(1), self.running_var.unsqueeze(1)
         return (u - mean) * torch.rsqrt(var + NORM_EPS) * w + b
 
-    def subset(self, idx: torch.Tensor) -> BatchedNorm:
-        """The norm of members ``idx`` (a copy)."""
+    def mapped(self, take: Callable[[torch.Tensor], torch.Tensor]) -> BatchedNorm:
+        """A copy whose tensors are ``take(tensor)`` (new tensors: moved to a device, or some members' rows)."""
         new = BatchedNorm.__new__(BatchedNorm)
         new.kind = self.kind
-        new.weight = self.weight.detach()[idx].requires_grad_()
-        new.bias = self.bias.detach()[idx].requires_grad_()
-        new.running_mean = None if self.running_mean is None else self.running_mean[idx]
-        new.running_var = None if self.running_var is None else self.running_var[idx]
+        new.weight = take(self.weight.detach()).requires_grad_()
+        new.bias = take(self.bias.detach()).requires_grad_()
+        new.running_mean = None if self.running_mean is None else take(self.running_mean)
+        new.running_var = None if self.running_var is None else take(self.running_var)
         return new
 
     def folded(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         """BatchNorm ``m`` in eval mode as ``z = scale * u + shift``: ``(scale [U], shift [U])``."""
         scale = self.weight[m].detach() * torch.rsqrt(self.running_var[m] + NORM_EPS)
         return scale, self.bias[m].detach() - self.running_mean[m] * scale
-
-    def to(self, device: torch.device) -> BatchedNorm:
-        new = BatchedNorm.__new__(BatchedNorm)
-        new.kind = self.kind
-        new.weight = self.weight.detach().to(device, copy=True).requires_grad_()
-        new.bias = self.bias.detach().to(device, copy=True).requires_grad_()
-        new.running_mean = None if self.running_mean is None else self.running_mean.to(device, copy=True)
-        new.running_var = None if self.running_var is None else self.running_var.to(device, copy=True)
-        return new
