@@ -14,7 +14,7 @@ from probe.core.errors import ProbeError
 from probe.models.coerce import as_model
 from probe.models.loading import LoadedModel
 from probe.models.convert import module_to_mlp
-from probe.models.mlp import MLP
+from probe.models.mlp import MLP, linear_from
 
 GROUPS = ("negative", "positive")
 METHODS = ("ig", "deeplift")
@@ -30,12 +30,7 @@ def _copy_layer(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.RReLU):
         return nn.LeakyReLU((module.lower + module.upper) / 2)
     if type(module) is nn.Linear:
-        new = nn.Linear.__new__(nn.Linear)  # no random init of weights about to be replaced
-        nn.Module.__init__(new)
-        new.in_features, new.out_features = module.in_features, module.out_features
-        new.weight = nn.Parameter(module.weight.detach().clone())
-        new.bias = None if module.bias is None else nn.Parameter(module.bias.detach().clone())
-        return new
+        return linear_from(module.weight, module.bias)
     if type(module) is nn.ReLU:
         return nn.ReLU()
     if type(module) is nn.LeakyReLU:

@@ -180,7 +180,7 @@ def compare_runs(a: str, b: str, ra: list[RunResult], rb: list[RunResult], targe
     return paired_comparison(primary, by_target, losses)
 
 
-def _circuits(models: list, diverged: list[int | None], eval_set, loss: str) -> list:
+def _circuits(models: list, diverged: list[int | None], eval_set, loss: str, device: str = "cpu") -> list:
     """The sign circuit of output 0 of every member that did not diverge (None for those that did).
 
     All members at once (:func:`probe.circuit.batched.trace_circuits`: one
@@ -196,7 +196,7 @@ def _circuits(models: list, diverged: list[int | None], eval_set, loss: str) -> 
         return [None] * len(models)
     classifier = loss == "cross_entropy" and models[0].widths[-1] > 1
     results = trace_circuits([models[m] for m in live], eval_set.X if loss == "cross_entropy" else eval_set,
-                             output=0, target="margin" if classifier else "logit", batch_size=2048)
+                             output=0, target="margin" if classifier else "logit", batch_size=2048, device=device)
     out: list = [None] * len(models)
     for m, result in zip(live, results):
         out[m] = result
@@ -218,11 +218,10 @@ def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, 
     loss = sc.train.loss
     final, final_acc = dataset_loss(ens, train_set.X, train_set.y, loss=loss)
     final_eval, eval_acc = dataset_loss(ens, eval_set.X, eval_set.y, loss=loss)
-    # on the CPU: the evaluation set is small, and some accumulators' result() assume CPU tensors
-    cpu_ens = ens if ens.device.type == "cpu" else ens.to("cpu")
-    diags = member_diagnostics(cpu_ens, eval_set.X, eval_set.y, loss=loss) if diagnostics else [None] * ens.members
+    diags = member_diagnostics(ens, eval_set.X, eval_set.y, loss=loss) if diagnostics else [None] * ens.members
+    cpu_ens = ens if ens.device.type == "cpu" else ens.to("cpu")  # the models a user gets back live on the CPU
     models = [cpu_ens.to_mlp(m) for m in range(ens.members)]
-    traced = _circuits(models, outcome.diverged_epoch, eval_set, loss) if diagnostics and circuits \
+    traced = _circuits(models, outcome.diverged_epoch, eval_set, loss, str(ens.device)) if diagnostics and circuits \
         else [None] * ens.members
     runs = []
     for m in range(ens.members):

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-HIST_BINS = 10
+from probe.diagnostics.segments import QUANTILES, segment_histograms, segment_layout, segment_quantiles
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -160,41 +160,55 @@ class ActivityStats:
         return (self.active == 0).double().mean(dim=1)
 
     def result(self, member: int = 0) -> ActivityResult:
-        """The diagnostics of one member over everything fed so far."""
+        """The diagnostics of one member over everything fed so far (see :meth:`results`)."""
+        return self.results()[member]
+
+    def results(self) -> list[ActivityResult]:
+        """The diagnostics of every member over everything fed so far, computed for all members at once.
+
+        Quantiles and histograms are ``torch.quantile``'s and ``torch.histc``'s
+        (:mod:`probe.diagnostics.segments`); the sums are read back from the
+        device once.
+        """
         if self.active is None:
             raise ValueError("ActivityStats.result() called before any update()")
         n = self.samples
-        active = self.active[member].double()
-        frac = active / n
-        units = active.numel()
-        dead = int((self.active[member] == 0).sum())
-        near = int((frac < self.near_dead_threshold).sum())
-        mean_abs = self.abs_h[member] / n
-        layer_mean = float(mean_abs.mean())
-        if layer_mean == 0.0:
-            dormant = units
-        else:
-            dormant = int((mean_abs / layer_mean <= self.dormant_tau).sum())
-        hist = torch.histc(frac.float(), bins=HIST_BINS, min=0.0, max=1.0)
-        qs = torch.quantile(frac, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=frac.dtype, device=frac.device))
-        neg_mean = _ratio(float(self.neg_abs[member]), int(self.neg_count[member]))
-        pos_mean = _ratio(float(self.pos_abs[member]), int(self.pos_count[member]))
-        return ActivityResult(
-            units=units,
-            samples=n,
-            dead_units=dead,
-            dead_rate=dead / units,
-            near_dead_units=near,
-            near_dead_threshold=self.near_dead_threshold,
-            dormant_units=dormant,
-            dormant_tau=self.dormant_tau,
-            active_fraction_mean=float(frac.mean()),
-            active_fraction_quantiles=dict(zip(("min", "p10", "median", "p90", "max"), map(float, qs))),
-            active_fraction_histogram=[int(v) for v in hist],
-            act_neg_mean_abs=neg_mean,
-            act_pos_mean_abs=pos_mean,
-            act_ratio=None if neg_mean is None or pos_mean is None else _ratio(neg_mean, pos_mean),
-            neg_region_fraction=int(self.neg_count[member]) / (n * units),
-            act_mean=float(self.h_sum[member]) / (n * units),
-            local_slope_neg=_ratio(float(self.neg_deriv[member]), int(self.neg_count[member])),
-        )
+        active = self.active.cpu()
+        m, units = active.shape
+        frac = active.double() / n
+        dead = (active == 0).sum(1).tolist()
+        near = (frac < self.near_dead_threshold).sum(1).tolist()
+        mean_abs = self.abs_h.cpu() / n
+        layer_mean = mean_abs.mean(1, keepdim=True)
+        dormant = torch.where(layer_mean[:, 0] == 0.0, units,
+                              (mean_abs / layer_mean <= self.dormant_tau).sum(1)).tolist()
+        layout = segment_layout((units,) * m)
+        flat = frac.numpy().reshape(-1)
+        quantiles, hist = segment_quantiles(flat, layout).tolist(), segment_histograms(flat, layout).tolist()
+        frac_mean = frac.mean(1).tolist()
+        neg_abs, pos_abs = self.neg_abs.tolist(), self.pos_abs.tolist()
+        neg_count, pos_count = self.neg_count.tolist(), self.pos_count.tolist()
+        h_sum, neg_deriv = self.h_sum.tolist(), self.neg_deriv.tolist()
+        out = []
+        for i in range(m):
+            neg_mean, pos_mean = _ratio(neg_abs[i], neg_count[i]), _ratio(pos_abs[i], pos_count[i])
+            out.append(ActivityResult(
+                units=units,
+                samples=n,
+                dead_units=dead[i],
+                dead_rate=dead[i] / units,
+                near_dead_units=near[i],
+                near_dead_threshold=self.near_dead_threshold,
+                dormant_units=dormant[i],
+                dormant_tau=self.dormant_tau,
+                active_fraction_mean=frac_mean[i],
+                active_fraction_quantiles=dict(zip(QUANTILES, quantiles[i])),
+                active_fraction_histogram=hist[i],
+                act_neg_mean_abs=neg_mean,
+                act_pos_mean_abs=pos_mean,
+                act_ratio=None if neg_mean is None or pos_mean is None else _ratio(neg_mean, pos_mean),
+                neg_region_fraction=neg_count[i] / (n * units),
+                act_mean=h_sum[i] / (n * units),
+                local_slope_neg=_ratio(neg_deriv[i], neg_count[i]),
+            ))
+        return out

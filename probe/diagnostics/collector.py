@@ -128,15 +128,52 @@ class Collector:
             for stats, total in zip(self.gradients, totals):
                 stats.set_total(total)
 
+    def cpu(self) -> Collector:
+        """Move every accumulated tensor to the CPU, in place (returns self).
+
+        Fed on a GPU, the sums are read back once here rather than entry by
+        entry in :meth:`result` (each read of a GPU tensor waits for the GPU).
+        """
+        _to_cpu(self)
+        return self
+
     def result(self, member: int = 0) -> NetworkDiagnostics:
-        """Frozen diagnostics of one member."""
-        layers = []
+        """Frozen diagnostics of one member (:meth:`results` gives every member's at once)."""
+        return self.results(members=[member])[0]
+
+    def results(self, members: list[int] | None = None) -> list[NetworkDiagnostics]:
+        """Frozen diagnostics of ``members`` (default: every member), each layer's computed for all at once."""
+        columns = []  # per layer: (nominals, spreads, activity results, gradient results)
         for i, act in enumerate(self.activity):
-            nominal, spread = nominal_slope(self.slopes[i], member)
-            grad = self.gradients[i].result(member, nominal or 0.0) if self.gradients is not None else None
-            layers.append(LayerDiagnostics(i, nominal, act.result(member), grad, spread))
-        sign = tuple(self.sign.result(member)) if self.sign is not None else ()
-        return NetworkDiagnostics(tuple(layers), sign)
+            every = act.results()
+            chosen = range(len(every)) if members is None else members
+            nominals = [nominal_slope(self.slopes[i], m) for m in chosen]
+            grads = None
+            if self.gradients is not None:
+                slopes = [0.0] * len(every)
+                for m, (nominal, _) in zip(chosen, nominals):
+                    slopes[m] = nominal or 0.0
+                all_grads = self.gradients[i].results(slopes)
+                grads = [all_grads[m] for m in chosen]
+            columns.append((nominals, [every[m] for m in chosen], grads))
+        chosen = range(len(columns[0][1])) if members is None else members
+        out = []
+        for k, m in enumerate(chosen):
+            layers = tuple(LayerDiagnostics(i, nominals[k][0], acts[k], None if grads is None else grads[k],
+                                            nominals[k][1]) for i, (nominals, acts, grads) in enumerate(columns))
+            out.append(NetworkDiagnostics(layers, tuple(self.sign.result(m)) if self.sign is not None else ()))
+        return out
+
+def _to_cpu(obj: object) -> object:
+    """``obj`` with its tensors on the CPU: accumulators (probe.diagnostics objects) changed in place."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(o) for o in obj)
+    if type(obj).__module__.startswith("probe.diagnostics") and hasattr(obj, "__dict__"):
+        for name, value in vars(obj).items():
+            setattr(obj, name, _to_cpu(value))
+    return obj
 
 
 def nominal_slope(slope: torch.Tensor | None, member: int) -> tuple[float | None, dict | None]:

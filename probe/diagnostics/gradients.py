@@ -148,35 +148,46 @@ class GradientStats:
         return torch.where(ok, neg / torch.where(ok, pos, 1.0), torch.nan)
 
     def result(self, member: int = 0, slope: float = 0.0) -> GradientResult:
-        """The diagnostics of one member; ``slope`` is the nominal negative slope."""
+        """The diagnostics of one member; ``slope`` is the nominal negative slope (see :meth:`results`)."""
         if self.neg_abs is None:
             raise ValueError("GradientStats.result() called before any update()")
-        n_neg, n_pos = int(self.neg_count[member]), int(self.pos_count[member])
-        neg_mean = float(self.neg_abs[member]) / n_neg if n_neg else None
-        pos_mean = float(self.pos_abs[member]) / n_pos if n_pos else None
-        ratio = float(self.grad_ratios()[member])
-        ratio = None if math.isnan(ratio) else ratio
-        upstream = ratio / slope if ratio is not None and slope > 0 else None
-        norm_neg = norm_pos = 0.0
-        share = fraction = None
+        slopes = [0.0] * self.neg_abs.shape[0]
+        slopes[member] = slope
+        return self.results(slopes)[member]
+
+    def results(self, slopes: list[float]) -> list[GradientResult]:
+        """The diagnostics of every member at once; ``slopes[m]`` is member ``m``'s nominal negative slope."""
+        if self.neg_abs is None:
+            raise ValueError("GradientStats.result() called before any update()")
+        n_neg, n_pos = self.neg_count.tolist(), self.pos_count.tolist()
+        neg_abs, pos_abs = self.neg_abs.tolist(), self.pos_abs.tolist()
+        ratios = self.grad_ratios().tolist()
+        m = len(n_neg)
+        norms_neg = norms_pos = [0.0] * m
+        totals = dots = [0.0] * m
         if self.g_neg is not None:
-            gn, gp = self.g_neg[member].double(), self.g_pos[member].double()
-            norm_neg = float(torch.linalg.matrix_norm(gn))
-            norm_pos = float(torch.linalg.matrix_norm(gp))
-            if norm_neg + norm_pos > 0:
-                share = norm_neg / (norm_neg + norm_pos)
-            full_neg = torch.cat([gn, self.b_neg[member][None]])  # weights and bias, [fan_in + 1, U]
-            full = torch.cat([gn + gp, self.b_all[member][None]])
-            total = float((full * full).sum())
-            if total > 0:
-                fraction = float((full_neg * full).sum()) / total
-        return GradientResult(
-            grad_neg_mean_abs=neg_mean,
-            grad_pos_mean_abs=pos_mean,
-            grad_ratio=ratio,
-            upstream_ratio=upstream,
-            neg_grad_share=share,
-            neg_grad_fraction=fraction,
-            weight_grad_norm_neg=norm_neg,
-            weight_grad_norm_pos=norm_pos,
-        )
+            gn, gp = self.g_neg.double(), self.g_pos.double()
+            norms_neg = torch.linalg.matrix_norm(gn).tolist()
+            norms_pos = torch.linalg.matrix_norm(gp).tolist()
+            full_neg = torch.cat([gn, self.b_neg[:, None]], 1)  # weights and bias, [M, fan_in + 1, U]
+            full = torch.cat([gn + gp, self.b_all[:, None]], 1)
+            totals = (full * full).sum((1, 2)).tolist()
+            dots = (full_neg * full).sum((1, 2)).tolist()
+        out = []
+        for i in range(m):
+            neg_mean = neg_abs[i] / n_neg[i] if n_neg[i] else None
+            pos_mean = pos_abs[i] / n_pos[i] if n_pos[i] else None
+            ratio = None if math.isnan(ratios[i]) else ratios[i]
+            norm_neg, norm_pos = norms_neg[i], norms_pos[i]
+            share = norm_neg / (norm_neg + norm_pos) if norm_neg + norm_pos > 0 else None
+            out.append(GradientResult(
+                grad_neg_mean_abs=neg_mean,
+                grad_pos_mean_abs=pos_mean,
+                grad_ratio=ratio,
+                upstream_ratio=ratio / slopes[i] if ratio is not None and slopes[i] > 0 else None,
+                neg_grad_share=share,
+                neg_grad_fraction=dots[i] / totals[i] if self.g_neg is not None and totals[i] > 0 else None,
+                weight_grad_norm_neg=norm_neg,
+                weight_grad_norm_pos=norm_pos,
+            ))
+        return out

@@ -10,21 +10,16 @@ quantiles by ``torch.quantile``'s linear rule, the histogram bin for bin as
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
-from probe.diagnostics.activity import HIST_BINS, ActivityResult
+from probe.diagnostics.activity import ActivityResult
 from probe.diagnostics.collector import nominal_slope
 from probe.diagnostics.gradients import GradientResult
 from probe.diagnostics.results import LayerDiagnostics
+from probe.diagnostics.segments import QUANTILES, segment_histograms, segment_layout, segment_quantiles
 from probe.diagnostics.sign import SignResult, route_masses
 from probe.engines.track_batch import LayerStep, SignStep
-
-QUANTILES = ("min", "p10", "median", "p90", "max")
-QUANTILE_AT = np.array([0.0, 0.1, 0.5, 0.9, 1.0])
-
 
 def to_host(groups: list[list[torch.Tensor]]) -> list[list[np.ndarray]]:
     """Every group's tensors as float64 arrays, moved in one transfer (one synchronisation on a GPU)."""
@@ -47,45 +42,6 @@ def _ratio(num: float, den: float) -> float | None:
     return None if den == 0 else num / den
 
 
-class _Layout:
-    """What depends only on the layers' widths, computed once per network."""
-
-    def __init__(self, units: tuple[int, ...]) -> None:
-        self.units = np.array(units)
-        self.count = len(units)
-        self.layer = np.repeat(np.arange(self.count), self.units)
-        self.starts = np.concatenate([[0], np.cumsum(self.units)[:-1]])
-        self.equal = len(set(units)) == 1
-        # torch.quantile: sorted values at ranks q * (n - 1), interpolated from the nearer end
-        ranks = QUANTILE_AT[None, :] * (self.units[:, None] - 1)
-        below = np.floor(ranks).astype(np.int64)
-        self.lo = self.starts[:, None] + below
-        self.hi = self.starts[:, None] + np.ceil(ranks).astype(np.int64)
-        self.weight = ranks - below
-        self.bin_offset = self.layer * HIST_BINS
-
-
-@functools.lru_cache(maxsize=16)
-def _layout(units: tuple[int, ...]) -> _Layout:
-    return _Layout(units)
-
-
-def _quantiles(frac: np.ndarray, layout: _Layout) -> np.ndarray:
-    """``torch.quantile(frac_l, QUANTILE_AT)`` (linear) of every layer's segment: ``[layers, 5]``."""
-    if layout.equal:
-        ordered = np.sort(frac.reshape(layout.count, -1), axis=1).reshape(-1)
-    else:
-        ordered = np.concatenate([np.sort(frac[a:a + n]) for a, n in zip(layout.starts, layout.units)])
-    lo, hi, w = ordered[layout.lo], ordered[layout.hi], layout.weight
-    return np.where(w < 0.5, lo + w * (hi - lo), hi - (hi - lo) * (1 - w))
-
-
-def _histograms(frac: np.ndarray, layout: _Layout) -> np.ndarray:
-    """``torch.histc(frac_l.float(), HIST_BINS, 0, 1)`` of every layer: bin ``floor(x * bins)`` in float32."""
-    bins = np.minimum((frac.astype(np.float32) * np.float32(HIST_BINS)).astype(np.int64), HIST_BINS - 1)
-    return np.bincount(layout.bin_offset + bins, minlength=layout.count * HIST_BINS).reshape(-1, HIST_BINS)
-
-
 def activity_results(blocks: list[np.ndarray], samples: list[int], slopes: list[np.ndarray],
                      near_dead_threshold: float, dormant_tau: float) -> list[ActivityResult]:
     """:class:`ActivityResult` per layer from its per-unit sums ``[3, units]``.
@@ -95,7 +51,7 @@ def activity_results(blocks: list[np.ndarray], samples: list[int], slopes: list[
     negative slope is ``slopes[l]`` (one, or one per unit). On the negative side
     ``h = a z``: ``|h|`` sums to ``|a|`` times the third row, ``h`` to ``-a`` times it.
     """
-    layout = _layout(tuple(b.shape[1] for b in blocks))
+    layout = segment_layout(tuple(b.shape[1] for b in blocks))
     units, layer, starts, count = layout.units, layout.layer, layout.starts, layout.count
     neg_units, pos_abs, neg_z = np.concatenate(blocks, axis=1)
     slope = np.concatenate([np.broadcast_to(a, (u,)) for a, u in zip(slopes, layout.units.tolist())])
@@ -114,7 +70,7 @@ def activity_results(blocks: list[np.ndarray], samples: list[int], slopes: list[
     neg_count = np.rint(np.add.reduceat(neg_units, starts)).tolist()
     neg_sum, pos_sum = np.add.reduceat(neg_abs, starts).tolist(), np.add.reduceat(pos_abs, starts).tolist()
     deriv = np.add.reduceat(neg_units * slope, starts).tolist()  # f'(z) = the slope where z <= 0
-    qs, hist = _quantiles(frac, layout).tolist(), _histograms(frac, layout).tolist()
+    qs, hist = segment_quantiles(frac, layout).tolist(), segment_histograms(frac, layout).tolist()
     out = []
     for i, u in enumerate(units.tolist()):
         m, n_neg = int(samples[i]), int(neg_count[i])

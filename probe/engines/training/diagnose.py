@@ -144,5 +144,5 @@ def member_diagnostics(ens: Ensemble, X: torch.Tensor, y: torch.Tensor,
             _feed_backward(ens, collectors, taps, pending, share)
     results = []
     for c, g in zip(collectors, ens.groups):
-        results.extend(c.result(i) for i in range(g.hi - g.lo))
+        results.extend(c.cpu().results())  # one read-back of the sums; every member's results at once
     return results

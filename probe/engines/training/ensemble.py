@@ -33,7 +33,7 @@ from probe.engines.training.init import Params, init_params, stack_params
 from probe.engines.training.layers import (DROPOUT_STREAM, NORM_EPS, RRELU_STREAM, BatchedNorm, Group,
                                            dropout_mask, fixed_runs, group_activation, make_groups,
                                            noise_generator, rrelu_slopes)
-from probe.models.mlp import MLP
+from probe.models.mlp import MLP, linear_from
 
 #: per hidden layer: ``(z, u)``, the activation input and the Linear output (``u`` only under a LayerNorm)
 Taps = list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -259,15 +259,16 @@ class Ensemble:
         """
         variant, _ = self.member(m)
         layer = [{"kind": "layer", "eps": NORM_EPS, "affine": True}] * self.n_hidden
-        mlp = MLP.build(self.widths, variant, norms=layer if self.norm == "layer" else None)
+        linears = []
         with torch.no_grad():
-            for i, (lin, w, b) in enumerate(zip(mlp.linears, self.weights, self.biases)):
+            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
                 w, b = w[m].detach().cpu(), b[m].detach().cpu()
                 if self.norm == "batch" and i < self.n_hidden:
                     scale, shift = (t.cpu() for t in self.norms[i].folded(m))
                     w, b = w * scale[:, None], b * scale + shift
-                lin.weight.copy_(w)
-                lin.bias.copy_(b)
+                linears.append(linear_from(w, b))
+        mlp = MLP.build(self.widths, variant, norms=layer if self.norm == "layer" else None, linears=linears)
+        with torch.no_grad():
             if self.norm == "layer":
                 for mod, n in zip(mlp.norms, self.norms):
                     mod.weight.copy_(n.weight[m].detach().cpu())

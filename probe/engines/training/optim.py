@@ -66,7 +66,9 @@ class Adam(_Optimizer):
     on the other variants and seeds of the run. So every tensor is handed to
     the kernel as its prefix of whole ``ALIGN`` blocks plus its tail copied into
     a zero-padded block: every entry takes the vector path, wherever it sits.
-    Optimiser state is kept flat and padded to whole blocks.
+    Optimiser state is kept flat and padded to whole blocks. CUDA tensors go
+    to the kernel whole: its multi-tensor kernel applies the same arithmetic to
+    every entry, and each padding copy would be one more kernel launch per step.
     """
 
     def __init__(self, params: Sequence[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
@@ -106,7 +108,7 @@ class Adam(_Optimizer):
         for i in live:
             p, g = self.params[i].view(-1), self.params[i].grad.reshape(-1)
             n = p.numel()
-            k = n - n % ALIGN
+            k = n - n % ALIGN if p.device.type == "cpu" else n
             parts = [(p[:k], g[:k], self.exp_avg[i][:k], self.exp_avg_sq[i][:k])] if k else []
             if k < n:
                 p_tail, g_tail = self.tails[i]
