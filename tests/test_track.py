@@ -573,3 +573,26 @@ def test_a_model_on_the_gpu_gives_the_cpu_reference(device: str) -> None:
             for got, layer in zip(record["layers"], want["layers"]):
                 assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, f"{device} step {step}")
             assert_close(record["sign"], want["sign"], f"{device} sign")
+
+
+def test_a_diverging_loop_warns_once_and_writes_strict_json(tmp_path, caplog) -> None:
+    """SGD at lr 0.05 on this sum-of-squares loss overflows to inf by step 2 and NaN by step 3."""
+    model = forced_dead("leaky")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    X, Y = data(64)
+    path = tmp_path / "diverged.jsonl"
+    with caplog.at_level(logging.WARNING, logger="probe.track"), track(model, path) as tracker:
+        for _ in range(6):
+            loss = ((model(X) - Y) ** 2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tracker.step(loss)
+    warnings = [r.getMessage() for r in caplog.records if "diverged" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("step 3: the loss is nan")
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-strict JSON constant {constant}")
+
+    lines = [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+    assert len(lines) == 7 and lines[4]["loss"] is None and lines[1]["loss"] == pytest.approx(930.035, rel=1e-5)

@@ -44,6 +44,7 @@ on an exception or Ctrl-C, and probe never changes ``model.training``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -230,6 +231,9 @@ class Tracker:
         record = None
         if state is not None:
             value = None if loss is None else self._loss_value(loss)
+            if value is not None and not math.isfinite(value):
+                self._warn_once("diverged", f"step {step}: the loss is {value}: training has diverged; this "
+                                "and later records describe non-finite values (null in the history file)")
             record = self._record(state, step, value)
         self.steps += 1
         self._arm()
