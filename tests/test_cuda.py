@@ -34,11 +34,12 @@ pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_
 
 
 def assert_numbers_close(got, want, path: str = "", rtol: float = 1e-3, atol: float = 1e-4) -> int:
-    """Every float of ``want`` matched in ``got`` to ``atol + rtol * |want|``; same keys and lengths.
+    """``got`` matches ``want`` key for key: floats to ``atol + rtol * |want|``, the rest exactly.
 
-    Integers, booleans and strings are not compared (a count can move by one
-    where a pre-activation sits within rounding of zero). Returns how many
-    floats were compared, so that a test can tell it compared something.
+    ``None`` (an undefined ratio), strings and booleans must be equal; an
+    integer count may differ by one (a pre-activation within rounding of zero
+    can change sides). Returns how many floats were compared, so that a test
+    can tell it compared something.
     """
     if isinstance(want, dict):
         assert isinstance(got, dict) and got.keys() == want.keys(), f"{path}: keys differ"
@@ -46,14 +47,27 @@ def assert_numbers_close(got, want, path: str = "", rtol: float = 1e-3, atol: fl
     if isinstance(want, (list, tuple)):
         assert isinstance(got, (list, tuple)) and len(got) == len(want), f"{path}: lengths differ"
         return sum(assert_numbers_close(g, w, f"{path}[{i}]", rtol, atol) for i, (g, w) in enumerate(zip(got, want)))
-    if isinstance(want, float) and not isinstance(want, bool):
-        assert isinstance(got, (float, int)), f"{path}: {got!r} is not a number"
-        if math.isnan(want):
-            assert math.isnan(got), f"{path}: {got} where the CPU gave NaN"
-        else:
-            assert abs(got - want) <= atol + rtol * abs(want), f"{path}: {got} on {DEVICE}, {want} on the CPU"
-        return 1
-    return 0
+    if want is None or isinstance(want, (str, bool)):
+        assert got == want and type(got) is type(want), f"{path}: {got!r} on {DEVICE}, {want!r} on the CPU"
+        return 0
+    if isinstance(want, int):
+        assert isinstance(got, int) and abs(got - want) <= 1, f"{path}: {got!r} on {DEVICE}, {want} on the CPU"
+        return 0
+    assert isinstance(got, (float, int)) and not isinstance(got, bool), f"{path}: {got!r} is not a number"
+    if math.isnan(want):
+        assert math.isnan(got), f"{path}: {got} where the CPU gave NaN"
+    elif got != want:  # equal infinities pass here
+        assert abs(got - want) <= atol + rtol * abs(want), f"{path}: {got} on {DEVICE}, {want} on the CPU"
+    return 1
+
+
+def test_the_comparison_fails_where_it_should():
+    assert assert_numbers_close({"a": [1.0, None, 3, "x", float("inf")]}, {"a": [1.0, None, 4, "x", float("inf")]}) == 2
+    for got, want in (({"r": 1.0}, {"r": None}), ({"r": None}, {"r": 1.0}), ({"n": 5}, {"n": 3}),
+                      ({"t": "margin"}, {"t": "logit"}), ({"x": 1.1}, {"x": 1.0}), ({"x": 1.0}, {"y": 1.0}),
+                      ({"x": float("nan")}, {"x": 1.0}), ({"b": 1}, {"b": True})):
+        with pytest.raises(AssertionError):
+            assert_numbers_close(got, want)
 
 
 def test_leaky_runs_kernel_is_bit_identical_to_where_on_the_device():
@@ -111,7 +125,8 @@ def test_compare_on_the_device_matches_the_cpu(tmp_path):
     got = compare_variants(["relu", "leaky"], "signed_regression", device=DEVICE, save_dir=tmp_path, **kwargs)
     want = compare_variants(["relu", "leaky"], "signed_regression", **kwargs)
     assert got.to_dict()["device"].split(":")[0] == DEVICE.split(":")[0]
-    compared = assert_numbers_close(got.to_dict()["runs"], want.to_dict()["runs"], "runs")
+    runs = [[{k: v for k, v in r.items() if k != "checkpoint"} for r in res.to_dict()["runs"]] for res in (got, want)]
+    compared = assert_numbers_close(*runs, "runs")
     assert compared > 100
     # the trained models and their checkpoints come back on the CPU, loadable without a GPU
     assert all(p.device.type == "cpu" for r in got.runs for p in r.model.parameters())

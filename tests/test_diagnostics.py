@@ -223,3 +223,39 @@ def test_mean_activation_is_the_signed_mean_of_h(two_unit_leaky: MLP) -> None:
     assert lay.activity.act_mean == pytest.approx(0.75)
     h = torch.nn.functional.leaky_relu(two_unit_leaky[0](X), 0.5).detach()
     assert lay.activity.act_mean == pytest.approx(float(h.mean()))
+
+
+def test_segment_histograms_and_quantiles_are_torchs() -> None:
+    """Every active fraction k/n (n <= 300) lands in torch.histc's bin; quantiles within 1 ulp of torch's."""
+    import numpy as np
+
+    from probe.diagnostics.segments import (HIST_BINS, QUANTILE_AT, segment_histograms, segment_layout,
+                                            segment_quantiles)
+
+    for n in range(1, 301):
+        frac = torch.arange(n + 1, dtype=torch.float64) / n
+        layout = segment_layout((n + 1,))
+        want = torch.histc(frac.float(), bins=HIST_BINS, min=0.0, max=1.0).long().tolist()
+        assert segment_histograms(frac.numpy(), layout).tolist() == [want], n
+    gen = torch.Generator().manual_seed(0)
+    sizes = (1, 2, 7, 64, 255)
+    values = [torch.rand(u, generator=gen, dtype=torch.float64) for u in sizes]
+    got = segment_quantiles(torch.cat(values).numpy(), segment_layout(sizes))
+    for row, v in zip(got, values):
+        want = torch.quantile(v, torch.tensor(QUANTILE_AT)).numpy()
+        assert np.allclose(row, want, rtol=4e-16, atol=0), (row, want)
+
+
+def test_collector_results_equal_result_per_member_and_work_without_hidden_layers() -> None:
+    from probe.diagnostics import Collector
+
+    gen = torch.Generator().manual_seed(1)
+    c = Collector(1, torch.randn(3, 2, 4, generator=gen), torch.randn(3, 2, generator=gen))
+    x, z = torch.randn(3, 50, 5, generator=gen), torch.randn(3, 50, 4, generator=gen)
+    pending = c.forward(0, x, z, torch.tensor([0.0, 0.1, 0.3]).view(3, 1, 1))
+    c.backward(pending, torch.randn(3, 50, 4, generator=gen))
+    together = c.results()
+    assert [r.to_dict() for r in together] == [c.result(m).to_dict() for m in range(3)]
+    assert [r.to_dict() for r in c.results(members=[2, 0])] == [together[2].to_dict(), together[0].to_dict()]
+    alone = Collector(0, torch.randn(3, 2, 4, generator=gen), torch.zeros(3, 2))
+    assert len(alone.results()) == 3 and alone.results()[0].layers == ()

@@ -166,8 +166,8 @@ class ActivityStats:
     def results(self) -> list[ActivityResult]:
         """The diagnostics of every member over everything fed so far, computed for all members at once.
 
-        Quantiles and histograms are ``torch.quantile``'s and ``torch.histc``'s
-        (:mod:`probe.diagnostics.segments`); the sums are read back from the
+        Histograms are ``torch.histc``'s and quantiles ``torch.quantile``'s (to
+        1 ulp; :mod:`probe.diagnostics.segments`); the sums are read back from the
         device once.
         """
         if self.active is None:

@@ -156,7 +156,12 @@ class Collector:
                 all_grads = self.gradients[i].results(slopes)
                 grads = [all_grads[m] for m in chosen]
             columns.append((nominals, [every[m] for m in chosen], grads))
-        chosen = range(len(columns[0][1])) if members is None else members
+        if members is not None:
+            chosen = members
+        elif columns:
+            chosen = range(len(columns[0][1]))
+        else:  # no hidden layer: the sign routes alone say how many members there are
+            chosen = range(self.sign.weight.shape[0] if self.sign is not None else 1)
         out = []
         for k, m in enumerate(chosen):
             layers = tuple(LayerDiagnostics(i, nominals[k][0], acts[k], None if grads is None else grads[k],

@@ -3,9 +3,10 @@
 A segment is one layer's units (``probe.track``: every hidden layer of one
 network at once) or one member's units (an ensemble's layer: every member at
 once). The values are the definitions of :class:`probe.diagnostics.ActivityStats`
-on one segment: ``torch.quantile``'s linear rule and ``torch.histc(x.float(),
-HIST_BINS, 0, 1)`` on the CPU, bin for bin (``tests/test_track.py`` and
-``tests/test_diagnostics.py`` check both against torch).
+on one segment: ``torch.histc(x.float(), HIST_BINS, 0, 1)`` on the CPU, bin
+for bin, and ``torch.quantile``'s linear rule to within one unit in the last
+place (torch's vectorised interpolation uses a fused multiply-add, numpy does
+not). ``tests/test_diagnostics.py`` checks both against torch.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def segment_layout(units: tuple[int, ...]) -> SegmentLayout:
 
 
 def segment_quantiles(frac: np.ndarray, layout: SegmentLayout) -> np.ndarray:
-    """``torch.quantile(frac_s, QUANTILE_AT)`` (linear) of every segment ``s``: ``[segments, 5]``."""
+    """``torch.quantile(frac_s, QUANTILE_AT)`` (linear, to 1 ulp) of every segment ``s``: ``[segments, 5]``."""
     if layout.equal:
         ordered = np.sort(frac.reshape(layout.count, -1), axis=1).reshape(-1)
     else:

@@ -40,7 +40,7 @@ prediction means the class is not predicted (``target = "margin"``, see
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -92,7 +92,7 @@ class RouteMasses:
                               self.bias_pos + other.bias_pos, self.bias_neg + other.bias_neg)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "downward_shares": self.downward_shares}
+        return {**vars(self), "downward_shares": self.downward_shares}  # flat numbers: no deep copy needed
 
 
 @dataclass(frozen=True)

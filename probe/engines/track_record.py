@@ -4,7 +4,7 @@ Every hidden layer is done at once (its units laid end to end, per-layer sums
 by segment), so building a record costs a few dozen array operations whatever
 the depth. The definitions are those of :class:`probe.diagnostics.ActivityStats`,
 :class:`probe.diagnostics.GradientStats` and :class:`probe.diagnostics.SignRoutes`:
-quantiles by ``torch.quantile``'s linear rule, the histogram bin for bin as
+quantiles by ``torch.quantile``'s linear rule (to 1 ulp), the histogram bin for bin as
 ``torch.histc`` on the CPU, ratios undefined (None) where a denominator is 0.
 """
 
@@ -140,7 +140,10 @@ def layer_results(steps: list[LayerStep], values: list[list[np.ndarray]], near_d
                                 [s.samples for s in steps], slopes, near_dead_threshold, dormant_tau)
     out = []
     for i, (step, vals, act) in enumerate(zip(steps, values, activity)):
-        slope, spread = nominal_slope(torch.from_numpy(slopes[i])[None], 0)  # as analyze reports it
+        if slopes[i].size == 1:  # nominal_slope's single-slope rule, without tensors
+            slope, spread = float(f"{float(slopes[i][0]):.6g}"), None
+        else:
+            slope, spread = nominal_slope(torch.from_numpy(slopes[i])[None], 0)  # as analyze reports it
         gradient = None
         if len(vals) > 1:
             n_neg = int(np.rint(vals[2].sum()))

@@ -51,6 +51,9 @@ def make_norm(spec: dict, width: int) -> nn.Module:
 def linear_from(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     """An ``nn.Linear`` holding copies of ``weight`` ``[out, in]`` and ``bias``, built without the random
     initialisation that ``nn.Linear()`` runs (about 0.1 ms a layer, for values about to be replaced)."""
+    if weight.dim() != 2 or (bias is not None and tuple(bias.shape) != (weight.shape[0],)):
+        raise ValueError(f"linear_from: weight {tuple(weight.shape)} and bias "
+                         f"{None if bias is None else tuple(bias.shape)} do not make a Linear layer")
     new = nn.Linear.__new__(nn.Linear)
     nn.Module.__init__(new)
     new.out_features, new.in_features = weight.shape
@@ -85,6 +88,12 @@ class MLP(nn.Sequential):
                 (e.g. :func:`linear_from`), one per pair of consecutive widths.
         """
         variant = parse_variant(variant) if isinstance(variant, str) else variant
+        if linears is not None:
+            given = [(lin.in_features, lin.out_features, lin.bias is not None) for lin in linears]
+            wanted = [(a, b, bias) for a, b in zip(widths[:-1], widths[1:])]
+            if given != wanted:
+                raise ValueError(f"MLP.build: linears (in, out, bias) {given} do not fit widths {list(widths)}"
+                                 f" with bias={bias}")
         layers: list[nn.Module] = []
         for i in range(len(widths) - 1):
             layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias) if linears is None else linears[i])
