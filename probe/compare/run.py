@@ -219,7 +219,7 @@ def _run_records(ens: Ensemble, outcome: TrainOutcome, sc: Scenario, train_set, 
     final, final_acc = dataset_loss(ens, train_set.X, train_set.y, loss=loss)
     final_eval, eval_acc = dataset_loss(ens, eval_set.X, eval_set.y, loss=loss)
     diags = member_diagnostics(ens, eval_set.X, eval_set.y, loss=loss) if diagnostics else [None] * ens.members
-    cpu_ens = ens if ens.device.type == "cpu" else ens.to("cpu")  # the models a user gets back live on the CPU
+    cpu_ens = ens if ens.device.type == "cpu" else ens.to("cpu")  # one transfer, not one per member and tensor
     models = [cpu_ens.to_mlp(m) for m in range(ens.members)]
     traced = _circuits(models, outcome.diverged_epoch, eval_set, loss, str(ens.device)) if diagnostics and circuits \
         else [None] * ens.members

@@ -143,10 +143,12 @@ class Collector:
 
     def results(self, members: list[int] | None = None) -> list[NetworkDiagnostics]:
         """Frozen diagnostics of ``members`` (default: every member), each layer's computed for all at once."""
-        columns = []  # per layer: (nominals, spreads, activity results, gradient results)
+        chosen = members
+        columns = []  # per layer: ((nominal, spread) per chosen member, activity results, gradient results)
         for i, act in enumerate(self.activity):
             every = act.results()
-            chosen = range(len(every)) if members is None else members
+            if chosen is None:
+                chosen = range(len(every))
             nominals = [nominal_slope(self.slopes[i], m) for m in chosen]
             grads = None
             if self.gradients is not None:
@@ -156,11 +158,7 @@ class Collector:
                 all_grads = self.gradients[i].results(slopes)
                 grads = [all_grads[m] for m in chosen]
             columns.append((nominals, [every[m] for m in chosen], grads))
-        if members is not None:
-            chosen = members
-        elif columns:
-            chosen = range(len(columns[0][1]))
-        else:  # no hidden layer: the sign routes alone say how many members there are
+        if chosen is None:  # no hidden layer: the sign routes alone say how many members there are
             chosen = range(self.sign.weight.shape[0] if self.sign is not None else 1)
         out = []
         for k, m in enumerate(chosen):
@@ -168,6 +166,7 @@ class Collector:
                                             nominals[k][1]) for i, (nominals, acts, grads) in enumerate(columns))
             out.append(NetworkDiagnostics(layers, tuple(self.sign.result(m)) if self.sign is not None else ()))
         return out
+
 
 def _to_cpu(obj: object) -> object:
     """``obj`` with its tensors on the CPU: accumulators (probe.diagnostics objects) changed in place."""
@@ -179,6 +178,11 @@ def _to_cpu(obj: object) -> object:
         for name, value in vars(obj).items():
             setattr(obj, name, _to_cpu(value))
     return obj
+
+
+def reported_slope(value: float) -> float:
+    """A single negative slope as reported: 6 significant digits (float32's 0.0099999998 reads 0.01)."""
+    return float(f"{value:.6g}")
 
 
 def nominal_slope(slope: torch.Tensor | None, member: int) -> tuple[float | None, dict | None]:
@@ -194,6 +198,6 @@ def nominal_slope(slope: torch.Tensor | None, member: int) -> tuple[float | None
         return None, None
     values = slope[member].reshape(-1).double()
     if values.numel() == 1:
-        return float(f"{float(values[0]):.6g}"), None
+        return reported_slope(float(values[0])), None
     return None, {"count": values.numel(), "mean_abs": float(values.abs().mean()), "min": float(values.min()),
                   "max": float(values.max()), "negative": int((values < 0).sum())}

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from probe.diagnostics.activity import ActivityResult
-from probe.diagnostics.collector import nominal_slope
+from probe.diagnostics.collector import nominal_slope, reported_slope
 from probe.diagnostics.gradients import GradientResult
 from probe.diagnostics.results import LayerDiagnostics
 from probe.diagnostics.segments import QUANTILES, segment_histograms, segment_layout, segment_quantiles
@@ -140,8 +140,8 @@ def layer_results(steps: list[LayerStep], values: list[list[np.ndarray]], near_d
                                 [s.samples for s in steps], slopes, near_dead_threshold, dormant_tau)
     out = []
     for i, (step, vals, act) in enumerate(zip(steps, values, activity)):
-        if slopes[i].size == 1:  # nominal_slope's single-slope rule, without tensors
-            slope, spread = float(f"{float(slopes[i][0]):.6g}"), None
+        if slopes[i].size == 1:  # as nominal_slope reports one slope, without making a tensor of it
+            slope, spread = reported_slope(float(slopes[i][0])), None
         else:
             slope, spread = nominal_slope(torch.from_numpy(slopes[i])[None], 0)  # as analyze reports it
         gradient = None

@@ -267,8 +267,7 @@ class Ensemble:
                     scale, shift = (t.cpu() for t in self.norms[i].folded(m))
                     w, b = w * scale[:, None], b * scale + shift
                 linears.append(linear_from(w, b))
-        mlp = MLP.build(self.widths, variant, norms=layer if self.norm == "layer" else None, linears=linears)
-        with torch.no_grad():
+            mlp = MLP.build(self.widths, variant, norms=layer if self.norm == "layer" else None, linears=linears)
             if self.norm == "layer":
                 for mod, n in zip(mlp.norms, self.norms):
                     mod.weight.copy_(n.weight[m].detach().cpu())
