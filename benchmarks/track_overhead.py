@@ -7,6 +7,9 @@ configurations interleaved run by run so that a slow moment on the machine
 does not favour one of them:
 
 * **bare**: the loop as a user writes it, no tracker;
+* **floor**: the bare loop with the hooks ``probe.track`` attaches on a recorded
+  step, doing nothing, then doing only the dead-unit sums and ``sum |g|``: what
+  any tracker that reads each batch through hooks costs at the least;
 * **probe, every=N**: the same loop inside ``probe.track(model, every=N)``
   with ``tracker.step(loss)`` after ``opt.step()`` (records kept in memory),
   for ReLU and for leaky ReLU (whose weight-gradient split costs one matrix
@@ -100,6 +103,55 @@ def tracked(every: int) -> Callable[[nn.Module, list], float]:
     return run
 
 
+def floor(work: bool) -> Callable[[nn.Module, list], float]:
+    """The bare loop with probe.track's hook mechanism and none (or the least) of its arithmetic.
+
+    A forward hook on each hidden Linear registers a tensor hook on ``z`` and a
+    hook on the backward node that computes ``x^T g``, as ``probe.track`` does on
+    a recorded step; the hooks do nothing. With ``work``, the forward hook also
+    computes the per-unit count of ``z <= 0`` and the sum of ``relu(z)`` (the
+    dead-unit and activity sums, into kept buffers) and the tensor hook ``|g|``
+    and its sum: a lower bound for any tracker that reads the step's batch
+    through hooks.
+    """
+    def run(model: nn.Module, data) -> float:
+        from probe.engines.track_batch import weight_grad_node
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loss_fn = nn.MSELoss()
+        hidden = [m for m in model if isinstance(m, nn.Linear)][:-1]
+        buffers: dict[int, torch.Tensor] = {}
+
+        def backward(g: torch.Tensor) -> None:
+            if work:
+                torch.abs(g, out=buffers[-g.shape[1]]).sum()
+
+        def forward(module: nn.Module, inputs: tuple, z: torch.Tensor) -> None:
+            if work:
+                slab = buffers.setdefault(id(module), torch.empty(2, *z.shape))
+                buffers.setdefault(-z.shape[1], torch.empty(z.shape))
+                torch.le(z.detach(), 0, out=slab[0])
+                torch.clamp(z.detach(), min=0, out=slab[1])
+                slab.sum(1)
+            z.register_hook(backward)
+            node = weight_grad_node(z, module.weight)
+            if node is not None:
+                node[0].register_hook(lambda grad_inputs, grad_outputs: None)
+
+        handles = [lin.register_forward_hook(forward) for lin in hidden]
+        try:
+            start = time.perf_counter()
+            for x, y in data:
+                loss = loss_fn(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            return time.perf_counter() - start
+        finally:
+            for handle in handles:
+                handle.remove()
+    return run
+
+
 def cockpit_run(interval: int | None) -> Callable[[nn.Module, list], float]:
     """Cockpit's economy configuration every ``interval`` steps; None: BackPACK's hooks alone."""
     def run(model: nn.Module, data) -> float:
@@ -164,6 +216,8 @@ def main() -> None:
     for activation in ("relu", "leaky"):
         for every in (1, 10):
             configs[f"probe {activation} every={every}"] = (tracked(every), width, activation, args.steps)
+    configs["floor relu: empty hooks"] = (floor(False), width, "relu", args.steps)
+    configs["floor relu: + dead-unit sums"] = (floor(True), width, "relu", args.steps)
     best = best_of(configs, args.repeat)
     report(best, {"leaky": "bare leaky"}, "bare relu")
     print(f"building a tracker (the model checked once, as analyze does): {1e3 * min(SETUP):.1f} ms, "

@@ -55,10 +55,9 @@ from torch import nn
 from probe.core.checks import check_fraction
 from probe.core.errors import ProbeError
 from probe.core.version import __version__
-from probe.diagnostics.results import NetworkDiagnostics
 from probe.engines.track_batch import LayerStep, Scratch, SignStep
 from probe.engines.track_general import GeneralStep
-from probe.engines.track_record import layer_dict, layer_results, sign_dict, sign_results, to_host
+from probe.engines.track_record import layer_dict, layer_records, sign_dict, sign_results, to_host
 from probe.engines.track_io import FORMAT, LineWriter, read_lines
 from probe.engines.track_model import slope_reader, user_layers
 from probe.engines.track_window import AlertMonitor, DeadWindow
@@ -266,20 +265,22 @@ class Tracker:
                 return self._no_forward(step)
             if not state.has_gradients:
                 self._no_backward(step)
-            diagnostics, active, samples = state.result(), state.active_units(), state.samples
+            diagnostics = state.result()
+            layers = [layer_dict(d) for d in diagnostics.layers]
+            sign = [sign_dict(s) for s in diagnostics.sign]
+            active, samples = state.active_units(), state.samples
         else:
-            if any(layer.forward_sums is None for layer in state.layers):
+            ledgers = [layer.finish() for layer in state.layers]
+            if any(ledger is None for ledger in ledgers):
                 return self._no_forward(step)
-            if any(not layer.grad_parts for layer in state.layers):
+            if any(not layer.grad_slabs for layer in state.layers):
                 self._no_backward(step)
-            host = to_host([layer.tensors() for layer in state.layers] + [state.sign.tensors()])
-            diagnostics = NetworkDiagnostics(
-                tuple(layer_results(state.layers, host[:-1], self.near_dead_threshold, self.dormant_tau)),
-                sign_results(state.sign, host[-1]))
-            active = [values[0][:layer.units] < layer.samples - 0.5  # fewer than all samples at z <= 0
-                      for layer, values in zip(state.layers, host)]
+            host = to_host([[ledger] for ledger in ledgers] + [state.sign.tensors()])
+            layers, active = layer_records(state.layers, [h[0] for h in host[:-1]], self.near_dead_threshold,
+                                           self.dormant_tau)
+            sign = [sign_dict(s) for s in sign_results(state.sign, host[-1])]
             samples = state.layers[0].samples
-        return self._write(step, loss, diagnostics, active, samples)
+        return self._write(step, loss, layers, sign, active, samples)
 
     def _no_forward(self, step: int) -> None:
         self._warn_once("forward", f"step {step} was to be recorded, but no forward pass with autograd "
@@ -290,20 +291,20 @@ class Tracker:
                         "tracker.step(); its record has no gradient diagnostics (call step() after "
                         "loss.backward())")
 
-    def _write(self, step: int, loss: float | None, diagnostics: NetworkDiagnostics, active: list,
+    def _write(self, step: int, loss: float | None, layers: list[dict], sign: list[dict], active: list,
                samples: int) -> dict:
         counts = self._window.update(active)
         alerts = [a.to_dict() for a in self._monitor.update(step, [c.window_dead_share for c in counts])]
+        for doc, count in zip(layers, counts):
+            doc.update(vars(count))
         record: dict = {"step": step}
         if loss is not None:
             record["loss"] = loss
         record.update({
             "time": round(time.time(), 3), "elapsed": round(time.perf_counter() - self._started, 6),
             "samples": samples,
-            "collapsed": diagnostics.collapsed,
-            "layers": [{**layer_dict(d), **vars(c)} for d, c in zip(diagnostics.layers, counts)],
-            "sign": [sign_dict(s) for s in diagnostics.sign],
-            "alerts": alerts,
+            "collapsed": any(doc["dead_units"] == doc["units"] for doc in layers),  # as NetworkDiagnostics says
+            "layers": layers, "sign": sign, "alerts": alerts,
         })
         if self._writer is not None:
             self._writer.write(record)

@@ -3,7 +3,7 @@
 :mod:`probe.engines.track` hooks the Linear layers the user trains; per batch of
 a recorded step, these classes gather the sums that the definitions of
 :mod:`probe.diagnostics` need, and :mod:`probe.engines.track_record` turns them
-into analyze's result objects:
+into analyze's keys. The sums of one layer land in one flat tensor, its *ledger*:
 
 * forward, per hidden layer with pre-activation ``z`` and negative slope ``a``:
   per unit, the number of samples with ``z <= 0``, the sum of ``relu(z)`` and
@@ -18,9 +18,13 @@ into analyze's result objects:
   :class:`probe.diagnostics.GradientStats`). ``G_total = x^T g`` is what
   autograd computes for this use of the layer's weight, read from its backward
   node (not ``weight.grad``, which also holds any other term of the user's loss
-  on that weight), so only ``G_neg`` costs a matrix product; where ``g`` is
-  exactly 0 wherever ``z <= 0`` (ReLU, whose derivative is 0 there), ``G_neg``
-  and ``b_neg`` are exactly 0 and cost nothing;
+  on that weight, and which a weight hook or clipping may have scaled), so only
+  ``G_neg`` costs a matrix product; where ``g`` is exactly 0 wherever ``z <= 0``
+  (ReLU, whose derivative is 0 there), ``G_neg`` and ``b_neg`` are exactly 0 and
+  cost nothing. With one batch in the step, the norms are taken the moment
+  autograd's ``x^T g`` exists, without a copy; a second batch sums the batches'
+  tensors first (and a first tensor changed in place in the meantime leaves the
+  split out rather than wrong);
 * the final Linear's sign routes, from its input ``h``, weight ``W`` and bias
   ``b`` as in :class:`probe.diagnostics.SignRoutes`.
 
@@ -36,6 +40,7 @@ same batch, key for key, and with plain autograd, so a change to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -78,14 +83,33 @@ def weight_grad_node(z: torch.Tensor, weight: torch.Tensor) -> tuple[object, int
     return node, index
 
 
+# One hidden layer's sums in one flat tensor (``LayerStep.ledger``), part by part: (name, entries
+# per unit, fixed entries). forward: [3, units] (n(z<=0), sum relu(z), sum z; the last row only
+# for a nonzero slope); grad: sum |g|, sum |g| at z<=0; split: ||G_neg||, ||G_pos||,
+# <G_neg, G_pos>; b_all: sum g per unit (the bias gradient); b_neg: sum g * [z<=0] per unit.
+LEDGER = (("forward", 3, 0), ("grad", 0, 2), ("split", 0, 3), ("b_all", 1, 0), ("b_neg", 1, 0))
+
+
+@functools.lru_cache(maxsize=64)
+def ledger_layout(units: int) -> tuple[dict[str, slice], int]:
+    """Each part's slice of the ledger of a layer this wide, and the ledger's size."""
+    parts, at = {}, 0
+    for name, per_unit, fixed in LEDGER:
+        size = per_unit * units + fixed
+        parts[name] = slice(at, at + size)
+        at += size
+    return parts, at
+
+
 class Scratch:
     """Work tensors kept from one recorded step to the next, one set per layer.
 
     Recording must not allocate a fresh batch-sized tensor per step: on the CPU,
     the allocator hands such sizes back to the system, and touching new pages
     costs more than the arithmetic. Memory per hidden layer: a slab of 3 or 4
-    ``[samples, units]`` planes per batch of a step and two ``[fan_in, units]``
-    gradient sums; constant over a run.
+    ``[samples, units]`` planes per batch of a step, the ledger (``5 * units + 5``
+    numbers) and, for a nonzero slope or several batches, up to three
+    ``[fan_in, units]`` gradient sums; constant over a run.
     """
 
     def __init__(self) -> None:
@@ -107,11 +131,13 @@ def _ones_first(buf: torch.Tensor) -> None:
 
 
 class LayerStep:
-    """One hidden layer's sums over the batches of one recorded step.
+    """One hidden layer's sums over the batches of one recorded step, written into one ledger.
 
     Each batch gets a slab of planes ``[ones, [z <= 0], relu(z), (z)]`` (``z`` only
     for a nonzero slope): one reduction over the samples gives every per-unit sum,
-    and one matrix-vector product gives both gradient sums.
+    and one matrix-vector product gives both gradient sums. The sums land in one
+    flat ``ledger`` tensor per layer (:data:`LEDGER`), so that the record moves a
+    handful of tensors to the host, not dozens.
 
     Args:
         units, fan_in: The layer's widths.
@@ -123,15 +149,20 @@ class LayerStep:
         self.units, self.fan_in, self.scratch = units, fan_in, scratch
         self.samples = 0
         self.batches = 0
-        self.forward_sums: torch.Tensor | None = None  # [2 or 3, units]: n(z<=0), sum relu(z), sum -min(z, 0)
+        self.ledger: torch.Tensor | None = None  # laid out as LEDGER says
+        self.parts, self._size = ledger_layout(units)
+        self.rows = 2  # forward rows in the ledger: n(z<=0), sum relu(z)[, sum z]
         self.slope: float | torch.Tensor | None = None
-        self.grad_parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # per backward: [sum|g|, at z<=0], n(z<=0)
+        self.grad_slabs: list[torch.Tensor] = []  # per backward pass, its batch's slab (plane 1: [z <= 0])
         self.grad_entries = 0
         self.g_neg: torch.Tensor | None = None  # x^T (g * [z<=0]) summed over batches; None while exactly 0
-        self.g_total: torch.Tensor | None = None  # x^T g summed over batches
-        self.b_all: torch.Tensor | None = None  # sum of g per unit (the bias gradient)
-        self.b_neg: torch.Tensor | None = None  # sum of g * [z<=0] per unit; None while exactly 0
+        self.g_total: torch.Tensor | None = None  # x^T g summed over batches, in scratch
+        self._total_ref: tuple[torch.Tensor, int] | None = None  # autograd's x^T g of a step's only batch
+        self.has_b_neg = False  # sum g * [z<=0] is in the ledger (else exactly 0)
         self.split = split  # turned off when the split cannot be trusted for this step
+
+    def _view(self, part: str) -> torch.Tensor:
+        return self.ledger[self.parts[part]]
 
     def forward(self, module: nn.Linear, x: torch.Tensor, z: torch.Tensor,
                 slope: float | torch.Tensor | None) -> None:
@@ -142,15 +173,19 @@ class LayerStep:
         ``|h|`` is 0 and is not computed).
         """
         z2 = _work_view(z, self.units)
-        slab = self.scratch.get(("slab", self.batches), (3 if slope is None else 4, *z2.shape), z2, _ones_first)
+        rows = 2 if slope is None else 3
+        slab = self.scratch.get(("slab", self.batches), (rows + 1, *z2.shape), z2, _ones_first)
         torch.le(z2, 0, out=slab[1])
         torch.clamp(z2, min=0, out=slab[2])
         if slope is not None:
             slab[3].copy_(z2)
-        sums = slab[1:].sum(1)  # n(z<=0), sum relu(z)[, sum z]
-        if slope is not None:  # sum -min(z, 0) = sum relu(z) - sum z; |h| there is |a| times it
-            sums[2].sub_(sums[1]).neg_().clamp_(min=0)
-        self.forward_sums = sums if self.forward_sums is None else self.forward_sums + sums
+        if self.ledger is None:
+            self.ledger = self.scratch.get("ledger", (self._size,), z2, torch.Tensor.zero_)
+            self.rows = rows  # the activation decides, the same for every batch
+            torch.sum(slab[1:], 1, out=self._view("forward")[:rows * self.units].view(rows, self.units))
+        else:
+            self._view("forward")[:rows * self.units].view(rows, self.units).add_(
+                slab[1:].sum(1).to(self.ledger.dtype))
         self.slope = slope
         self.samples += z2.shape[0]
         self.batches += 1
@@ -163,17 +198,23 @@ class LayerStep:
                 x2 = x2.clone()  # autograd keeps no copy then, so a later in-place change would be legal
             version = x2._version
             node = weight_grad_node(z, module.weight)
-        z.register_hook(lambda g: self._backward(g, slab, sums[0], x2, version, node is None))
+        z.register_hook(lambda g: self._backward(g, slab, x2, version, node is None))
         if node is not None:
             target, index = node
             target.register_hook(lambda grad_inputs, _: self._total(grad_inputs[index]))
 
-    def _backward(self, g: torch.Tensor, slab: torch.Tensor, n_neg: torch.Tensor, x: torch.Tensor | None,
-                  version: int, total_here: bool) -> None:
+    def _backward(self, g: torch.Tensor, slab: torch.Tensor, x: torch.Tensor | None, version: int,
+                  total_here: bool) -> None:
         g2 = g.detach().reshape(-1, self.units).to(slab.dtype)
         work = torch.abs(g2, out=slab[2])  # relu(z) is summed already
-        both = torch.mv(slab[:2].reshape(2, -1), work.reshape(-1))  # sum |g|, sum |g| where z <= 0
-        self.grad_parts.append((both, n_neg))
+        first = not self.grad_slabs
+        sums = self._view("grad")[:2]
+        if first:
+            both = torch.mv(slab[:2].reshape(2, -1), work.reshape(-1), out=sums)  # sum |g|, at z <= 0
+        else:
+            both = torch.mv(slab[:2].reshape(2, -1), work.reshape(-1))
+            sums.add_(both.to(sums.dtype))
+        self.grad_slabs.append(slab)
         self.grad_entries += g2.numel()
         if not self.split or x is None:
             return
@@ -181,63 +222,103 @@ class LayerStep:
             self.split = False
             return
         xt = x.to(g2.dtype).T
-        b_all = g2.sum(0)
-        self.b_all = b_all if self.b_all is None else self.b_all + b_all
+        if first:
+            torch.sum(g2, 0, out=self._view("b_all"))
+        else:
+            self._view("b_all").add_(g2.sum(0).to(self.ledger.dtype))
         if both[1].item() != 0:  # otherwise g is exactly 0 wherever z <= 0, and so are G_neg and b_neg
             masked = torch.mul(g2, slab[1], out=work)
-            b_neg = masked.sum(0)
-            self.b_neg = b_neg if self.b_neg is None else self.b_neg + b_neg
+            if not self.has_b_neg:
+                torch.sum(masked, 0, out=self._view("b_neg"))
+                self.has_b_neg = True
+            else:
+                self._view("b_neg").add_(masked.sum(0).to(self.ledger.dtype))
             if self.g_neg is None:
                 self.g_neg = torch.mm(xt, masked, out=self.scratch.get("g_neg", (self.fan_in, self.units), g2))
             else:
                 self.g_neg.addmm_(xt, masked)
         if total_here:  # autograd's x^T g could not be read: compute it
-            if self.g_total is None:
-                self.g_total = torch.mm(xt, g2, out=self.scratch.get("g_total", (self.fan_in, self.units), g2))
-            else:
-                self.g_total.addmm_(xt, g2)
+            self._add_total(torch.mm(xt, g2))
 
     def _total(self, total: torch.Tensor | None) -> None:
-        """This batch's ``x^T g`` (autograd's, read from the backward node, or computed), summed in scratch.
-
-        Autograd's tensor is copied, not kept: kept, it could not become the weight's
-        ``.grad`` without a copy, and the allocator would churn.
-        """
+        """This batch's ``x^T g``, read from autograd's backward node."""
         if not self.split:
             return
         if total is None or tuple(total.shape) != (self.fan_in, self.units):
             self.split = False
             return
-        if self.g_total is None:
-            self.g_total = self.scratch.get("g_total", (self.fan_in, self.units), total).copy_(total)
-        else:
-            self.g_total.add_(total)
+        self._add_total(total)
 
-    def tensors(self) -> list[torch.Tensor]:
-        """What the record needs from the device.
+    def _add_total(self, total: torch.Tensor) -> None:
+        """Sum ``x^T g`` over the step's batches; after the first, its norms are written at once.
 
-        Forward sums ``[2 or 3, units]``; with a backward pass, ``[sum |g|, sum |g|
-        at z<=0]`` and the per-unit counts of ``z <= 0`` over the batches that had
-        one; with the weight-gradient split, ``[||G_pos||]`` when ``G_neg`` is
-        exactly 0, else ``[||G_neg||, ||G_pos||, <G_neg, G_pos>]``, then the bias
-        gradient ``sum g`` per unit (and ``sum g * [z<=0]`` when not exactly 0).
+        The first batch's tensor is kept, not copied: it is autograd's temporary
+        (the weight's ``.grad`` is a copy of it or a sum that includes it), nothing
+        else writes to it, and its version is checked when it is read. Its norms
+        are taken now, while it is in cache (this batch's ``G_neg`` is complete:
+        ``z``'s hook ran before the node that computed ``total``). A second batch
+        starts a sum in scratch, and :meth:`finish` takes the norms of the sum.
         """
-        out = [self.forward_sums]
-        if self.grad_parts:
-            if len(self.grad_parts) == 1:
-                out.extend(self.grad_parts[0])
-            else:
-                out.extend(torch.stack(part).sum(0) for part in zip(*self.grad_parts))
-            if self.split and self.g_total is not None and self.b_all is not None:
-                norm = torch.linalg.vector_norm
-                if self.g_neg is None:
-                    out.extend([norm(self.g_total).reshape(1), self.b_all])
-                else:
-                    g_pos = torch.sub(self.g_total, self.g_neg, out=self.scratch.get("g_pos", self.g_neg.shape,
-                                                                                        self.g_neg))
-                    out.extend([torch.stack([norm(self.g_neg), norm(g_pos), (self.g_neg * g_pos).sum()]),
-                                self.b_all, self.b_neg])
-        return out
+        if self.g_total is None and self._total_ref is None:
+            self._total_ref = (total, total._version)
+            self._write_split(total)
+            return
+        if self.g_total is None:
+            first = self._take_total()
+            if first is None:
+                return
+            self.g_total = self.scratch.get("g_total", (self.fan_in, self.units), first).copy_(first)
+        self.g_total.add_(total.to(self.g_total.dtype))
+
+    def _write_split(self, total: torch.Tensor) -> None:
+        """``[||G_neg||, ||G_pos||, <G_neg, G_pos>]`` into the ledger, ``G_pos = total - G_neg``."""
+        norms = self._view("split")
+        norm = torch.linalg.vector_norm
+        if self.g_neg is None:  # G_neg is exactly 0
+            norm(total, out=norms[1])
+            norms[0].zero_()
+            norms[2].zero_()
+        else:
+            g_pos = torch.sub(total.to(self.g_neg.dtype), self.g_neg,
+                              out=self.scratch.get("g_pos", self.g_neg.shape, self.g_neg))
+            norm(self.g_neg, out=norms[0])
+            norm(g_pos, out=norms[1])
+            torch.dot(self.g_neg.reshape(-1), g_pos.reshape(-1), out=norms[2])
+
+    def _take_total(self) -> torch.Tensor | None:
+        ref, self._total_ref = self._total_ref, None
+        if ref is None:
+            return None
+        tensor, version = ref
+        if tensor._version != version:  # cannot happen to autograd's temporary, but never read a changed one
+            self.split = False
+            return None
+        return tensor
+
+    def negative_entries(self, forward_counts: float) -> float:
+        """Entries with ``z <= 0`` over the batches that had a backward pass.
+
+        ``forward_counts``: the forward count over all batches, right when every
+        batch had exactly one backward pass (the usual step).
+        """
+        if len(self.grad_slabs) == self.batches == 1:
+            return forward_counts
+        return float(sum(float(slab[1].sum()) for slab in self.grad_slabs))
+
+    def finish(self) -> torch.Tensor | None:
+        """Complete the ledger and return it (None without a forward pass).
+
+        With one batch the weight-gradient norms are in the ledger already; with
+        several, they are taken of the sums here.
+        """
+        if self.ledger is None:
+            return None
+        if self.g_total is not None:
+            self._write_split(self.g_total)
+        elif self._total_ref is None:  # no x^T g this step: no split
+            self.split = False
+        self._total_ref = None
+        return self.ledger
 
 
 class SignStep:
