@@ -292,23 +292,32 @@ def test_gradient_accumulation_and_frozen_weights_and_float64(activation: str) -
             assert_close(record["sign"], want["sign"], "sign")
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky"])
+@pytest.mark.parametrize("change", ["hook", "hook_data", "between", "between_data"])
 @pytest.mark.parametrize("micro_batches", [1, 2])
-def test_a_weight_hook_that_changes_the_gradient_in_place(micro_batches: int) -> None:
-    """The split is autograd's x^T g of the step, read before any weight hook scales it; never a changed one.
+def test_a_gradient_changed_in_place_never_gives_a_wrong_split(micro_batches: int, change: str,
+                                                              activation: str) -> None:
+    """The split is autograd's x^T g of the step, read before anything scales it; never a changed one.
 
-    With one batch its norms are taken as it is computed; with two, the first
-    batch's tensor is summed later, finds itself changed, and the split is left
-    out (None) rather than wrong.
+    The first batch's x^T g becomes the weight's ``.grad``; a weight hook, or code
+    between micro-batches, may scale it in place, with or without bumping its
+    version (``.data``). With one batch its norms are taken as it is computed
+    (exact); with two, the first batch's tensor, read later, is found changed,
+    and the split is left out (None) rather than wrong.
     """
-    model = forced_dead("leaky")
-    for lin in (model[0], model[2]):
-        lin.weight.register_hook(lambda g: g.mul_(0.5))  # in place, as some clipping code does
+    model = forced_dead(activation)
+    linears = (model[0], model[2])
+    if change.startswith("hook"):
+        for lin in linears:
+            lin.weight.register_hook((lambda g: g.data.mul_(0.5)) if change == "hook_data" else (lambda g: g.mul_(0.5)))
     X, Y = data(16)
     parts = [(X[:8], Y[:8]), (X[8:], Y[8:])][:micro_batches]
     want = reference(model, parts)
     with track(model) as tracker:
         for x, y in parts:
             ((model(x) - y) ** 2).sum().backward()
+            for lin in linears if change.startswith("between") else ():
+                (lin.weight.grad.data if change == "between_data" else lin.weight.grad).mul_(0.5)
         record = tracker.step()
     for got, layer in zip(record["layers"], want["layers"]):
         if micro_batches == 1:
@@ -316,6 +325,74 @@ def test_a_weight_hook_that_changes_the_gradient_in_place(micro_batches: int) ->
         else:
             assert got["neg_grad_share"] is None and got["neg_grad_fraction"] is None
             assert_close(got["grad_ratio"], layer["grad_ratio"], "two batches")
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky"])
+def test_half_precision_and_create_graph(activation: str) -> None:
+    """bfloat16 weights (the sums are taken in float32) and a backward with create_graph=True."""
+    model = forced_dead(activation)
+    X, Y = data(16)
+    want = reference(model, [(X, Y)])
+    with track(model) as tracker:
+        loss = ((model(X) - Y) ** 2).sum()
+        loss.backward(create_graph=True)
+        record = tracker.step()
+    for got, layer in zip(record["layers"], want["layers"]):
+        assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, "create_graph")
+    model.zero_grad(set_to_none=True)
+    half = copy.deepcopy(model)
+    tracker = track(half)  # checked in float32 (bfloat16 rounds the forced-dead biases past the check)
+    half.bfloat16()
+    with tracker:
+        for _ in range(2):  # two micro-batches: the sum of x^T g goes through scratch in float32
+            ((half(X.bfloat16()) - Y.bfloat16()) ** 2).sum().backward()
+        record = tracker.step()
+    want = reference(half, [(X, Y), (X, Y)])  # in float64, from the bfloat16 weights
+    for got, want_layer in zip(record["layers"], want["layers"]):
+        assert got["dead_units"] == want_layer["dead_units"]
+        for key in ("grad_ratio", "neg_grad_share", "weight_grad_norm_pos"):
+            assert (got[key] is None) == (want_layer[key] is None), key
+            if got[key] is not None:
+                assert math.isclose(got[key], want_layer[key], rel_tol=0.05, abs_tol=1e-6), key
+
+
+def test_collapsed_is_analyze_s() -> None:
+    """A layer with every unit dead: the record says collapsed, as probe.diagnose does."""
+    model = forced_dead("relu")
+    with torch.no_grad():
+        model[2].weight.zero_()
+        model[2].bias.fill_(-1.0)  # every unit of hidden layer 2 dead
+    X, Y = data(16)
+    with track(model) as tracker:
+        ((model(X) - Y) ** 2).sum().backward()
+        record = tracker.step()
+    assert record["collapsed"] is True and diagnose(model, X, Y).collapsed is True
+    assert record["layers"][1]["dead_units"] == record["layers"][1]["units"]
+
+
+@pytest.mark.parametrize("general", [False, True])
+def test_gradient_split_off_leaves_the_split_keys_as_analyze_does_without_it(general: bool) -> None:
+    """gradient_split=False: the split's keys as analyze reports an unsplit layer; every other key unchanged."""
+    def make() -> nn.Sequential:
+        model = forced_dead("leaky")
+        return nn.Sequential(model[0], nn.LayerNorm(6), *model[1:]) if general else model
+    X, Y = data(16)
+    records = []
+    for split in (True, False):
+        model = make()
+        with track(model, gradient_split=split) as tracker:
+            ((model(X) - Y) ** 2).sum().backward()
+            records.append(tracker.step())
+        assert tracker.header["gradient_split"] is split and tracker.general == general
+    split_keys = {"neg_grad_share", "neg_grad_fraction", "weight_grad_norm_neg", "weight_grad_norm_pos"}
+    for on, off in zip(records[0]["layers"], records[1]["layers"]):
+        assert on["neg_grad_share"] is not None and off["neg_grad_share"] is None
+        assert off["neg_grad_fraction"] is None
+        assert off["weight_grad_norm_neg"] == off["weight_grad_norm_pos"] == 0.0
+        assert_close({k: v for k, v in off.items() if k not in split_keys},
+                     {k: v for k, v in on.items() if k not in split_keys}, "split off")
+    with pytest.raises(ProbeError, match="gradient_split"):
+        track(make(), gradient_split="no")
 
 
 def test_forward_passes_without_autograd_are_not_recorded() -> None:

@@ -75,8 +75,9 @@ def _positive_int(name: str, value: object) -> int:
 class _StepState:
     """What the hooks gather during one recorded step."""
 
-    def __init__(self, layers: list[nn.Linear], scratch: list[Scratch]) -> None:
-        self.layers = [LayerStep(lin.out_features, lin.in_features, pool) for lin, pool in zip(layers, scratch)]
+    def __init__(self, layers: list[nn.Linear], scratch: list[Scratch], split: bool) -> None:
+        self.layers = [LayerStep(lin.out_features, lin.in_features, pool, split)
+                       for lin, pool in zip(layers, scratch)]
         self.sign = SignStep(scratch[-1])
 
 
@@ -100,12 +101,18 @@ class Tracker:
             within the window (None: never).
         on_alert: Called with each alert's dict, after it is recorded and logged.
         near_dead_threshold, dormant_tau: As in ``probe analyze``.
+        gradient_split: Split each layer's weight gradient by the sign of ``z``
+            (``neg_grad_share``, ``neg_grad_fraction``, ``weight_grad_norm_*``). Where
+            the activation passes gradient at ``z <= 0`` (leaky ReLU, PReLU, ELU,
+            GELU, ...) this costs one matrix product per layer and recorded step,
+            the largest single cost of a record; False leaves those keys as analyze
+            does without the split (None, and 0.0 for the norms).
     """
 
     def __init__(self, model: object, path: str | Path | None = None, *, every: int = 1, window: int = 20,
                  alert_dead_share: float | None = 0.25, alert_growth: float | None = 0.10,
                  on_alert: Callable[[dict], object] | None = None, near_dead_threshold: float = 0.01,
-                 dormant_tau: float = 0.025) -> None:
+                 dormant_tau: float = 0.025, gradient_split: bool = True) -> None:
         self.every = _positive_int("every", every)
         self.window = _positive_int("window", window)
         for name, value in (("alert_dead_share", alert_dead_share), ("alert_growth", alert_growth)):
@@ -116,6 +123,10 @@ class Tracker:
                              found=type(on_alert).__name__, fix="pass on_alert=print, for instance")
         self.near_dead_threshold = check_fraction("near_dead_threshold", near_dead_threshold)
         self.dormant_tau = check_fraction("dormant_tau", dormant_tau)
+        if not isinstance(gradient_split, bool):
+            raise ProbeError("gradient_split must be True or False", expected="a bool",
+                             found=repr(gradient_split), fix="pass gradient_split=False to skip the split")
+        self.gradient_split = gradient_split
         self.model, linears, acts, self.architecture, self.general = user_layers(model)
         self.hidden, self.final = linears[:-1], linears[-1]
         self._acts = acts
@@ -126,7 +137,7 @@ class Tracker:
                        "model": self.architecture, "units": [lin.out_features for lin in self.hidden],
                        "every": self.every, "window": self.window, "alert_dead_share": alert_dead_share,
                        "alert_growth": alert_growth, "near_dead_threshold": self.near_dead_threshold,
-                       "dormant_tau": self.dormant_tau}
+                       "dormant_tau": self.dormant_tau, "gradient_split": gradient_split}
         self.steps = 0  # calls of step() so far: the number of the step now running
         self.last: dict | None = None
         self.alerts: list[dict] = []
@@ -143,8 +154,9 @@ class Tracker:
 
     def _new_state(self) -> _StepState | GeneralStep:
         if self.general:
-            return GeneralStep(self.hidden, self._acts, self.final, self.near_dead_threshold, self.dormant_tau)
-        return _StepState(self.hidden, self._scratch)
+            return GeneralStep(self.hidden, self._acts, self.final, self.near_dead_threshold, self.dormant_tau,
+                               self.gradient_split)
+        return _StepState(self.hidden, self._scratch, self.gradient_split)
 
     # -- borrowing the model -------------------------------------------------------------------------
 
@@ -329,7 +341,7 @@ def track(model: object, path: str | Path | None = None, *, every: int = 1, wind
 
     Returns a :class:`Tracker`, which hooks the model when the ``with`` block is
     entered and unhooks it when the block ends. Arguments as in :class:`Tracker`
-    (``near_dead_threshold`` and ``dormant_tau`` go through ``options``).
+    (``near_dead_threshold``, ``dormant_tau`` and ``gradient_split`` go through ``options``).
     """
     return Tracker(model, path, every=every, window=window, alert_dead_share=alert_dead_share,
                    alert_growth=alert_growth, on_alert=on_alert, **options)

@@ -23,8 +23,9 @@ into analyze's keys. The sums of one layer land in one flat tensor, its *ledger*
   (ReLU, whose derivative is 0 there), ``G_neg`` and ``b_neg`` are exactly 0 and
   cost nothing. With one batch in the step, the norms are taken the moment
   autograd's ``x^T g`` exists, without a copy; a second batch sums the batches'
-  tensors first (and a first tensor changed in place in the meantime leaves the
-  split out rather than wrong);
+  tensors first (and a first tensor changed in the meantime, as the weight's
+  ``.grad`` may be, leaves the split out rather than wrong: see
+  :meth:`LayerStep._add_total`);
 * the final Linear's sign routes, from its input ``h``, weight ``W`` and bias
   ``b`` as in :class:`probe.diagnostics.SignRoutes`.
 
@@ -157,7 +158,7 @@ class LayerStep:
         self.grad_entries = 0
         self.g_neg: torch.Tensor | None = None  # x^T (g * [z<=0]) summed over batches; None while exactly 0
         self.g_total: torch.Tensor | None = None  # x^T g summed over batches, in scratch
-        self._total_ref: tuple[torch.Tensor, int] | None = None  # autograd's x^T g of a step's only batch
+        self._total_ref: tuple | None = None  # the first batch's x^T g (autograd's), its version and norm
         self.has_b_neg = False  # sum g * [z<=0] is in the ledger (else exactly 0)
         self.split = split  # turned off when the split cannot be trusted for this step
 
@@ -247,35 +248,41 @@ class LayerStep:
         if total is None or tuple(total.shape) != (self.fan_in, self.units):
             self.split = False
             return
-        self._add_total(total)
+        self._add_total(total.detach())  # detached: under create_graph it requires grad
 
     def _add_total(self, total: torch.Tensor) -> None:
-        """Sum ``x^T g`` over the step's batches; after the first, its norms are written at once.
+        """Sum ``x^T g`` over the step's batches; the first batch's norms are written at once.
 
-        The first batch's tensor is kept, not copied: it is autograd's temporary
-        (the weight's ``.grad`` is a copy of it or a sum that includes it), nothing
-        else writes to it, and its version is checked when it is read. Its norms
-        are taken now, while it is in cache (this batch's ``G_neg`` is complete:
-        ``z``'s hook ran before the node that computed ``total``). A second batch
-        starts a sum in scratch, and :meth:`finish` takes the norms of the sum.
+        The first batch's norms are taken now, while ``total`` is in cache (this
+        batch's ``G_neg`` is complete: ``z``'s hook ran before the node that
+        computed ``total``), which settles a one-batch step. The tensor is kept,
+        not copied, in case a second batch follows; it is autograd's, and often
+        becomes the weight's ``.grad`` itself, which hooks, clipping or
+        ``zero_grad(set_to_none=False)`` may change before the next batch. So a
+        second batch first checks it against its fingerprint (its version and its
+        norm, taken now): changed, the step gets no split rather than a wrong
+        one; unchanged, it starts a sum in scratch, and :meth:`finish` takes the
+        norms of the sum.
         """
         if self.g_total is None and self._total_ref is None:
-            self._total_ref = (total, total._version)
             self._write_split(total)
+            check = (self._view("split")[1].clone() if self.g_neg is None  # ||G_pos|| = ||x^T g|| then
+                     else torch.linalg.vector_norm(total, dtype=self.ledger.dtype))
+            self._total_ref = (total, total._version, check)
             return
         if self.g_total is None:
             first = self._take_total()
             if first is None:
                 return
-            self.g_total = self.scratch.get("g_total", (self.fan_in, self.units), first).copy_(first)
-        self.g_total.add_(total.to(self.g_total.dtype))
+            self.g_total = self.scratch.get("g_total", (self.fan_in, self.units), self.ledger).copy_(first)
+        self.g_total.add_(total)
 
     def _write_split(self, total: torch.Tensor) -> None:
         """``[||G_neg||, ||G_pos||, <G_neg, G_pos>]`` into the ledger, ``G_pos = total - G_neg``."""
         norms = self._view("split")
         norm = torch.linalg.vector_norm
         if self.g_neg is None:  # G_neg is exactly 0
-            norm(total, out=norms[1])
+            norm(total, dtype=norms.dtype, out=norms[1])
             norms[0].zero_()
             norms[2].zero_()
         else:
@@ -286,20 +293,21 @@ class LayerStep:
             torch.dot(self.g_neg.reshape(-1), g_pos.reshape(-1), out=norms[2])
 
     def _take_total(self) -> torch.Tensor | None:
+        """The first batch's kept ``x^T g`` if it is unchanged since its norms were taken, else None (no split)."""
         ref, self._total_ref = self._total_ref, None
         if ref is None:
             return None
-        tensor, version = ref
-        if tensor._version != version:  # cannot happen to autograd's temporary, but never read a changed one
-            self.split = False
+        tensor, version, check = ref
+        if tensor._version != version or not bool(torch.linalg.vector_norm(tensor, dtype=check.dtype) == check):
+            self.split = False  # changed in place (a hook, clipping, zeroing, ...) before this batch came
             return None
         return tensor
 
     def negative_entries(self, forward_counts: float) -> float:
         """Entries with ``z <= 0`` over the batches that had a backward pass.
 
-        ``forward_counts``: the forward count over all batches, right when every
-        batch had exactly one backward pass (the usual step).
+        ``forward_counts``: the forward count, used for the usual step of one batch
+        with one backward pass; otherwise each backward's batch is counted again.
         """
         if len(self.grad_slabs) == self.batches == 1:
             return forward_counts

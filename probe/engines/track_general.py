@@ -36,9 +36,9 @@ class GeneralStep:
     """One recorded step of a general model: a Collector fed by hooks, and the sign routes."""
 
     def __init__(self, hidden: list[nn.Linear], acts: list[nn.Module], final: nn.Linear,
-                 near_dead_threshold: float, dormant_tau: float) -> None:
+                 near_dead_threshold: float, dormant_tau: float, split: bool = True) -> None:
         self.hidden, self.acts, self.final = hidden, acts, final
-        self.collector = Collector(len(hidden), None, near_dead_threshold=near_dead_threshold,
+        self.collector = Collector(len(hidden), None, weight_grads=split, near_dead_threshold=near_dead_threshold,
                                    dormant_tau=dormant_tau)
         self.sign: SignRoutes | None = None
         self.samples = 0
