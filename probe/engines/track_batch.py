@@ -87,7 +87,8 @@ def weight_grad_node(z: torch.Tensor, weight: torch.Tensor) -> tuple[object, int
 # One hidden layer's sums in one flat tensor (``LayerStep.ledger``), part by part: (name, entries
 # per unit, fixed entries). forward: [3, units] (n(z<=0), sum relu(z), sum z; the last row only
 # for a nonzero slope); grad: sum |g|, sum |g| at z<=0; split: ||G_neg||, ||G_pos||,
-# <G_neg, G_pos>; b_all: sum g per unit (the bias gradient); b_neg: sum g * [z<=0] per unit.
+# <G_neg, G_pos> (only ||G_pos|| is written while G_neg is exactly 0); b_all: sum g per unit
+# (the bias gradient); b_neg: sum g * [z<=0] per unit (written once not exactly 0).
 LEDGER = (("forward", 3, 0), ("grad", 0, 2), ("split", 0, 3), ("b_all", 1, 0), ("b_neg", 1, 0))
 
 
@@ -107,7 +108,7 @@ class Scratch:
 
     Recording must not allocate a fresh batch-sized tensor per step: on the CPU,
     the allocator hands such sizes back to the system, and touching new pages
-    costs more than the arithmetic. Memory per hidden layer: a slab of 3 or 4
+    costs more than the arithmetic. Memory per hidden layer: a slab of 2 or 3
     ``[samples, units]`` planes per batch of a step, the ledger (``5 * units + 5``
     numbers) and, for a nonzero slope or several batches, up to three
     ``[fan_in, units]`` gradient sums; constant over a run.
@@ -134,9 +135,10 @@ def _ones_first(buf: torch.Tensor) -> None:
 class LayerStep:
     """One hidden layer's sums over the batches of one recorded step, written into one ledger.
 
-    Each batch gets a slab of planes ``[ones, [z <= 0], relu(z), (z)]`` (``z`` only
-    for a nonzero slope): one reduction over the samples gives every per-unit sum,
-    and one matrix-vector product gives both gradient sums. The sums land in one
+    Each batch gets a slab of planes ``[[z <= 0], relu(z), (z)]`` (``z`` only for a
+    nonzero slope): one reduction over the samples gives every per-unit sum. In
+    the backward, ``|g|`` overwrites ``relu(z)`` (summed already), and its sum and
+    its dot product with ``[z <= 0]`` give both gradient sums. The sums land in one
     flat ``ledger`` tensor per layer (:data:`LEDGER`), so that the record moves a
     handful of tensors to the host, not dozens.
 
@@ -154,7 +156,7 @@ class LayerStep:
         self.parts, self._size = ledger_layout(units)
         self.rows = 2  # forward rows in the ledger: n(z<=0), sum relu(z)[, sum z]
         self.slope: float | torch.Tensor | None = None
-        self.grad_slabs: list[torch.Tensor] = []  # per backward pass, its batch's slab (plane 1: [z <= 0])
+        self.grad_slabs: list[torch.Tensor] = []  # per backward pass, its batch's slab (plane 0: [z <= 0])
         self.grad_entries = 0
         self.g_neg: torch.Tensor | None = None  # x^T (g * [z<=0]) summed over batches; None while exactly 0
         self.g_total: torch.Tensor | None = None  # x^T g summed over batches, in scratch
@@ -175,18 +177,18 @@ class LayerStep:
         """
         z2 = _work_view(z, self.units)
         rows = 2 if slope is None else 3
-        slab = self.scratch.get(("slab", self.batches), (rows + 1, *z2.shape), z2, _ones_first)
-        torch.le(z2, 0, out=slab[1])
-        torch.clamp(z2, min=0, out=slab[2])
+        slab = self.scratch.get(("slab", self.batches), (rows, *z2.shape), z2)
+        torch.le(z2, 0, out=slab[0])
+        torch.clamp(z2, min=0, out=slab[1])
         if slope is not None:
-            slab[3].copy_(z2)
+            slab[2].copy_(z2)
         if self.ledger is None:
             self.ledger = self.scratch.get("ledger", (self._size,), z2, torch.Tensor.zero_)
             self.rows = rows  # the activation decides, the same for every batch
-            torch.sum(slab[1:], 1, out=self._view("forward")[:rows * self.units].view(rows, self.units))
+            torch.sum(slab, 1, out=self._view("forward")[:rows * self.units].view(rows, self.units))
         else:
             self._view("forward")[:rows * self.units].view(rows, self.units).add_(
-                slab[1:].sum(1).to(self.ledger.dtype))
+                slab.sum(1).to(self.ledger.dtype))
         self.slope = slope
         self.samples += z2.shape[0]
         self.batches += 1
@@ -207,13 +209,13 @@ class LayerStep:
     def _backward(self, g: torch.Tensor, slab: torch.Tensor, x: torch.Tensor | None, version: int,
                   total_here: bool) -> None:
         g2 = g.detach().reshape(-1, self.units).to(slab.dtype)
-        work = torch.abs(g2, out=slab[2])  # relu(z) is summed already
+        work = torch.abs(g2, out=slab[1])  # relu(z) is summed already
         first = not self.grad_slabs
         sums = self._view("grad")[:2]
-        if first:
-            both = torch.mv(slab[:2].reshape(2, -1), work.reshape(-1), out=sums)  # sum |g|, at z <= 0
-        else:
-            both = torch.mv(slab[:2].reshape(2, -1), work.reshape(-1))
+        both = sums if first else work.new_empty(2)
+        torch.sum(work.reshape(-1), 0, out=both[0])  # sum |g|
+        torch.dot(slab[0].reshape(-1), work.reshape(-1), out=both[1])  # sum |g| where z <= 0
+        if not first:
             sums.add_(both.to(sums.dtype))
         self.grad_slabs.append(slab)
         self.grad_entries += g2.numel()
@@ -228,7 +230,7 @@ class LayerStep:
         else:
             self._view("b_all").add_(g2.sum(0).to(self.ledger.dtype))
         if both[1].item() != 0:  # otherwise g is exactly 0 wherever z <= 0, and so are G_neg and b_neg
-            masked = torch.mul(g2, slab[1], out=work)
+            masked = torch.mul(g2, slab[0], out=work)
             if not self.has_b_neg:
                 torch.sum(masked, 0, out=self._view("b_neg"))
                 self.has_b_neg = True
@@ -266,7 +268,7 @@ class LayerStep:
         """
         if self.g_total is None and self._total_ref is None:
             self._write_split(total)
-            check = (self._view("split")[1].clone() if self.g_neg is None  # ||G_pos|| = ||x^T g|| then
+            check = (None if self.g_neg is None  # ||x^T g|| is in the ledger (||G_pos||) until finish()
                      else torch.linalg.vector_norm(total, dtype=self.ledger.dtype))
             self._total_ref = (total, total._version, check)
             return
@@ -281,10 +283,8 @@ class LayerStep:
         """``[||G_neg||, ||G_pos||, <G_neg, G_pos>]`` into the ledger, ``G_pos = total - G_neg``."""
         norms = self._view("split")
         norm = torch.linalg.vector_norm
-        if self.g_neg is None:  # G_neg is exactly 0
+        if self.g_neg is None:  # G_neg is exactly 0: ||G_neg|| and <G_neg, G_pos> are 0 (the host knows)
             norm(total, dtype=norms.dtype, out=norms[1])
-            norms[0].zero_()
-            norms[2].zero_()
         else:
             g_pos = torch.sub(total.to(self.g_neg.dtype), self.g_neg,
                               out=self.scratch.get("g_pos", self.g_neg.shape, self.g_neg))
@@ -298,6 +298,8 @@ class LayerStep:
         if ref is None:
             return None
         tensor, version, check = ref
+        if check is None:
+            check = self._view("split")[1]
         if tensor._version != version or not bool(torch.linalg.vector_norm(tensor, dtype=check.dtype) == check):
             self.split = False  # changed in place (a hook, clipping, zeroing, ...) before this batch came
             return None
@@ -311,7 +313,7 @@ class LayerStep:
         """
         if len(self.grad_slabs) == self.batches == 1:
             return forward_counts
-        return float(sum(float(slab[1].sum()) for slab in self.grad_slabs))
+        return float(sum(float(slab[0].sum()) for slab in self.grad_slabs))
 
     def finish(self) -> torch.Tensor | None:
         """Complete the ledger and return it (None without a forward pass).

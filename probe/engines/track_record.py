@@ -130,6 +130,8 @@ def _gradient_keys(step: LayerStep, ledger: np.ndarray, n_neg: int, slope: float
     share = fraction = None
     if step.split:
         norm_neg, norm_pos, cross = ledger[parts["split"]].tolist()
+        if step.g_neg is None:  # G_neg exactly 0: only ||G_pos|| was written
+            norm_neg = cross = 0.0
         b_all = ledger[parts["b_all"]]
         b_neg_dot = float(ledger[parts["b_neg"]] @ b_all) if step.has_b_neg else 0.0
         if norm_neg + norm_pos > 0:

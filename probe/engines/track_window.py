@@ -14,7 +14,7 @@ recorded steps, ``t`` included, are the *window*):
 * ``revived_units``: units that were window-dead at the previous record and are
   active (``z > 0`` on some sample) on this record's batch.
 
-Memory: one boolean mask per layer and recorded step in the window, no more.
+Memory: one boolean per unit and recorded step in the window, no more.
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ class WindowCounts:
 
 
 class DeadWindow:
-    """Per-layer masks of the units active on each of the last ``window`` recorded batches.
+    """Masks of the units active on each of the last ``window`` recorded batches, every layer's laid end to end.
 
     Alongside the masks, per unit, the number of records in the window on which
-    it was active, updated as a record enters and the oldest leaves.
+    it was active, updated as a record enters and the oldest leaves; per-layer
+    counts come from one reduction by segment.
 
     Args:
         window: Recorded steps in the window (>= 1).
@@ -50,24 +51,30 @@ class DeadWindow:
 
     def __init__(self, window: int) -> None:
         self.window = window
-        self._masks: list[deque[np.ndarray]] = []
-        self._counts: list[np.ndarray] = []
+        self._masks: deque[np.ndarray] = deque()
+        self._counts: np.ndarray | None = None
+        self._sizes: tuple[int, ...] = ()
+        self._starts: np.ndarray | None = None
 
     def update(self, active: list[np.ndarray]) -> list[WindowCounts]:
         """Add one record's per-layer masks (True: active on some sample); the counts after it."""
-        if not self._masks:
-            self._masks = [deque() for _ in active]
-            self._counts = [np.zeros(mask.size, dtype=np.int64) for mask in active]
-        out = []
-        for masks, counts, mask in zip(self._masks, self._counts, active):
-            was_dead = counts == 0 if masks else np.zeros(mask.size, dtype=bool)
-            masks.append(mask)
-            counts += mask
-            if len(masks) > self.window:
-                counts -= masks.popleft()
-            dead = int(np.count_nonzero(counts == 0))
-            out.append(WindowCounts(dead, dead / mask.size, int(np.count_nonzero(was_dead & mask)), len(masks)))
-        return out
+        sizes = tuple(int(mask.size) for mask in active)
+        mask = np.concatenate(active).astype(bool, copy=False)
+        if self._counts is None or sizes != self._sizes:
+            self._masks.clear()
+            self._counts = np.zeros(mask.size, dtype=np.int64)
+            self._sizes = sizes
+            self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        was_dead = self._counts == 0 if self._masks else None
+        self._masks.append(mask)
+        self._counts += mask
+        if len(self._masks) > self.window:
+            self._counts -= self._masks.popleft()
+        dead = np.add.reduceat(self._counts == 0, self._starts, dtype=np.int64).tolist()
+        revived = ([0] * len(sizes) if was_dead is None
+                   else np.add.reduceat(was_dead & mask, self._starts, dtype=np.int64).tolist())
+        records = len(self._masks)
+        return [WindowCounts(d, d / n, r, records) for d, n, r in zip(dead, sizes, revived)]
 
 
 @dataclass(frozen=True)
