@@ -327,6 +327,7 @@ def test_a_gradient_changed_in_place_never_gives_a_wrong_split(micro_batches: in
             assert_close(got["grad_ratio"], layer["grad_ratio"], "two batches")
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")
 @pytest.mark.parametrize("activation", ["relu", "leaky"])
 def test_half_precision_and_create_graph(activation: str) -> None:
     """bfloat16 weights (the sums are taken in float32) and a backward with create_graph=True."""
