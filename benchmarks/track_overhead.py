@@ -2,9 +2,12 @@
 
 The loop: a 4 x 256 MLP (32 inputs, one output), batch 256, Adam, mean squared
 error against a fixed random teacher, ``--steps`` steps on fresh batches. Timed
-in one process, each configuration the best of ``--repeat`` runs, the
-configurations interleaved run by run so that a slow moment on the machine
-does not favour one of them:
+in one process, the configurations interleaved run by run so that a slow
+moment on the machine does not favour one of them. Each configuration is
+reported as its best of ``--repeat`` runs, that best over the bare loop's best,
+and the *paired* ratio: the median over the rounds of its time over the bare
+loop's time in the same round, which a machine whose speed drifts during the
+run moves less:
 
 * **bare**: the loop as a user writes it, no tracker;
 * **floor**: the bare loop with the hooks ``probe.track`` attaches on a recorded
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -178,16 +182,16 @@ def cockpit_run(interval: int | None) -> Callable[[nn.Module, list], float]:
     return run
 
 
-def best_of(configs: dict[str, tuple[Callable, int, str, int]], repeat: int) -> dict[str, float]:
-    """Seconds per step of each configuration, the best of ``repeat`` interleaved runs."""
-    best = {name: float("inf") for name in configs}
+def best_of(configs: dict[str, tuple[Callable, int, str, int]], repeat: int) -> dict[str, list[float]]:
+    """Seconds per step of each configuration in each of ``repeat`` rounds (every configuration once a round)."""
+    rounds: dict[str, list[float]] = {name: [] for name in configs}
     data = {}
     for name, (_, _, _, steps) in configs.items():
         data.setdefault(steps, batches(steps))
     for _ in range(repeat):
         for name, (fn, width, activation, steps) in configs.items():
-            best[name] = min(best[name], fn(mlp(width, activation), data[steps]) / steps)
-    return best
+            rounds[name].append(fn(mlp(width, activation), data[steps]) / steps)
+    return rounds
 
 
 def main() -> None:
@@ -212,8 +216,7 @@ def main() -> None:
     configs["probe leaky every=1, no split"] = (tracked(1, gradient_split=False), width, "leaky", args.steps)
     configs["floor relu: empty hooks"] = (floor(False), width, "relu", args.steps)
     configs["floor relu: + dead-unit sums"] = (floor(True), width, "relu", args.steps)
-    best = best_of(configs, args.repeat)
-    report(best, {"leaky": "bare leaky"}, "bare relu")
+    report(best_of(configs, args.repeat), {"leaky": "bare leaky"}, "bare relu")
     print(f"building a tracker (the model checked once, as analyze does): {1e3 * min(SETUP):.1f} ms, "
           "not included above")
     if args.no_cockpit or not cockpit_installed():
@@ -230,8 +233,7 @@ def main() -> None:
         "probe relu every=1 (again)": (tracked(1), 256, "relu", args.steps),
         "bare relu (again)": (bare, 256, "relu", args.steps),
     }
-    best = best_of(cockpit, min(args.repeat, 3))
-    report(best, {"width 32": "bare relu width 32", "width 256": "bare relu width 256"}, "bare relu (again)")
+    report(best_of(cockpit, min(args.repeat, 3)), {"width 32": "bare relu width 32", "width 256": "bare relu width 256"}, "bare relu (again)")
 
 
 def cockpit_installed() -> bool:
@@ -243,12 +245,18 @@ def cockpit_installed() -> bool:
     return True
 
 
-def report(best: dict[str, float], baselines: dict[str, str], default: str) -> None:
-    """One line per configuration: ms per step and the ratio to its bare baseline."""
-    print(f"{'configuration':32} {'ms/step':>9} {'x bare':>8}")
-    for name, seconds in best.items():
-        base = next((best[b] for key, b in baselines.items() if key in name), best[default])
-        print(f"{name:32} {1e3 * seconds:9.3f} {seconds / base:8.3f}")
+def report(rounds: dict[str, list[float]], baselines: dict[str, str], default: str) -> None:
+    """One line per configuration: best ms per step, its ratio to the best bare loop, and the paired ratio.
+
+    The paired ratio is the median, over rounds, of the configuration's time over
+    its bare loop's time in the same round: a machine whose speed drifts during
+    the run moves it less than the ratio of the two bests.
+    """
+    print(f"{'configuration':32} {'ms/step':>9} {'x bare':>8} {'paired':>8}")
+    for name, times in rounds.items():
+        base = rounds[next((b for key, b in baselines.items() if key in name), default)]
+        paired = statistics.median(t / b for t, b in zip(times, base))
+        print(f"{name:32} {1e3 * min(times):9.3f} {min(times) / min(base):8.3f} {paired:8.3f}")
 
 
 if __name__ == "__main__":
