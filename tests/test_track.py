@@ -302,29 +302,67 @@ def test_a_gradient_changed_in_place_never_gives_a_wrong_split(micro_batches: in
     The first batch's x^T g becomes the weight's ``.grad``; a weight hook, or code
     between micro-batches, may scale it in place, with or without bumping its
     version (``.data``). With one batch its norms are taken as it is computed
-    (exact); with two, the first batch's tensor, read later, is found changed,
-    and the split is left out (None) rather than wrong.
+    (exact). The first step with two batches finds the kept tensor changed and
+    leaves the split out (None) rather than wrong; from then on the tracker sums
+    the batches in scratch as they come, and the split is exact again.
     """
     model = forced_dead(activation)
     linears = (model[0], model[2])
     if change.startswith("hook"):
         for lin in linears:
             lin.weight.register_hook((lambda g: g.data.mul_(0.5)) if change == "hook_data" else (lambda g: g.mul_(0.5)))
-    X, Y = data(16)
-    parts = [(X[:8], Y[:8]), (X[8:], Y[8:])][:micro_batches]
-    want = reference(model, parts)
+    X, Y = data(32)
     with track(model) as tracker:
-        for x, y in parts:
-            ((model(x) - y) ** 2).sum().backward()
-            for lin in linears if change.startswith("between") else ():
-                (lin.weight.grad.data if change == "between_data" else lin.weight.grad).mul_(0.5)
+        for step in range(2):
+            parts = [(X[16 * step + 8 * i:16 * step + 8 * i + 8], Y[16 * step + 8 * i:16 * step + 8 * i + 8])
+                     for i in range(micro_batches)]
+            want = reference(model, parts)
+            model.zero_grad()
+            for x, y in parts:
+                ((model(x) - y) ** 2).sum().backward()
+                for lin in linears if change.startswith("between") else ():
+                    (lin.weight.grad.data if change == "between_data" else lin.weight.grad).mul_(0.5)
+            record = tracker.step()
+            for got, layer in zip(record["layers"], want["layers"]):
+                if micro_batches == 2 and step == 0:
+                    assert got["neg_grad_share"] is None and got["neg_grad_fraction"] is None
+                    assert_close(got["grad_ratio"], layer["grad_ratio"], "two batches, first step")
+                else:
+                    assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, f"step {step}")
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky"])
+def test_backward_passes_that_skip_the_weights_or_come_late(activation: str) -> None:
+    """A backward pass that stops at the pre-activations, or a graph of an earlier step backpropagated late.
+
+    The first gives this layer a gradient but no ``x^T g``: the split of the
+    step is left out. The second belongs to a step already recorded: it changes
+    nothing in the current step's record.
+    """
+    model = forced_dead(activation)
+    X, Y = data(32)
+    zs: list[torch.Tensor] = []
+    keep = [lin.register_forward_hook(lambda m, i, o: zs.append(o)) for lin in (model[0], model[2])]
+    with track(model) as tracker:
+        zs.clear()
+        ((model(X[:8]) - Y[:8]) ** 2).sum().backward()
+        zs.clear()
+        loss = ((model(X[8:16]) - Y[8:16]) ** 2).sum() + sum((z ** 2).sum() for z in zs)
+        torch.autograd.grad(loss, list(zs))  # gradients at z only: no x^T g reaches the tracker
         record = tracker.step()
+        assert all(layer["neg_grad_share"] is None for layer in record["layers"])
+        model.zero_grad()
+        old = ((model(X[:8]) - Y[:8]) ** 2).sum()
+        old.backward(retain_graph=True)
+        tracker.step()
+        want = reference(model, [(X[16:24], Y[16:24])])
+        ((model(X[16:24]) - Y[16:24]) ** 2).sum().backward()
+        old.backward()  # the recorded step's graph again, during the next one
+        record = tracker.step()
+    for handle in keep:
+        handle.remove()
     for got, layer in zip(record["layers"], want["layers"]):
-        if micro_batches == 1:
-            assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, "one batch")
-        else:
-            assert got["neg_grad_share"] is None and got["neg_grad_fraction"] is None
-            assert_close(got["grad_ratio"], layer["grad_ratio"], "two batches")
+        assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, "late backward")
 
 
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")

@@ -55,7 +55,8 @@ from torch import nn
 from probe.core.checks import check_fraction
 from probe.core.errors import ProbeError
 from probe.core.version import __version__
-from probe.engines.track_batch import LayerStep, Scratch, SignStep
+from probe.engines.track_batch import LayerStep, Scratch
+from probe.engines.track_sign import SignStep
 from probe.engines.track_general import GeneralStep
 from probe.engines.track_record import layer_dict, layer_records, sign_dict, sign_results, to_host
 from probe.engines.track_io import FORMAT, LineWriter, read_lines
@@ -104,8 +105,9 @@ class Tracker:
         gradient_split: Split each layer's weight gradient by the sign of ``z``
             (``neg_grad_share``, ``neg_grad_fraction``, ``weight_grad_norm_*``). Where
             the activation passes gradient at ``z <= 0`` (leaky ReLU, PReLU, ELU,
-            GELU, ...) this costs one matrix product per layer and recorded step,
-            the largest single cost of a record; False leaves those keys as analyze
+            GELU, ...) this costs one matrix product per layer and recorded batch
+            (two for a model with norms or smooth activations), the largest
+            single cost of a record; False leaves those keys as analyze
             does without the split (None, and 0.0 for the norms).
     """
 

@@ -22,12 +22,11 @@ into analyze's keys. The sums of one layer land in one flat tensor, its *ledger*
   ``G_neg`` costs a matrix product; where ``g`` is exactly 0 wherever ``z <= 0``
   (ReLU, whose derivative is 0 there), ``G_neg`` and ``b_neg`` are exactly 0 and
   cost nothing. With one batch in the step, the norms are taken the moment
-  autograd's ``x^T g`` exists, without a copy; a second batch sums the batches'
-  tensors first (and a first tensor changed in the meantime, as the weight's
-  ``.grad`` may be, leaves the split out rather than wrong: see
-  :meth:`LayerStep._add_total`);
-* the final Linear's sign routes, from its input ``h``, weight ``W`` and bias
-  ``b`` as in :class:`probe.diagnostics.SignRoutes`.
+  autograd's ``x^T g`` exists, without a copy; in a loop that accumulates
+  gradients over several batches, the batches' tensors are summed in scratch
+  (see :meth:`LayerStep._add_total`). A backward pass that gives ``z`` a
+  gradient but computes no ``x^T g`` leaves the step's split out;
+* the final Linear's sign routes: :class:`probe.engines.track_sign.SignStep`.
 
 This is the accumulators' arithmetic specialised to the few batches of one
 step, in as few tensor operations as it takes: fed through a
@@ -47,14 +46,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from probe.diagnostics.sign import negative_prediction
 
 # backward nodes of F.linear, and which of their inputs receives the gradient of W^T ([fan_in, units])
 _MATMUL_NODES = {"AddmmBackward0": 2, "MmBackward0": 1}
 _VIEW_NODES = ("ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0")
 
 
-def _work_view(t: torch.Tensor, width: int) -> torch.Tensor:
+def work_view(t: torch.Tensor, width: int) -> torch.Tensor:
     """``t`` detached as ``[rows, width]``, in float32 or float64 (half precision is widened)."""
     t = t.detach()
     if t.dim() != 2:
@@ -116,6 +114,7 @@ class Scratch:
 
     def __init__(self) -> None:
         self._pool: dict[object, torch.Tensor] = {}
+        self.several_batches = False  # the last recorded step summed x^T g over several batches
 
     def get(self, key: object, shape: tuple[int, ...], like: torch.Tensor,
             init: Callable[[torch.Tensor], object] | None = None) -> torch.Tensor:
@@ -128,7 +127,7 @@ class Scratch:
         return buf
 
 
-def _ones_first(buf: torch.Tensor) -> None:
+def ones_first(buf: torch.Tensor) -> None:
     buf.select(-1 if buf.dim() == 2 else 0, 0).fill_(1)
 
 
@@ -163,6 +162,9 @@ class LayerStep:
         self._total_ref: tuple | None = None  # the first batch's x^T g (autograd's), its version and norm
         self.has_b_neg = False  # sum g * [z<=0] is in the ledger (else exactly 0)
         self.split = split  # turned off when the split cannot be trusted for this step
+        self._split_batches = 0  # backward passes that fed b_all and G_neg
+        self._totals = 0  # x^T g tensors received; the split needs one per such backward pass
+        self._closed = False  # the record is built: hooks of this step that fire later do nothing
 
     def _view(self, part: str) -> torch.Tensor:
         return self.ledger[self.parts[part]]
@@ -175,7 +177,7 @@ class LayerStep:
         slopes as they are now, or None for a ReLU (slope 0: the negative side's
         ``|h|`` is 0 and is not computed).
         """
-        z2 = _work_view(z, self.units)
+        z2 = work_view(z, self.units)
         rows = 2 if slope is None else 3
         slab = self.scratch.get(("slab", self.batches), (rows, *z2.shape), z2)
         torch.le(z2, 0, out=slab[0])
@@ -208,6 +210,8 @@ class LayerStep:
 
     def _backward(self, g: torch.Tensor, slab: torch.Tensor, x: torch.Tensor | None, version: int,
                   total_here: bool) -> None:
+        if self._closed:  # a graph of this step, kept and backpropagated after its record: not this step's
+            return
         g2 = g.detach().reshape(-1, self.units).to(slab.dtype)
         work = torch.abs(g2, out=slab[1])  # relu(z) is summed already
         first = not self.grad_slabs
@@ -225,7 +229,8 @@ class LayerStep:
             self.split = False
             return
         xt = x.to(g2.dtype).T
-        if first:
+        self._split_batches += 1
+        if self._split_batches == 1:
             torch.sum(g2, 0, out=self._view("b_all"))
         else:
             self._view("b_all").add_(g2.sum(0).to(self.ledger.dtype))
@@ -245,7 +250,7 @@ class LayerStep:
 
     def _total(self, total: torch.Tensor | None) -> None:
         """This batch's ``x^T g``, read from autograd's backward node."""
-        if not self.split:
+        if self._closed or not self.split:
             return
         if total is None or tuple(total.shape) != (self.fan_in, self.units):
             self.split = False
@@ -253,20 +258,27 @@ class LayerStep:
         self._add_total(total.detach())  # detached: under create_graph it requires grad
 
     def _add_total(self, total: torch.Tensor) -> None:
-        """Sum ``x^T g`` over the step's batches; the first batch's norms are written at once.
+        """Sum ``x^T g`` over the step's batches, or take the norms of a lone batch's at once.
 
-        The first batch's norms are taken now, while ``total`` is in cache (this
-        batch's ``G_neg`` is complete: ``z``'s hook ran before the node that
-        computed ``total``), which settles a one-batch step. The tensor is kept,
-        not copied, in case a second batch follows; it is autograd's, and often
-        becomes the weight's ``.grad`` itself, which hooks, clipping or
-        ``zero_grad(set_to_none=False)`` may change before the next batch. So a
-        second batch first checks it against its fingerprint (its version and its
-        norm, taken now): changed, the step gets no split rather than a wrong
-        one; unchanged, it starts a sum in scratch, and :meth:`finish` takes the
-        norms of the sum.
+        A loop that accumulates gradients does so on every step: when the last
+        recorded step summed several batches, every batch is summed in scratch as
+        it comes, and :meth:`finish` takes the norms of the sum (exact, whatever
+        happens to ``.grad`` in between). Otherwise the first batch's norms are
+        taken now, while ``total`` is in cache (this batch's ``G_neg`` is
+        complete: ``z``'s hook ran before the node that computed ``total``), which
+        settles the usual one-batch step without a copy. The tensor is kept in
+        case a second batch comes after all; it is autograd's, and often becomes
+        the weight's ``.grad`` itself, which hooks, clipping or zeroing may change
+        in place meanwhile. So that second batch first checks it against its
+        version and its norm, taken now: changed, the step gets no split rather
+        than a wrong one (a ``.data`` write that keeps the norm, such as a sign
+        flip, would pass: on the first accumulating step of a run only).
         """
+        self._totals += 1
         if self.g_total is None and self._total_ref is None:
+            if self.scratch.several_batches:  # as the last recorded step did: sum in scratch from the start
+                self.g_total = self.scratch.get("g_total", (self.fan_in, self.units), self.ledger).copy_(total)
+                return
             self._write_split(total)
             check = (None if self.g_neg is None  # ||x^T g|| is in the ledger (||G_pos||) until finish()
                      else torch.linalg.vector_norm(total, dtype=self.ledger.dtype))
@@ -321,49 +333,15 @@ class LayerStep:
         With one batch the weight-gradient norms are in the ledger already; with
         several, they are taken of the sums here.
         """
+        self._closed = True
         if self.ledger is None:
             return None
-        if self.g_total is not None:
+        if self._totals != self._split_batches:  # a backward pass whose x^T g never came, or the reverse
+            self.split = False
+        elif self.g_total is not None:
             self._write_split(self.g_total)
         elif self._total_ref is None:  # no x^T g this step: no split
             self.split = False
         self._total_ref = None
+        self.scratch.several_batches = self._totals > 1
         return self.ledger
-
-
-class SignStep:
-    """The final Linear's sign routes over the batches of one recorded step.
-
-    Per batch, from the layer's input ``h`` (``[samples, units]``) and its weight
-    ``W`` and bias ``b`` as they were at that forward pass: with ``A = [1, P]``
-    (a column of ones, then ``P[i, k] = 1`` where sample ``i``'s prediction of
-    output ``k`` is negative), ``A^T max(h, 0)``, ``A^T h`` and ``A^T |h W^T|``:
-    the per-unit sums over all samples and over each output's negative
-    predictions in three products, and the counts ``sum_i A``.
-    """
-
-    def __init__(self, scratch: Scratch) -> None:
-        self.scratch = scratch
-        self.weight: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
-        self.sums: torch.Tensor | None = None
-        self.samples = 0
-
-    def forward(self, module: nn.Linear, h: torch.Tensor) -> None:
-        if self.weight is None:  # a snapshot: the optimizer changes the weight before the record is built
-            self.weight = module.weight.detach().clone()
-            self.bias = (torch.zeros(self.weight.shape[0], dtype=self.weight.dtype, device=self.weight.device)
-                         if module.bias is None else module.bias.detach().clone())
-        k, units = self.weight.shape
-        h2 = _work_view(h, units)
-        net = h2 @ self.weight.to(h2.dtype).T  # [samples, outputs]: the output minus the bias
-        a = self.scratch.get("sign_a", (h2.shape[0], k + 1), h2, _ones_first)  # ones, then P
-        a[:, 1:].copy_(negative_prediction(net.double() + self.bias.double()))
-        hp = torch.clamp(h2, min=0, out=self.scratch.get("sign_hp", h2.shape, h2))
-        at = a.T
-        sums = torch.cat([(at @ hp).reshape(-1), (at @ h2).reshape(-1), (at @ net.abs()).reshape(-1), a.sum(0)])
-        self.sums = sums if self.sums is None else self.sums + sums
-        self.samples += h2.shape[0]
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [] if self.sums is None else [self.sums, self.weight, self.bias]

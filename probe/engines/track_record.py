@@ -21,7 +21,8 @@ from probe.diagnostics.collector import nominal_slope, reported_slope
 from probe.diagnostics.results import LayerDiagnostics
 from probe.diagnostics.segments import QUANTILES, segment_histograms, segment_layout, segment_quantiles
 from probe.diagnostics.sign import SignResult, route_masses
-from probe.engines.track_batch import LayerStep, SignStep
+from probe.engines.track_batch import LayerStep
+from probe.engines.track_sign import SignStep
 
 def to_host(groups: list[list[torch.Tensor]]) -> list[list[np.ndarray]]:
     """Every group's tensors as float64 arrays, moved in one transfer (one synchronisation on a GPU)."""
