@@ -332,6 +332,51 @@ def test_a_gradient_changed_in_place_never_gives_a_wrong_split(micro_batches: in
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky"])
+def test_once_a_run_accumulates_every_later_step_is_exact(activation: str) -> None:
+    """Micro-batches 1, 2, 1, 2, 2 with the gradient halved in place by a weight hook.
+
+    Only the run's first two-batch step leaves its split out; every later step,
+    of one batch or two, sums in scratch and is exact.
+    """
+    model = forced_dead(activation)
+    for lin in (model[0], model[2]):
+        lin.weight.register_hook(lambda g: g.mul_(0.5))
+    X, Y = data(64)
+    at = 0
+    with track(model) as tracker:
+        for step, count in enumerate([1, 2, 1, 2, 2]):
+            parts = [(X[at + 8 * i:at + 8 * i + 8], Y[at + 8 * i:at + 8 * i + 8]) for i in range(count)]
+            at += 8 * count
+            want = reference(model, parts)
+            model.zero_grad()
+            for x, y in parts:
+                ((model(x) - y) ** 2).sum().backward()
+            record = tracker.step()
+            for got, layer in zip(record["layers"], want["layers"]):
+                if step == 1:
+                    assert got["neg_grad_share"] is None
+                else:
+                    assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, f"step {step}")
+
+
+def test_a_step_cut_short_by_close_cannot_write_into_the_reopened_tracker() -> None:
+    model = forced_dead("leaky")
+    X, Y = data(16)
+    tracker = Tracker(model)
+    tracker.open()
+    old = ((model(X[:8]) - Y[:8]) ** 2).sum()  # a forward pass of a step never recorded
+    tracker.close()
+    tracker.open()
+    want = reference(model, [(X[8:], Y[8:])])
+    ((model(X[8:]) - Y[8:]) ** 2).sum().backward()
+    old.backward()  # the closed step's hooks fire now
+    record = tracker.step()
+    tracker.close()
+    for got, layer in zip(record["layers"], want["layers"]):
+        assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, "reopened")
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky"])
 def test_backward_passes_that_skip_the_weights_or_come_late(activation: str) -> None:
     """A backward pass that stops at the pre-activations, or a graph of an earlier step backpropagated late.
 

@@ -184,6 +184,9 @@ class Tracker:
     def close(self) -> None:
         """Remove every hook and close the history file (idempotent)."""
         self._open = False
+        if isinstance(self._current, _StepState):  # its hooks may still fire: keep them off the scratch
+            for layer in self._current.layers:
+                layer.close()
         self._current = None
         self._detach()
         if self._writer is not None:

@@ -114,7 +114,7 @@ class Scratch:
 
     def __init__(self) -> None:
         self._pool: dict[object, torch.Tensor] = {}
-        self.several_batches = False  # the last recorded step summed x^T g over several batches
+        self.several_batches = False  # a recorded step of this run summed x^T g over several batches
 
     def get(self, key: object, shape: tuple[int, ...], like: torch.Tensor,
             init: Callable[[torch.Tensor], object] | None = None) -> torch.Tensor:
@@ -260,9 +260,9 @@ class LayerStep:
     def _add_total(self, total: torch.Tensor) -> None:
         """Sum ``x^T g`` over the step's batches, or take the norms of a lone batch's at once.
 
-        A loop that accumulates gradients does so on every step: when the last
-        recorded step summed several batches, every batch is summed in scratch as
-        it comes, and :meth:`finish` takes the norms of the sum (exact, whatever
+        A loop that accumulates gradients does so on every step: once a recorded
+        step of the run has summed several batches, every batch is summed in
+        scratch as it comes, and :meth:`finish` takes the norms of the sum (exact, whatever
         happens to ``.grad`` in between). Otherwise the first batch's norms are
         taken now, while ``total`` is in cache (this batch's ``G_neg`` is
         complete: ``z``'s hook ran before the node that computed ``total``), which
@@ -343,5 +343,9 @@ class LayerStep:
         elif self._total_ref is None:  # no x^T g this step: no split
             self.split = False
         self._total_ref = None
-        self.scratch.several_batches = self._totals > 1
+        self.scratch.several_batches |= self._totals > 1  # for the run: a loop that accumulates, always does
         return self.ledger
+
+    def close(self) -> None:
+        """Stop this step's hooks that fire later from writing (the tracker closed before the record)."""
+        self._closed = True
