@@ -58,7 +58,7 @@ from probe.core.version import __version__
 from probe.engines.track_batch import LayerStep, Scratch
 from probe.engines.track_sign import SignStep
 from probe.engines.track_general import GeneralStep
-from probe.engines.track_record import layer_dict, layer_records, sign_dict, sign_results, to_host
+from probe.engines.track_record import layer_dict, layer_records, sign_results, to_host
 from probe.engines.track_io import FORMAT, LineWriter, read_lines
 from probe.engines.track_model import slope_reader, user_layers
 from probe.engines.track_window import AlertMonitor, DeadWindow
@@ -284,7 +284,7 @@ class Tracker:
                 self._no_backward(step)
             diagnostics = state.result()
             layers = [layer_dict(d) for d in diagnostics.layers]
-            sign = [sign_dict(s) for s in diagnostics.sign]
+            sign = [s.to_dict() for s in diagnostics.sign]
             active, samples = state.active_units(), state.samples
         else:
             ledgers = [layer.finish() for layer in state.layers]
@@ -295,7 +295,7 @@ class Tracker:
             host = to_host([[ledger] for ledger in ledgers] + [state.sign.tensors()])
             layers, active = layer_records(state.layers, [h[0] for h in host[:-1]], self.near_dead_threshold,
                                            self.dormant_tau)
-            sign = [sign_dict(s) for s in sign_results(state.sign, host[-1])]
+            sign = [s.to_dict() for s in sign_results(state.sign, host[-1])]
             samples = state.layers[0].samples
         return self._write(step, loss, layers, sign, active, samples)
 

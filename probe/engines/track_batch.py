@@ -127,10 +127,6 @@ class Scratch:
         return buf
 
 
-def ones_first(buf: torch.Tensor) -> None:
-    buf.select(-1 if buf.dim() == 2 else 0, 0).fill_(1)
-
-
 class LayerStep:
     """One hidden layer's sums over the batches of one recorded step, written into one ledger.
 
@@ -276,7 +272,7 @@ class LayerStep:
         """
         self._totals += 1
         if self.g_total is None and self._total_ref is None:
-            if self.scratch.several_batches:  # as the last recorded step did: sum in scratch from the start
+            if self.scratch.several_batches:  # the run accumulates: sum in scratch from the first batch
                 self.g_total = self.scratch.get("g_total", (self.fan_in, self.units), self.ledger).copy_(total)
                 return
             self._write_split(total)

@@ -24,6 +24,7 @@ from probe.diagnostics.sign import SignResult, route_masses
 from probe.engines.track_batch import LayerStep
 from probe.engines.track_sign import SignStep
 
+
 def to_host(groups: list[list[torch.Tensor]]) -> list[list[np.ndarray]]:
     """Every group's tensors as float64 arrays, moved in one transfer (one synchronisation on a GPU)."""
     flat = [t.reshape(-1) for group in groups for t in group]
@@ -108,7 +109,7 @@ def layer_records(steps: list[LayerStep], ledgers: list[np.ndarray], near_dead_t
                "neg_region_fraction": n_neg / (m * u), "act_mean": signed[i] / (m * u),
                "local_slope_neg": _ratio(deriv[i], n_neg)}
         if step.grad_slabs:
-            n_grad_neg = int(round(step.negative_entries(float(forward[i][0].sum()))))
+            n_grad_neg = int(round(step.negative_entries(neg_count[i])))
             doc.update(_gradient_keys(step, led, n_grad_neg, nominal or 0.0))
         out.append(doc)
         masks.append(forward[i][0] < m - 0.5)  # fewer than all samples at z <= 0: active on some sample
@@ -177,7 +178,3 @@ def layer_dict(diag: LayerDiagnostics) -> dict:
         doc.update(vars(diag.gradient))
     return doc
 
-
-def sign_dict(sign: SignResult) -> dict:
-    """``sign.to_dict()`` (tests check the two agree)."""
-    return sign.to_dict()

@@ -10,7 +10,11 @@ import torch
 from torch import nn
 
 from probe.diagnostics.sign import negative_prediction
-from probe.engines.track_batch import Scratch, ones_first, work_view
+from probe.engines.track_batch import Scratch, work_view
+
+
+def _ones_first(buf: torch.Tensor) -> None:
+    buf[:, 0].fill_(1)
 
 
 class SignStep:
@@ -39,7 +43,7 @@ class SignStep:
         k, units = self.weight.shape
         h2 = work_view(h, units)
         net = h2 @ self.weight.to(h2.dtype).T  # [samples, outputs]: the output minus the bias
-        a = self.scratch.get("sign_a", (h2.shape[0], k + 1), h2, ones_first)  # ones, then P
+        a = self.scratch.get("sign_a", (h2.shape[0], k + 1), h2, _ones_first)  # ones, then P
         a[:, 1:].copy_(negative_prediction(net.double() + self.bias.double()))
         hp = torch.clamp(h2, min=0, out=self.scratch.get("sign_hp", h2.shape, h2))
         at = a.T

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from probe.diagnostics.segments import segment_layout
+
 
 @dataclass(frozen=True)
 class WindowCounts:
@@ -64,7 +66,7 @@ class DeadWindow:
             self._masks.clear()
             self._counts = np.zeros(mask.size, dtype=np.int64)
             self._sizes = sizes
-            self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+            self._starts = segment_layout(sizes).starts
         was_dead = self._counts == 0 if self._masks else None
         self._masks.append(mask)
         self._counts += mask
