@@ -19,6 +19,7 @@ import probe
 from probe.core.errors import ModelLoadError, ProbeError
 from probe.engines.analysis import diagnose
 from probe.engines.track import Tracker, track
+from probe.engines.track_batch import LayerStep
 from probe.engines.track_window import AlertMonitor, DeadWindow
 from probe.experiment.history import read_history
 
@@ -221,6 +222,103 @@ def test_records_equal_analyze_on_the_same_batch_and_parameters() -> None:
             assert_close(record["sign"], analyzed["sign"], f"step {step} sign")
 
 
+@pytest.mark.parametrize("activation", ["relu", "relu_", "leaky"])
+def test_biases_absent_or_frozen_equal_analyze(activation: str) -> None:
+    """A Linear without bias and one with a frozen bias: the bias gradient is probe's own sum, not autograd's."""
+    torch.manual_seed(1)
+    act = {"relu": nn.ReLU, "relu_": lambda: nn.ReLU(inplace=True), "leaky": lambda: nn.LeakyReLU(0.1)}[activation]
+    model = nn.Sequential(nn.Linear(4, 6, bias=False), act(), nn.Linear(6, 5), act(), nn.Linear(5, 2))
+    model[2].bias.requires_grad_(False)
+    X, Y = data(32)
+    with track(model) as tracker:
+        before = copy.deepcopy(model)
+        F.mse_loss(model(X), Y).backward()
+        record = tracker.step()
+    analyzed = diagnose(before, X, Y).to_dict()
+    for got, want in zip(record["layers"], analyzed["layers"]):
+        assert_close(got, want, "layer")
+    assert_close(record["sign"], analyzed["sign"], "sign")
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu_"])
+@pytest.mark.parametrize("other_use", ["penalty", "hook", "none"])
+def test_a_relu_gradient_that_is_not_relus_own_is_measured_in_full(other_use: str, activation: str) -> None:
+    """ReLU's backward leaves g exactly 0 where z <= 0, and probe then skips that side.
+
+    Only where g is the very tensor ReLU's backward made: another term of the loss
+    on ``z``, or a hook that changes ``g``, gives ``g`` a negative side, measured
+    here against plain autograd (``z.grad``) on the same batch.
+    """
+    model = forced_dead(activation)
+    X, Y = data(16)
+    seen: dict = {}
+
+    def layer_2(module: nn.Module, inputs: tuple, z: torch.Tensor) -> None:  # before an in-place ReLU
+        seen["x"], seen["neg"] = inputs[0].detach().double(), (z <= 0).detach()
+        if other_use == "penalty":  # linear in z: nothing saved that the in-place ReLU would change
+            seen["penalty"] = 0.1 * z.sum()
+        elif other_use == "hook":
+            z.register_hook(lambda g: g + 0.25)
+        z.register_hook(lambda g: seen.__setitem__("g", g.detach().double()))  # dL/dz, as the layer gets it
+
+    keep = model[2].register_forward_hook(layer_2)
+    with track(model) as tracker:
+        loss = ((model(X) - Y) ** 2).sum() + seen.get("penalty", 0.0)
+        loss.backward()
+        record = tracker.step()
+    keep.remove()
+    x, g, neg = seen["x"], seen["g"], seen["neg"]
+    got = record["layers"][1]
+    g_neg, g_pos = x.T @ (g * neg), x.T @ (g * ~neg)
+    want_neg = float(g.abs()[neg].mean())
+    assert (want_neg == 0) == (other_use == "none")
+    assert got["grad_neg_mean_abs"] == pytest.approx(want_neg, rel=2e-5, abs=1e-9)
+    assert got["grad_pos_mean_abs"] == pytest.approx(float(g.abs()[~neg].mean()), rel=2e-5)
+    assert got["weight_grad_norm_neg"] == pytest.approx(float(torch.linalg.norm(g_neg)), rel=2e-5, abs=1e-9)
+    assert got["weight_grad_norm_pos"] == pytest.approx(float(torch.linalg.norm(g_pos)), rel=2e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu_", "leaky"])
+def test_a_plain_relu_never_computes_its_negative_side(activation: str, monkeypatch) -> None:
+    """The shortcut is taken where it holds (a cost guard: the values are tested above)."""
+    measured: list[bool] = []
+    finish = LayerStep.finish
+    monkeypatch.setattr(LayerStep, "finish", lambda self: measured.append(self.neg_abs_written) or finish(self))
+    model = forced_dead(activation)
+    X, Y = data(16)
+    with track(model) as tracker:
+        ((model(X) - Y) ** 2).sum().backward()
+        tracker.step()
+    assert measured == [activation == "leaky"] * 2
+
+
+def test_the_step_ledger_and_sign_routes_over_batches_of_both_kinds() -> None:
+    """Parts in another dtype get their own tensor; sign sums over a ReLU batch then a signed one equal analyze's."""
+    from probe.diagnostics.sign import SignRoutes
+    from probe.engines.track_ledger import Scratch, StepLedger, sign_layout
+    from probe.engines.track_record import sign_results
+    from probe.engines.track_sign import SignStep
+
+    ledger = StepLedger(Scratch(), [3, 4, sign_layout(2, 5)[1]])
+    first = ledger.part(0, torch.zeros(1))
+    first.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    other = ledger.part(1, torch.zeros(1, dtype=torch.float64))
+    other.copy_(torch.tensor([4.0, 5.0, 6.0, 7.0], dtype=torch.float64))
+    assert not ledger.shared and ledger.part(0, torch.zeros(1)) is first
+    torch.manual_seed(0)
+    final = nn.Linear(5, 2)
+    step = SignStep(Scratch(), ledger, 2, 2, 5)
+    ledger.part(2, torch.zeros(1)).fill_(7.0)  # a kept ledger holds an earlier step's numbers
+    routes = SignRoutes(final.weight.detach()[None], final.bias.detach()[None])
+    for h, relu in ((torch.randn(7, 5).relu(), True), (torch.randn(9, 5), False)):
+        step.forward(final, h, relu)
+        routes.update(h[None])
+    host = ledger.host()
+    assert host[0].tolist() == [1.0, 2.0, 3.0] and host[1].tolist() == [4.0, 5.0, 6.0, 7.0]
+    got = [r.to_dict() for r in sign_results(step, host[2])]
+    assert_close(got, [r.to_dict() for r in routes.result()], "sign")
+
+
 class FunctionalGelu(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -380,8 +478,10 @@ def test_a_step_cut_short_by_close_cannot_write_into_the_reopened_tracker() -> N
 def test_backward_passes_that_skip_the_weights_or_come_late(activation: str) -> None:
     """A backward pass that stops at the pre-activations, or a graph of an earlier step backpropagated late.
 
-    The first gives this layer a gradient but no ``x^T g``: the split of the
-    step is left out. The second belongs to a step already recorded: it changes
+    The first (``torch.autograd.grad`` with respect to ``z``) computes no weight
+    gradient, so no ``x^T g`` and no hook of the tracker: the step's gradient
+    keys are those of the other batch, exactly, while its forward keys count
+    both batches. The second belongs to a step already recorded: it changes
     nothing in the current step's record.
     """
     model = forced_dead(activation)
@@ -389,13 +489,20 @@ def test_backward_passes_that_skip_the_weights_or_come_late(activation: str) -> 
     zs: list[torch.Tensor] = []
     keep = [lin.register_forward_hook(lambda m, i, o: zs.append(o)) for lin in (model[0], model[2])]
     with track(model) as tracker:
+        want_forward = reference(model, [(X[:16], Y[:16])])
+        want_backward = reference(model, [(X[:8], Y[:8])])
         zs.clear()
         ((model(X[:8]) - Y[:8]) ** 2).sum().backward()
         zs.clear()
         loss = ((model(X[8:16]) - Y[8:16]) ** 2).sum() + sum((z ** 2).sum() for z in zs)
-        torch.autograd.grad(loss, list(zs))  # gradients at z only: no x^T g reaches the tracker
+        torch.autograd.grad(loss, list(zs))  # gradients at z only: no x^T g, and nothing reaches the tracker
         record = tracker.step()
-        assert all(layer["neg_grad_share"] is None for layer in record["layers"])
+        for got, fwd, bwd in zip(record["layers"], want_forward["layers"], want_backward["layers"]):
+            assert got["samples"] == 16
+            for key, value in fwd.items():
+                if key != "active_mask":
+                    assert_close(got[key], bwd[key] if key.startswith(("grad_", "upstream", "neg_grad",
+                                                                        "weight_grad")) else value, key)
         model.zero_grad()
         old = ((model(X[:8]) - Y[:8]) ** 2).sum()
         old.backward(retain_graph=True)
@@ -629,7 +736,7 @@ def test_dead_window_counts_records_not_steps() -> None:
     window = DeadWindow(2)
     t, f = True, False
     seq = [[t, f, f], [f, f, t], [f, f, f], [f, t, f], [f, f, f], [f, f, f]]
-    got = [window.update([__import__("numpy").array(m)])[0] for m in seq]
+    got = [window.update(__import__("numpy").array(m), (len(m),))[0] for m in seq]
     assert [c.window_dead_units for c in got] == [2, 1, 2, 2, 2, 3]
     assert [c.revived_units for c in got] == [0, 1, 0, 1, 0, 0]
 

@@ -36,6 +36,8 @@ class SegmentLayout:
         self.hi = self.starts[:, None] + np.ceil(ranks).astype(np.int64)
         self.weight = ranks - below
         self.bin_offset = self.layer * HIST_BINS
+        self.indicator = np.zeros((int(self.units.sum()), self.count))  # [unit, its segment] = 1: sums by product
+        self.indicator[np.arange(self.indicator.shape[0]), self.layer] = 1.0
 
 
 @functools.lru_cache(maxsize=16)

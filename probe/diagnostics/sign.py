@@ -140,12 +140,22 @@ def route_masses(weight, pos, neg, net_abs: float, samples: int, bias=None) -> R
         bias: The receivers' biases ``[receivers]`` (each adds ``|b|`` per sample
             to ``bias_pos`` or ``bias_neg``), or None for a block without bias.
     """
-    w_pos, w_neg = weight.clip(0, None), (-weight).clip(0, None)
     b_pos = b_neg = 0.0
     if bias is not None:
         b_pos, b_neg = samples * float(bias.clip(0, None).sum()), samples * float((-bias).clip(0, None).sum())
-    return RouteMasses.of(samples, float((w_pos * pos).sum()), float((w_neg * pos).sum()),
-                          float((w_pos * neg).sum()), float((w_neg * neg).sum()), float(net_abs), b_pos, b_neg)
+    pos_pos, neg_pos, pos_neg, neg_neg = (float(m.sum()) for m in route_sums(weight, pos, neg))
+    return RouteMasses.of(samples, pos_pos, neg_pos, pos_neg, neg_neg, float(net_abs), b_pos, b_neg)
+
+
+def route_sums(weight, pos, neg) -> tuple:
+    """Per receiver, the masses ``pos_pos``, ``neg_pos``, ``pos_neg``, ``neg_neg`` (four ``[receivers]``).
+
+    ``sum_j max(W, 0) * pos``, ``sum_j max(-W, 0) * pos``, ``sum_j max(W, 0) * neg`` and
+    ``sum_j max(-W, 0) * neg`` over the senders ``j``; arguments as in :func:`route_masses`
+    (torch tensors or numpy arrays).
+    """
+    w_pos, w_neg = weight.clip(0, None), (-weight).clip(0, None)
+    return (w_pos * pos).sum(-1), (w_neg * pos).sum(-1), (w_pos * neg).sum(-1), (w_neg * neg).sum(-1)
 
 
 def _per_output(w: torch.Tensor, b: torch.Tensor, h_pos: torch.Tensor, h_neg: torch.Tensor,

@@ -9,9 +9,10 @@
             tracker.step(loss)          # the loss is optional
 
 Forward hooks on the hidden ``nn.Linear`` layers of *your* model (not a copy)
-read each recorded batch's input ``x`` and pre-activation ``z``, a tensor hook
-on ``z`` receives ``g = dL/dz`` from your own backward pass, and a forward hook
-on the final Linear reads its input for the sign routes. Steps are numbered
+read each recorded batch's input ``x`` and pre-activation ``z``, a hook on the
+backward node that made ``z`` receives ``g = dL/dz`` from your own backward pass
+(with the weight and bias gradients that node computes from it), and a forward
+hook on the final Linear reads its input for the sign routes. Steps are numbered
 from 0 by the calls to :meth:`Tracker.step`; step ``s`` is recorded when ``s``
 is a multiple of ``every``. The hooks are attached for the steps to record
 only: between records the model runs with no hook at all, and ``step()``
@@ -49,16 +50,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from probe.core.checks import check_fraction
 from probe.core.errors import ProbeError
 from probe.core.version import __version__
-from probe.engines.track_batch import LayerStep, Scratch
+from probe.engines.track_batch import LayerStep
+from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout, sign_layout
 from probe.engines.track_sign import SignStep
 from probe.engines.track_general import GeneralStep
-from probe.engines.track_record import layer_dict, layer_records, sign_results, to_host
+from probe.engines.track_record import layer_dict, layer_records, sign_results
 from probe.engines.track_io import FORMAT, LineWriter, read_lines
 from probe.engines.track_model import slope_reader, user_layers
 from probe.engines.track_window import AlertMonitor, DeadWindow
@@ -74,12 +77,15 @@ def _positive_int(name: str, value: object) -> int:
 
 
 class _StepState:
-    """What the hooks gather during one recorded step."""
+    """What the hooks gather during one recorded step, into one ledger kept in ``scratch[-1]``."""
 
-    def __init__(self, layers: list[nn.Linear], scratch: list[Scratch], split: bool) -> None:
-        self.layers = [LayerStep(lin.out_features, lin.in_features, pool, split)
-                       for lin, pool in zip(layers, scratch)]
-        self.sign = SignStep(scratch[-1])
+    def __init__(self, layers: list[nn.Linear], final: nn.Linear, scratch: list[Scratch], split: bool) -> None:
+        sizes = [ledger_layout(lin.out_features)[1] for lin in layers]
+        sizes.append(sign_layout(final.out_features, final.in_features)[1])
+        self.ledger = StepLedger(scratch[-1], sizes)
+        self.layers = [LayerStep(lin.out_features, lin.in_features, pool, self.ledger, i, split)
+                       for i, (lin, pool) in enumerate(zip(layers, scratch))]
+        self.sign = SignStep(scratch[-1], self.ledger, len(layers), final.out_features, final.in_features)
 
 
 class Tracker:
@@ -158,7 +164,7 @@ class Tracker:
         if self.general:
             return GeneralStep(self.hidden, self._acts, self.final, self.near_dead_threshold, self.dormant_tau,
                                self.gradient_split)
-        return _StepState(self.hidden, self._scratch, self.gradient_split)
+        return _StepState(self.hidden, self.final, self._scratch, self.gradient_split)
 
     # -- borrowing the model -------------------------------------------------------------------------
 
@@ -225,6 +231,8 @@ class Tracker:
             state = self._current
             if state is None or not output.requires_grad:  # closed, or a forward pass without autograd
                 return
+            if layer:
+                state.layers[layer - 1].watch_relu(inputs[0])
             state.layers[layer].forward(module, inputs[0], output, slope())
 
         return hook
@@ -233,7 +241,7 @@ class Tracker:
         state = self._current
         if state is None or not output.requires_grad:
             return
-        state.sign.forward(module, inputs[0])
+        state.sign.forward(module, inputs[0], state.layers[-1].watch_relu(inputs[0]))
 
     # -- the loop's side -----------------------------------------------------------------------------
 
@@ -285,16 +293,15 @@ class Tracker:
             diagnostics = state.result()
             layers = [layer_dict(d) for d in diagnostics.layers]
             sign = [s.to_dict() for s in diagnostics.sign]
-            active, samples = state.active_units(), state.samples
+            active, samples = np.concatenate(state.active_units()), state.samples
         else:
             ledgers = [layer.finish() for layer in state.layers]
             if any(ledger is None for ledger in ledgers):
                 return self._no_forward(step)
             if any(not layer.grad_slabs for layer in state.layers):
                 self._no_backward(step)
-            host = to_host([[ledger] for ledger in ledgers] + [state.sign.tensors()])
-            layers, active = layer_records(state.layers, [h[0] for h in host[:-1]], self.near_dead_threshold,
-                                           self.dormant_tau)
+            host = state.ledger.host()
+            layers, active = layer_records(state.layers, host[:-1], self.near_dead_threshold, self.dormant_tau)
             sign = [s.to_dict() for s in sign_results(state.sign, host[-1])]
             samples = state.layers[0].samples
         return self._write(step, loss, layers, sign, active, samples)
@@ -308,9 +315,9 @@ class Tracker:
                         "tracker.step(); its record has no gradient diagnostics (call step() after "
                         "loss.backward())")
 
-    def _write(self, step: int, loss: float | None, layers: list[dict], sign: list[dict], active: list,
+    def _write(self, step: int, loss: float | None, layers: list[dict], sign: list[dict], active: np.ndarray,
                samples: int) -> dict:
-        counts = self._window.update(active)
+        counts = self._window.update(active, tuple(doc["units"] for doc in layers))
         alerts = [a.to_dict() for a in self._monitor.update(step, [c.window_dead_share for c in counts])]
         for doc, count in zip(layers, counts):
             doc.update(vars(count))

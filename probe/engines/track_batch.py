@@ -3,7 +3,8 @@
 :mod:`probe.engines.track` hooks the Linear layers the user trains; per batch of
 a recorded step, these classes gather the sums that the definitions of
 :mod:`probe.diagnostics` need, and :mod:`probe.engines.track_record` turns them
-into analyze's keys. The sums of one layer land in one flat tensor, its *ledger*:
+into analyze's keys. The sums of one layer land in its part of the step's
+flat tensor (:class:`probe.engines.track_ledger.StepLedger`):
 
 * forward, per hidden layer with pre-activation ``z`` and negative slope ``a``:
   per unit, the number of samples with ``z <= 0``, the sum of ``relu(z)`` and
@@ -15,17 +16,19 @@ into analyze's keys. The sums of one layer land in one flat tensor, its *ledger*
   ``G_neg = x^T (g * [z <= 0])``, ``G_pos = G_total - G_neg`` and the bias
   gradient ``b = sum g`` with its part ``b_neg`` where ``z <= 0``
   (``neg_grad_share``, ``neg_grad_fraction``, as in
-  :class:`probe.diagnostics.GradientStats`). ``G_total = x^T g`` is what
-  autograd computes for this use of the layer's weight, read from its backward
-  node (not ``weight.grad``, which also holds any other term of the user's loss
-  on that weight, and which a weight hook or clipping may have scaled), so only
-  ``G_neg`` costs a matrix product; where ``g`` is exactly 0 wherever ``z <= 0``
-  (ReLU, whose derivative is 0 there), ``G_neg`` and ``b_neg`` are exactly 0 and
-  cost nothing. With one batch in the step, the norms are taken the moment
-  autograd's ``x^T g`` exists, without a copy; in a loop that accumulates
-  gradients over several batches, the batches' tensors are summed in scratch
-  (see :meth:`LayerStep._add_total`). A backward pass that gives ``z`` a
-  gradient but computes no ``x^T g`` leaves the step's split out;
+  :class:`probe.diagnostics.GradientStats`). One hook on the backward node of
+  ``z = x W^T + b`` receives ``g`` together with what that node computes from
+  it for this use of the layer: ``G_total = x^T g`` (not ``weight.grad``, which
+  also holds any other term of the user's loss on that weight, and which a
+  weight hook or clipping may have scaled) and ``b``. So only ``G_neg`` costs a
+  matrix product, and where ``g`` is exactly 0 wherever ``z <= 0`` (a ReLU's
+  own gradient, :meth:`LayerStep.watch_relu`), ``G_neg`` and ``b_neg`` are
+  exactly 0 and the negative side costs nothing. With one batch in the step,
+  the norms are taken the moment autograd's ``x^T g`` exists, without a copy;
+  in a loop that accumulates gradients over several batches, the batches'
+  tensors are summed in scratch (see :meth:`LayerStep._add_total`). A backward
+  pass that computes no weight gradient for the layer (``torch.autograd.grad``
+  of a gradient penalty) is not one that trains it, and is not recorded;
 * the final Linear's sign routes: :class:`probe.engines.track_sign.SignStep`.
 
 This is the accumulators' arithmetic specialised to the few batches of one
@@ -40,11 +43,10 @@ same batch, key for key, and with plain autograd, so a change to
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-
 import torch
 from torch import nn
+
+from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout
 
 
 # backward nodes of F.linear, and which of their inputs receives the gradient of W^T ([fan_in, units])
@@ -60,8 +62,10 @@ def work_view(t: torch.Tensor, width: int) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def weight_grad_node(z: torch.Tensor, weight: torch.Tensor) -> tuple[object, int] | None:
-    """The backward node of ``z = x W^T + b`` that computes ``x^T g``, and which of its inputs that is.
+def weight_grad_node(z: torch.Tensor, weight: torch.Tensor,
+                     bias: torch.Tensor | None = None) -> tuple[object, int, int | None] | None:
+    """The backward node of ``z = x W^T + b`` that computes ``x^T g``, which of its inputs that is,
+    and which one is ``sum_i g``, the bias gradient (None unless it goes straight to ``bias``).
 
     Only a node whose input leads straight (through the transpose) to ``weight``'s
     own gradient accumulator qualifies: what it computes is then this use's weight
@@ -74,81 +78,41 @@ def weight_grad_node(z: torch.Tensor, weight: torch.Tensor) -> tuple[object, int
     if node is None or node.name() not in _MATMUL_NODES:
         return None
     index = _MATMUL_NODES[node.name()]
-    nxt = node.next_functions[index][0] if len(node.next_functions) > index else None
-    if nxt is None or nxt.name() != "TBackward0":
+    nxt = node.next_functions
+    if len(nxt) <= index or nxt[index][0] is None or nxt[index][0].name() != "TBackward0":
         return None
-    if getattr(nxt.next_functions[0][0], "variable", None) is not weight:
+    if getattr(nxt[index][0].next_functions[0][0], "variable", None) is not weight:
         return None
-    return node, index
-
-
-# One hidden layer's sums in one flat tensor (``LayerStep.ledger``), part by part: (name, entries
-# per unit, fixed entries). forward: [3, units] (n(z<=0), sum relu(z), sum z; the last row only
-# for a nonzero slope); grad: sum |g|, sum |g| at z<=0; split: ||G_neg||, ||G_pos||,
-# <G_neg, G_pos> (only ||G_pos|| is written while G_neg is exactly 0); b_all: sum g per unit
-# (the bias gradient); b_neg: sum g * [z<=0] per unit (written once not exactly 0).
-LEDGER = (("forward", 3, 0), ("grad", 0, 2), ("split", 0, 3), ("b_all", 1, 0), ("b_neg", 1, 0))
-
-
-@functools.lru_cache(maxsize=64)
-def ledger_layout(units: int) -> tuple[dict[str, slice], int]:
-    """Each part's slice of the ledger of a layer this wide, and the ledger's size."""
-    parts, at = {}, 0
-    for name, per_unit, fixed in LEDGER:
-        size = per_unit * units + fixed
-        parts[name] = slice(at, at + size)
-        at += size
-    return parts, at
-
-
-class Scratch:
-    """Work tensors kept from one recorded step to the next, one set per layer.
-
-    Recording must not allocate a fresh batch-sized tensor per step: on the CPU,
-    the allocator hands such sizes back to the system, and touching new pages
-    costs more than the arithmetic. Memory per hidden layer: a slab of 2 or 3
-    ``[samples, units]`` planes per batch of a step, the ledger (``5 * units + 5``
-    numbers) and, for a nonzero slope or several batches, up to three
-    ``[fan_in, units]`` gradient sums; constant over a run.
-    """
-
-    def __init__(self) -> None:
-        self._pool: dict[object, torch.Tensor] = {}
-        self.several_batches = False  # a recorded step of this run summed x^T g over several batches
-
-    def get(self, key: object, shape: tuple[int, ...], like: torch.Tensor,
-            init: Callable[[torch.Tensor], object] | None = None) -> torch.Tensor:
-        """The tensor kept under ``key``, new (and passed to ``init``) when shape, dtype or device change."""
-        buf = self._pool.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self._pool[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
-            if init is not None:
-                init(buf)
-        return buf
+    straight = bias is not None and index == 2 and getattr(nxt[0][0], "variable", None) is bias
+    return node, index, 0 if straight else None
 
 
 class LayerStep:
-    """One hidden layer's sums over the batches of one recorded step, written into one ledger.
+    """One hidden layer's sums over the batches of one recorded step, written into its ledger part.
 
     Each batch gets a slab of planes ``[[z <= 0], relu(z), (z)]`` (``z`` only for a
     nonzero slope): one reduction over the samples gives every per-unit sum. In
     the backward, ``|g|`` overwrites ``relu(z)`` (summed already), and its sum and
-    its dot product with ``[z <= 0]`` give both gradient sums. The sums land in one
-    flat ``ledger`` tensor per layer (:data:`LEDGER`), so that the record moves a
-    handful of tensors to the host, not dozens.
+    its dot product with ``[z <= 0]`` give both gradient sums; for a ReLU whose
+    backward alone made ``g`` (:meth:`watch_relu`), ``g`` is exactly 0 wherever
+    ``z <= 0``, and the product and everything negative are skipped. The sums
+    land in the layer's part of the step's :class:`StepLedger`.
 
     Args:
         units, fan_in: The layer's widths.
         scratch: The layer's reusable work tensors.
+        ledger: The step's flat tensor, and this layer's part of it.
         split: Also split the weight gradient (``neg_grad_share``).
     """
 
-    def __init__(self, units: int, fan_in: int, scratch: Scratch, split: bool = True) -> None:
+    def __init__(self, units: int, fan_in: int, scratch: Scratch, ledger: StepLedger, index: int,
+                 split: bool = True) -> None:
         self.units, self.fan_in, self.scratch = units, fan_in, scratch
+        self._ledger, self._index = ledger, index
         self.samples = 0
         self.batches = 0
-        self.ledger: torch.Tensor | None = None  # laid out as LEDGER says
-        self.parts, self._size = ledger_layout(units)
+        self.ledger: torch.Tensor | None = None  # this layer's part, laid out as LEDGER says
+        self.parts, _ = ledger_layout(units)
         self.rows = 2  # forward rows in the ledger: n(z<=0), sum relu(z)[, sum z]
         self.slope: float | torch.Tensor | None = None
         self.grad_slabs: list[torch.Tensor] = []  # per backward pass, its batch's slab (plane 0: [z <= 0])
@@ -157,9 +121,11 @@ class LayerStep:
         self.g_total: torch.Tensor | None = None  # x^T g summed over batches, in scratch
         self._total_ref: tuple | None = None  # the first batch's x^T g (autograd's), its version and norm
         self.has_b_neg = False  # sum g * [z<=0] is in the ledger (else exactly 0)
+        self.neg_abs_written = False  # sum |g| at z <= 0 is in the ledger (else every batch was clean: 0)
         self.split = split  # turned off when the split cannot be trusted for this step
         self._split_batches = 0  # backward passes that fed b_all and G_neg
         self._totals = 0  # x^T g tensors received; the split needs one per such backward pass
+        self._relu_grad: torch.Tensor | None = None  # what this layer's ReLU backward just made (watch_relu)
         self._closed = False  # the record is built: hooks of this step that fire later do nothing
 
     def _view(self, part: str) -> torch.Tensor:
@@ -167,11 +133,14 @@ class LayerStep:
 
     def forward(self, module: nn.Linear, x: torch.Tensor, z: torch.Tensor,
                 slope: float | torch.Tensor | None) -> None:
-        """Read one batch's ``x`` and ``z`` now; hook ``z`` for ``g`` when it has a gradient.
+        """Read one batch's ``x`` and ``z`` now; hook the backward for ``g`` when ``z`` has a gradient.
 
         ``slope`` is the activation's negative slope: a number, a PReLU's learned
         slopes as they are now, or None for a ReLU (slope 0: the negative side's
-        ``|h|`` is 0 and is not computed).
+        ``|h|`` is 0 and is not computed). ``g`` and autograd's ``x^T g`` come
+        together to one hook on the backward node that computes ``x^T g``
+        (:func:`weight_grad_node`); without such a node, a hook on ``z`` brings
+        ``g`` and ``x^T g`` is computed here.
         """
         z2 = work_view(z, self.units)
         rows = 2 if slope is None else 3
@@ -181,7 +150,7 @@ class LayerStep:
         if slope is not None:
             slab[2].copy_(z2)
         if self.ledger is None:
-            self.ledger = self.scratch.get("ledger", (self._size,), z2, torch.Tensor.zero_)
+            self.ledger = self._ledger.part(self._index, z2)
             self.rows = rows  # the activation decides, the same for every batch
             torch.sum(slab, 1, out=self._view("forward")[:rows * self.units].view(rows, self.units))
         else:
@@ -192,31 +161,65 @@ class LayerStep:
         self.batches += 1
         if not z.requires_grad:
             return
-        x2, version, node = None, 0, None
+        node = weight_grad_node(z, module.weight, module.bias)
+        x2, version = None, 0
         if self.split:
             x2 = x.detach().reshape(-1, self.fan_in)
-            if not module.weight.requires_grad:
+            if node is None and not module.weight.requires_grad:
                 x2 = x2.clone()  # autograd keeps no copy then, so a later in-place change would be legal
             version = x2._version
-            node = weight_grad_node(z, module.weight)
-        z.register_hook(lambda g: self._backward(g, slab, x2, version, node is None))
-        if node is not None:
-            target, index = node
-            target.register_hook(lambda grad_inputs, _: self._total(grad_inputs[index]))
+        if node is None:
+            z.register_hook(lambda g: self._backward(g, slab, x2, version, None, None, True))
+        else:
+            target, index, bias_index = node
+            target.register_hook(lambda grad_inputs, grad_outputs: self._backward(
+                grad_outputs[0], slab, x2, version, grad_inputs[index],
+                None if bias_index is None else grad_inputs[bias_index], False))
 
-    def _backward(self, g: torch.Tensor, slab: torch.Tensor, x: torch.Tensor | None, version: int,
-                  total_here: bool) -> None:
-        if self._closed:  # a graph of this step, kept and backpropagated after its record: not this step's
+    def watch_relu(self, h: torch.Tensor) -> bool:
+        """Given the next layer's input ``h``: whether it is this layer's ReLU output (so ``h >= 0``).
+
+        If so, a hook on that ReLU's backward node keeps the gradient it makes for
+        ``z``. When the very same tensor then reaches this layer's backward as
+        ``g``, no other use of ``z`` added to it, and ReLU's backward gives exactly
+        0 wherever ``z <= 0`` (``relu(z) <= 0`` there), so ``g``'s negative side
+        is known without computing it. Anything else (another term of the loss
+        on ``z``, a hook that changed ``g``) brings another tensor, which is
+        measured in full.
+        """
+        node = h.grad_fn
+        if self.slope is not None or node is None or node.name() != "ReluBackward0":
+            return False
+        if not self._closed:
+            node.register_hook(self._relu_backward)
+        return True
+
+    def _relu_backward(self, grad_inputs: tuple, grad_outputs: tuple) -> None:
+        self._relu_grad = grad_inputs[0]
+
+    def _backward(self, g: torch.Tensor | None, slab: torch.Tensor, x: torch.Tensor | None, version: int,
+                  total: torch.Tensor | None, bias_grad: torch.Tensor | None, total_here: bool) -> None:
+        """One backward pass's ``g``; with autograd's ``x^T g`` and ``sum_i g`` when its node gave them."""
+        clean, self._relu_grad = g is not None and g is self._relu_grad, None  # g is ReLU's own: 0 at z <= 0
+        if self._closed or g is None:  # a graph of this step backpropagated after its record: not this step's
             return
+        if total is None and not total_here:  # a pass that computes no weight gradient (a gradient penalty's
+            return  # torch.autograd.grad): not one that trains this layer, so not in the record
         g2 = g.detach().reshape(-1, self.units).to(slab.dtype)
         work = torch.abs(g2, out=slab[1])  # relu(z) is summed already
-        first = not self.grad_slabs
-        sums = self._view("grad")[:2]
-        both = sums if first else work.new_empty(2)
-        torch.sum(work.reshape(-1), 0, out=both[0])  # sum |g|
-        torch.dot(slab[0].reshape(-1), work.reshape(-1), out=both[1])  # sum |g| where z <= 0
-        if not first:
-            sums.add_(both.to(sums.dtype))
+        sums = self._view("grad")
+        if not self.grad_slabs:
+            torch.sum(work.reshape(-1), 0, out=sums[0])  # sum |g|
+        else:
+            sums[0].add_(work.sum().to(sums.dtype))
+        neg_abs = None
+        if not clean:  # sum |g| where z <= 0 (0 for a clean batch: nothing to add)
+            neg_abs = torch.dot(slab[0].reshape(-1), work.reshape(-1))
+            if self.neg_abs_written:
+                sums[1].add_(neg_abs.to(sums.dtype))
+            else:
+                sums[1].copy_(neg_abs)
+                self.neg_abs_written = True
         self.grad_slabs.append(slab)
         self.grad_entries += g2.numel()
         if not self.split or x is None:
@@ -224,25 +227,31 @@ class LayerStep:
         if x._version != version:  # changed in place since the forward: no split rather than a wrong one
             self.split = False
             return
-        xt = x.to(g2.dtype).T
         self._split_batches += 1
+        b_all = self._view("b_all")
         if self._split_batches == 1:
-            torch.sum(g2, 0, out=self._view("b_all"))
+            if bias_grad is not None:  # autograd's sum_i g, for the bias
+                b_all.copy_(bias_grad.detach().reshape(-1))
+            else:
+                torch.sum(g2, 0, out=b_all)
         else:
-            self._view("b_all").add_(g2.sum(0).to(self.ledger.dtype))
-        if both[1].item() != 0:  # otherwise g is exactly 0 wherever z <= 0, and so are G_neg and b_neg
+            b_all.add_((g2.sum(0) if bias_grad is None else bias_grad.detach().reshape(-1)).to(b_all.dtype))
+        if neg_abs is not None and neg_abs.item() != 0:  # else g is exactly 0 wherever z <= 0: so are G_neg, b_neg
             masked = torch.mul(g2, slab[0], out=work)
             if not self.has_b_neg:
                 torch.sum(masked, 0, out=self._view("b_neg"))
                 self.has_b_neg = True
             else:
                 self._view("b_neg").add_(masked.sum(0).to(self.ledger.dtype))
+            xt = x.to(g2.dtype).T
             if self.g_neg is None:
                 self.g_neg = torch.mm(xt, masked, out=self.scratch.get("g_neg", (self.fan_in, self.units), g2))
             else:
                 self.g_neg.addmm_(xt, masked)
         if total_here:  # autograd's x^T g could not be read: compute it
-            self._add_total(torch.mm(xt, g2))
+            self._add_total(torch.mm(x.to(g2.dtype).T, g2))
+        else:
+            self._total(total)
 
     def _total(self, total: torch.Tensor | None) -> None:
         """This batch's ``x^T g``, read from autograd's backward node."""
@@ -329,7 +338,7 @@ class LayerStep:
         With one batch the weight-gradient norms are in the ledger already; with
         several, they are taken of the sums here.
         """
-        self._closed = True
+        self._closed, self._relu_grad = True, None
         if self.ledger is None:
             return None
         if self._totals != self._split_batches:  # a backward pass whose x^T g never came, or the reverse
@@ -344,4 +353,4 @@ class LayerStep:
 
     def close(self) -> None:
         """Stop this step's hooks that fire later from writing (the tracker closed before the record)."""
-        self._closed = True
+        self._closed, self._relu_grad = True, None

@@ -14,32 +14,17 @@ added to those results and not here fails the tests.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from probe.diagnostics.collector import nominal_slope, reported_slope
 from probe.diagnostics.results import LayerDiagnostics
 from probe.diagnostics.segments import QUANTILES, segment_histograms, segment_layout, segment_quantiles
-from probe.diagnostics.sign import SignResult, route_masses
+from probe.diagnostics.sign import RouteMasses, SignResult, route_sums
 from probe.engines.track_batch import LayerStep
 from probe.engines.track_sign import SignStep
-
-
-def to_host(groups: list[list[torch.Tensor]]) -> list[list[np.ndarray]]:
-    """Every group's tensors as float64 arrays, moved in one transfer (one synchronisation on a GPU)."""
-    flat = [t.reshape(-1) for group in groups for t in group]
-    if not flat:
-        return [[] for _ in groups]
-    device = flat[0].device
-    host = torch.cat([t.to(device) for t in flat]).cpu().numpy().astype(np.float64)
-    out, at = [], 0
-    for group in groups:
-        parts = []
-        for t in group:
-            parts.append(host[at:at + t.numel()])
-            at += t.numel()
-        out.append(parts)
-    return out
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -53,56 +38,61 @@ def _slope_values(raw: float | torch.Tensor | None) -> np.ndarray:
 
 
 def layer_records(steps: list[LayerStep], ledgers: list[np.ndarray], near_dead_threshold: float,
-                  dormant_tau: float) -> tuple[list[dict], list[np.ndarray]]:
-    """Every hidden layer's analyze keys, and its units active on some sample, from the ledgers.
+                  dormant_tau: float) -> tuple[list[dict], np.ndarray]:
+    """Every hidden layer's analyze keys, and its units active on some sample (laid end to end).
 
     The definitions are :class:`ActivityResult`'s and :class:`GradientResult`'s
-    (the keys in the same order, as ``LayerDiagnostics.to_dict`` writes them);
-    every layer's per-unit arithmetic is done at once, units laid end to end. On
-    the negative side ``h = a z``, so ``|h|`` sums to ``|a|`` times ``sum -min(z, 0)``
-    (``= sum relu(z) - sum z``) and ``h`` to ``-a`` times it.
+    (the keys in the same order, as ``LayerDiagnostics.to_dict`` writes them).
+    Every layer's units are laid end to end: the per-unit arithmetic is done
+    once for all of them, and the per-layer sums are one product with the
+    layout's ``[units, layers]`` indicator. On the negative side ``h = a z``, so
+    ``|h|`` sums to ``|a|`` times ``sum -min(z, 0)`` (``= sum relu(z) - sum z``)
+    and ``h`` to ``-a`` times it; a model of ReLUs has no negative side at all.
     """
     layout = segment_layout(tuple(s.units for s in steps))
-    units, layer, starts, count = layout.units, layout.layer, layout.starts, layout.count
-    forward = [led[s.parts["forward"]].reshape(3, s.units) for s, led in zip(steps, ledgers)]
-    neg_units = np.concatenate([f[0] for f in forward])
-    pos_abs = np.concatenate([f[1] for f in forward])
-    neg_z = np.concatenate([np.zeros(s.units) if s.rows == 2 else np.maximum(f[1] - f[2], 0.0)
-                            for s, f in zip(steps, forward)])
-    raw_slopes = [_slope_values(s.slope) for s in steps]
-    if all(a.size == 1 for a in raw_slopes):
-        slope = np.repeat(np.concatenate(raw_slopes), units)
-    else:
-        slope = np.concatenate([np.broadcast_to(a, (u,)) for a, u in zip(raw_slopes, units.tolist())])
+    units, count = layout.units, layout.count
+    forward = np.concatenate([led[s.parts["forward"]].reshape(3, s.units) for s, led in zip(steps, ledgers)],
+                             axis=1)
+    neg_units, pos_abs = forward[0], forward[1]
     samples = [s.samples for s in steps]
     n = float(samples[0]) if len(set(samples)) == 1 else np.repeat(np.asarray(samples, dtype=np.float64), units)
     active = n - np.rint(neg_units)
     frac = active / n
-    neg_abs = neg_z * np.abs(slope)
-    mean_abs = (pos_abs + neg_abs) / n
-    layer_mean = np.add.reduceat(mean_abs, starts) / units
-    dormant_unit = mean_abs / np.where(layer_mean == 0, 1.0, layer_mean)[layer] <= dormant_tau
-    per_layer = np.stack([
-        np.where(layer_mean == 0, units, np.bincount(layer, dormant_unit, count)),
-        np.bincount(layer, active == 0, count), np.bincount(layer, frac < near_dead_threshold, count),
-        np.add.reduceat(frac, starts) / units, np.rint(np.add.reduceat(neg_units, starts)),
-        np.add.reduceat(neg_abs, starts), np.add.reduceat(pos_abs, starts),
-        np.add.reduceat(pos_abs - neg_z * slope, starts),
-        np.add.reduceat(neg_units * slope, starts)])  # f'(z) = the slope where z <= 0
-    dormant, dead, near, frac_mean, neg_count, neg_sum, pos_sum, signed, deriv = per_layer.tolist()
+    raw_slopes = [_slope_values(s.slope) for s in steps]
+    sloped = any(s.rows == 3 for s in steps)
+    rows = [None, active == 0, frac < near_dead_threshold, frac, neg_units, pos_abs]
+    if sloped:  # |h| and h on the negative side, and f'(z) = the slope where z <= 0
+        if all(a.size == 1 for a in raw_slopes):
+            slope = np.repeat(np.concatenate(raw_slopes), units)
+        else:
+            slope = np.concatenate([np.broadcast_to(a, (u,)) for a, u in zip(raw_slopes, units.tolist())])
+        neg_z = np.maximum(pos_abs - forward[2], 0.0)
+        if not all(s.rows == 3 for s in steps):  # a ReLU layer's third row is not written
+            neg_z[np.repeat([s.rows == 2 for s in steps], units)] = 0.0
+        neg_abs = neg_z * np.abs(slope)
+        mean_abs = (pos_abs + neg_abs) / n
+        rows += [neg_abs, pos_abs - neg_z * slope, neg_units * slope]
+    else:
+        mean_abs = pos_abs / n
+    layer_mean = mean_abs @ layout.indicator / units
+    rows[0] = mean_abs / np.where(layer_mean == 0, 1.0, layer_mean)[layout.layer] <= dormant_tau
+    per_layer = (np.stack(rows) @ layout.indicator).tolist()
+    dormant, dead, near, frac_sum, neg_count, pos_sum = per_layer[:6]
+    neg_sum, signed, deriv = per_layer[6:] if sloped else ([0.0] * count, pos_sum, [0.0] * count)
     qs, hist = segment_quantiles(frac, layout).tolist(), segment_histograms(frac, layout).tolist()
-    out, masks = [], []
+    out = []
     for i, (step, led, u) in enumerate(zip(steps, ledgers, units.tolist())):
-        m, n_neg, n_dead = samples[i], int(neg_count[i]), int(dead[i])
+        m, n_neg, n_dead = samples[i], int(round(neg_count[i])), int(round(dead[i]))
         if raw_slopes[i].size == 1:  # as nominal_slope reports one slope, without making a tensor of it
             nominal, spread = reported_slope(float(raw_slopes[i][0])), None
         else:
             nominal, spread = nominal_slope(torch.from_numpy(raw_slopes[i])[None], 0)  # as analyze reports it
         neg_mean, pos_mean = _ratio(neg_sum[i], n_neg), _ratio(pos_sum[i], m * u - n_neg)
         doc = {"layer": i + 1, "negative_slope": nominal, "prelu_slopes": spread, "units": u, "samples": m,
-               "dead_units": n_dead, "dead_rate": n_dead / u, "near_dead_units": int(near[i]),
-               "near_dead_threshold": near_dead_threshold, "dormant_units": int(dormant[i]),
-               "dormant_tau": dormant_tau, "active_fraction_mean": frac_mean[i],
+               "dead_units": n_dead, "dead_rate": n_dead / u, "near_dead_units": int(round(near[i])),
+               "near_dead_threshold": near_dead_threshold,
+               "dormant_units": u if layer_mean[i] == 0 else int(round(dormant[i])),
+               "dormant_tau": dormant_tau, "active_fraction_mean": frac_sum[i] / u,
                "active_fraction_quantiles": dict(zip(QUANTILES, qs[i])), "active_fraction_histogram": hist[i],
                "act_neg_mean_abs": neg_mean, "act_pos_mean_abs": pos_mean,
                "act_ratio": None if neg_mean is None or pos_mean is None else _ratio(neg_mean, pos_mean),
@@ -112,8 +102,7 @@ def layer_records(steps: list[LayerStep], ledgers: list[np.ndarray], near_dead_t
             n_grad_neg = int(round(step.negative_entries(neg_count[i])))
             doc.update(_gradient_keys(step, led, n_grad_neg, nominal or 0.0))
         out.append(doc)
-        masks.append(forward[i][0] < m - 0.5)  # fewer than all samples at z <= 0: active on some sample
-    return out, masks
+    return out, neg_units < n - 0.5  # fewer than all samples at z <= 0: active on some sample
 
 
 def _gradient_keys(step: LayerStep, ledger: np.ndarray, n_neg: int, slope: float) -> dict:
@@ -124,6 +113,8 @@ def _gradient_keys(step: LayerStep, ledger: np.ndarray, n_neg: int, slope: float
     """
     parts = step.parts
     all_abs, neg_abs = ledger[parts["grad"]].tolist()
+    if not step.neg_abs_written:  # every batch's g was a ReLU's own, exactly 0 at z <= 0
+        neg_abs = 0.0
     n_pos = step.grad_entries - n_neg
     neg_mean = neg_abs / n_neg if n_neg else None
     pos_mean = (all_abs - neg_abs) / n_pos if n_pos else None
@@ -147,22 +138,39 @@ def _gradient_keys(step: LayerStep, ledger: np.ndarray, n_neg: int, slope: float
             "weight_grad_norm_pos": norm_pos}
 
 
-def sign_results(step: SignStep, values: list[np.ndarray]) -> tuple[SignResult, ...]:
-    """One :class:`SignResult` per output, from :meth:`SignStep.tensors`' values.
+@functools.lru_cache(maxsize=16)
+def _sign_rows(outputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each output over all samples, then over its negative predictions: its weight row, its sums' row."""
+    own = np.arange(outputs)
+    return np.concatenate([own, own]), np.concatenate([np.zeros(outputs, dtype=np.int64), own + 1])
 
-    The sums are ``A^T max(h, 0)``, ``A^T h`` (``[1 + outputs, units]`` each),
-    ``A^T |h W^T|`` (``[1 + outputs, outputs]``) and ``sum_i A``: row 0 over all
-    samples, row ``1 + k`` over output ``k``'s negative predictions.
+
+def sign_results(step: SignStep, values: np.ndarray | None) -> tuple[SignResult, ...]:
+    """One :class:`SignResult` per output, from the sign routes' part of the ledger.
+
+    The part holds ``A^T max(h, 0)``, ``A^T min(h, 0)`` (``[1 + outputs, units]`` each;
+    where ``h`` was a ReLU's output the second is 0 and not written),
+    ``A^T |h W^T|`` (``[1 + outputs, outputs]``), ``sum_i A``, and the weights: row 0
+    over all samples, row ``1 + k`` over output ``k``'s negative predictions
+    (:func:`probe.engines.track_ledger.sign_layout`). Every output's masses come
+    from one call of :func:`route_sums` per set of samples.
     """
-    if not values:
+    if values is None or not step.samples:
         return ()
-    k, u = step.weight.shape
-    sums, w, b = values[0], values[1].reshape(k, u), values[2]
-    hp, h, net, counts = np.split(sums, np.cumsum([(k + 1) * u, (k + 1) * u, (k + 1) * k]))
-    hp, h, net = hp.reshape(k + 1, u), h.reshape(k + 1, u), net.reshape(k + 1, k)
-    return tuple(SignResult(i, route_masses(w[i], hp[0], hp[0] - h[0], float(net[0, i]), step.samples, b[i:i + 1]),
-                            route_masses(w[i], hp[1 + i], hp[1 + i] - h[1 + i], float(net[1 + i, i]),
-                                         int(round(counts[1 + i])), b[i:i + 1]))
+    k, u, parts = step.outputs, step.units, step.parts
+    hp = values[parts["hp"]].reshape(k + 1, u)
+    neg = np.zeros_like(hp) if step.nonnegative else -values[parts["hn"]].reshape(k + 1, u)
+    net, counts = values[parts["net"]].reshape(k + 1, k), values[parts["counts"]]
+    w, b = values[parts["weight"]].reshape(k, u), values[parts["bias"]]
+    rows = _sign_rows(k)  # row i: output i over all samples; row k + i: over its negative predictions
+    both = np.stack(route_sums(w[rows[0]], hp[rows[1]], neg[rows[1]])).T.tolist()
+    b_pos, b_neg = np.maximum(b, 0).tolist(), np.maximum(-b, 0).tolist()
+    n_neg = np.rint(counts[1:]).astype(np.int64).tolist()
+    net_all, net_sub = net[0].tolist(), np.diagonal(net[1:]).tolist()
+    n = step.samples
+    return tuple(SignResult(i, RouteMasses.of(n, *both[i], net_all[i], n * b_pos[i], n * b_neg[i]),
+                            RouteMasses.of(n_neg[i], *both[k + i], net_sub[i], n_neg[i] * b_pos[i],
+                                           n_neg[i] * b_neg[i]))
                  for i in range(k))
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probe.diagnostics.sign import negative_prediction
-from probe.engines.track_batch import Scratch, work_view
+from probe.engines.track_batch import work_view
+from probe.engines.track_ledger import Scratch, StepLedger, sign_layout
 
 
 def _ones_first(buf: torch.Tensor) -> None:
@@ -23,33 +23,61 @@ class SignStep:
     Per batch, from the layer's input ``h`` (``[samples, units]``) and its weight
     ``W`` and bias ``b`` as they were at that forward pass: with ``A = [1, P]``
     (a column of ones, then ``P[i, k] = 1`` where sample ``i``'s prediction of
-    output ``k`` is negative), ``A^T max(h, 0)``, ``A^T h`` and ``A^T |h W^T|``:
+    output ``k`` is negative), ``A^T max(h, 0)``, ``A^T min(h, 0)`` and ``A^T |h W^T|``:
     the per-unit sums over all samples and over each output's negative
-    predictions in three products, and the counts ``sum_i A``.
+    predictions, and the counts ``sum_i A``, into the last part of the step's
+    ledger (:func:`probe.engines.track_ledger.sign_layout`). Where ``h`` is a
+    ReLU's output, ``max(h, 0) = h`` and ``min(h, 0) = 0``: one product, and
+    ``nonnegative`` tells the record that the negative part was not written.
     """
 
-    def __init__(self, scratch: Scratch) -> None:
-        self.scratch = scratch
-        self.weight: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
-        self.sums: torch.Tensor | None = None
+    def __init__(self, scratch: Scratch, ledger: StepLedger, index: int, outputs: int, units: int) -> None:
+        self.scratch, self._ledger, self._index = scratch, ledger, index
+        self.outputs, self.units = outputs, units
+        self.parts, _ = sign_layout(outputs, units)
+        self.sums: torch.Tensor | None = None  # this step's part of the ledger
         self.samples = 0
+        self.nonnegative = True  # every batch's h was a ReLU output: A^T min(h, 0) was not written
 
-    def forward(self, module: nn.Linear, h: torch.Tensor) -> None:
-        if self.weight is None:  # a snapshot: the optimizer changes the weight before the record is built
-            self.weight = module.weight.detach().clone()
-            self.bias = (torch.zeros(self.weight.shape[0], dtype=self.weight.dtype, device=self.weight.device)
-                         if module.bias is None else module.bias.detach().clone())
-        k, units = self.weight.shape
+    def _view(self, name: str, rows: int) -> torch.Tensor:
+        return self.sums[self.parts[name]].view(rows, -1)
+
+    def forward(self, module: nn.Linear, h: torch.Tensor, nonnegative: bool) -> None:
+        """Read one batch's ``h``; ``nonnegative`` when it is a ReLU's output."""
+        k, units = self.outputs, self.units
         h2 = work_view(h, units)
-        net = h2 @ self.weight.to(h2.dtype).T  # [samples, outputs]: the output minus the bias
+        weight = module.weight.detach()
+        first = self.sums is None
+        if first:  # a snapshot: the optimizer changes the weights before the record is built
+            self.sums = self._ledger.part(self._index, h2)
+            self.sums[self.parts["weight"]].copy_(weight.reshape(-1))
+            bias = self.sums[self.parts["bias"]]
+            if module.bias is None:
+                bias.zero_()
+            else:
+                bias.copy_(module.bias.detach())
+        net = h2 @ weight.to(h2.dtype).T  # [samples, outputs]: the output minus the bias
         a = self.scratch.get("sign_a", (h2.shape[0], k + 1), h2, _ones_first)  # ones, then P
-        a[:, 1:].copy_(negative_prediction(net.double() + self.bias.double()))
-        hp = torch.clamp(h2, min=0, out=self.scratch.get("sign_hp", h2.shape, h2))
+        if module.bias is None:
+            torch.lt(net, 0, out=a[:, 1:])  # negative_prediction(net)
+        else:  # negative_prediction(net + b), exact: net + b < 0 exactly when net < -b (no rounding)
+            torch.lt(net, module.bias.detach().to(net.dtype).neg(), out=a[:, 1:])
         at = a.T
-        sums = torch.cat([(at @ hp).reshape(-1), (at @ h2).reshape(-1), (at @ net.abs()).reshape(-1), a.sum(0)])
-        self.sums = sums if self.sums is None else self.sums + sums
+        hp = self._view("hp", k + 1)
+        pos = h2 if nonnegative else torch.clamp(h2, min=0, out=self.scratch.get("sign_hp", h2.shape, h2))
+        if first:
+            torch.mm(at, pos, out=hp)
+            torch.mm(at, net.abs(), out=self._view("net", k + 1))
+            torch.sum(a, 0, out=self.sums[self.parts["counts"]])
+        else:
+            hp.addmm_(at, pos)
+            self._view("net", k + 1).addmm_(at, net.abs())
+            self.sums[self.parts["counts"]].add_(a.sum(0))
+        if not nonnegative:  # min(h, 0), whose sums are exactly 0 where no h is negative
+            low = torch.clamp(h2, max=0, out=self.scratch.get("sign_hn", h2.shape, h2))
+            if self.nonnegative:  # the first batch with a negative part: the earlier ones' is 0
+                torch.mm(at, low, out=self._view("hn", k + 1))
+                self.nonnegative = False
+            else:
+                self._view("hn", k + 1).addmm_(at, low)
         self.samples += h2.shape[0]
-
-    def tensors(self) -> list[torch.Tensor]:
-        return [] if self.sums is None else [self.sums, self.weight, self.bias]

@@ -58,10 +58,9 @@ class DeadWindow:
         self._sizes: tuple[int, ...] = ()
         self._starts: np.ndarray | None = None
 
-    def update(self, active: list[np.ndarray]) -> list[WindowCounts]:
-        """Add one record's per-layer masks (True: active on some sample); the counts after it."""
-        sizes = tuple(int(mask.size) for mask in active)
-        mask = np.concatenate(active).astype(bool, copy=False)
+    def update(self, active: np.ndarray, sizes: tuple[int, ...]) -> list[WindowCounts]:
+        """Add one record's masks (True: active on some sample), every layer's end to end; the counts after it."""
+        mask = active.astype(bool, copy=False)
         if self._counts is None or sizes != self._sizes:
             self._masks.clear()
             self._counts = np.zeros(mask.size, dtype=np.int64)
