@@ -241,17 +241,20 @@ def test_biases_absent_or_frozen_equal_analyze(activation: str) -> None:
 
 
 @pytest.mark.parametrize("activation", ["relu", "relu_"])
-@pytest.mark.parametrize("other_use", ["penalty", "hook", "none"])
+@pytest.mark.parametrize("other_use", ["penalty", "hook", "hook_in_place", "none"])
 def test_a_relu_gradient_that_is_not_relus_own_is_measured_in_full(other_use: str, activation: str) -> None:
     """ReLU's backward leaves g exactly 0 where z <= 0, and probe then skips that side.
 
-    Only where g is the very tensor ReLU's backward made: another term of the loss
-    on ``z``, or a hook that changes ``g``, gives ``g`` a negative side, measured
-    here against plain autograd (``z.grad``) on the same batch.
+    Only where g is the very tensor ReLU's backward made, unchanged: another term
+    of the loss on ``z``, or a hook that changes ``g`` (in place or not), gives
+    ``g`` a negative side, measured here against plain autograd on the same batch.
     """
     model = forced_dead(activation)
     X, Y = data(16)
     seen: dict = {}
+
+    def shift_in_place(g: torch.Tensor) -> None:
+        g.add_(0.25)
 
     def layer_2(module: nn.Module, inputs: tuple, z: torch.Tensor) -> None:  # before an in-place ReLU
         seen["x"], seen["neg"] = inputs[0].detach().double(), (z <= 0).detach()
@@ -259,6 +262,8 @@ def test_a_relu_gradient_that_is_not_relus_own_is_measured_in_full(other_use: st
             seen["penalty"] = 0.1 * z.sum()
         elif other_use == "hook":
             z.register_hook(lambda g: g + 0.25)
+        elif other_use == "hook_in_place":  # the very tensor ReLU's backward made, changed
+            z.register_hook(shift_in_place)
         z.register_hook(lambda g: seen.__setitem__("g", g.detach().double()))  # dL/dz, as the layer gets it
 
     keep = model[2].register_forward_hook(layer_2)
@@ -545,6 +550,50 @@ def test_half_precision_and_create_graph(activation: str) -> None:
             assert (got[key] is None) == (want_layer[key] is None), key
             if got[key] is not None:
                 assert math.isclose(got[key], want_layer[key], rel_tol=0.05, abs_tol=1e-6), key
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky"])
+@pytest.mark.parametrize("backward_inside", [False, True])
+def test_a_forward_pass_under_autocast(backward_inside: bool, activation: str) -> None:
+    """bfloat16 autocast on the CPU: the hooks' sums stay in float32 (close to float64 at bf16's precision)."""
+    model = forced_dead(activation)
+    X, Y = data(16)
+    want = reference(model, [(X, Y)])
+    with track(model) as tracker:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = ((model(X) - Y) ** 2).sum()
+            if backward_inside:
+                loss.backward()
+        if not backward_inside:
+            loss.backward()
+        record = tracker.step()
+    for got, want_layer in zip(record["layers"], want["layers"]):
+        assert got["dead_units"] == want_layer["dead_units"]
+        for key in ("grad_ratio", "neg_grad_share", "weight_grad_norm_pos", "act_pos_mean_abs"):
+            assert (got[key] is None) == (want_layer[key] is None), key
+            if got[key] is not None:
+                assert math.isclose(got[key], want_layer[key], rel_tol=0.05, abs_tol=1e-6), key
+    assert math.isclose(record["sign"][0]["pos_pos"], want["sign"][0]["pos_pos"], rel_tol=0.05)
+
+
+@pytest.mark.parametrize("general", [False, True])
+def test_a_deep_copy_of_the_model_is_not_recorded(general: bool) -> None:
+    """An EMA or teacher copied from the tracked model carries its hooks along; they ignore the copy."""
+    torch.manual_seed(2)
+    model = (nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 2)) if general
+             else forced_dead("leaky"))
+    X, Y = data(32)
+    before = copy.deepcopy(model)
+    with track(model) as tracker:
+        twin = copy.deepcopy(model).double()
+        ((twin(X[16:].double()) - Y[16:].double()) ** 2).sum().backward()
+        F.mse_loss(model(X[:16]), Y[:16]).backward()
+        record = tracker.step()
+    assert record["samples"] == 16
+    analyzed = diagnose(before, X[:16], Y[:16]).to_dict()
+    for got, want in zip(record["layers"], analyzed["layers"]):
+        assert_close(got, want, "copy")
+    assert_close(record["sign"], analyzed["sign"], "sign")
 
 
 def test_collapsed_is_analyze_s() -> None:

@@ -46,11 +46,15 @@ def block_hooks(collector: Collector, layer: int, linear: nn.Linear, act: nn.Mod
         return t.detach().reshape(1, -1, w).float()
 
     def linear_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if module is not linear:  # a deep copy of the model carries the hooks along
+            return
         if output.requires_grad or not autograd_only:
             seen["x"], seen["u"] = inputs[0], output
 
     def act_pre_hook(module: nn.Module, inputs: tuple) -> None:
         z = inputs[0]
+        if module is not act:
+            return
         if "u" not in seen or (autograd_only and not z.requires_grad):
             seen.clear()
             return

@@ -11,8 +11,9 @@
 Forward hooks on the hidden ``nn.Linear`` layers of *your* model (not a copy)
 read each recorded batch's input ``x`` and pre-activation ``z``, a hook on the
 backward node that made ``z`` receives ``g = dL/dz`` from your own backward pass
-(with the weight and bias gradients that node computes from it), and a forward
-hook on the final Linear reads its input for the sign routes. Steps are numbered
+(with the weight and bias gradients that node computes from it; for a frozen
+weight, a hook on ``z`` itself), and a forward hook on the final Linear reads
+its input for the sign routes. Steps are numbered
 from 0 by the calls to :meth:`Tracker.step`; step ``s`` is recorded when ``s``
 is a multiple of ``every``. The hooks are attached for the steps to record
 only: between records the model runs with no hook at all, and ``step()``
@@ -227,10 +228,12 @@ class Tracker:
     def _hidden_hook(self, layer: int):
         slope = self._slopes[layer]
 
+        own = self.hidden[layer]
+
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             state = self._current
-            if state is None or not output.requires_grad:  # closed, or a forward pass without autograd
-                return
+            if state is None or not output.requires_grad or module is not own:  # closed, no autograd, or a
+                return  # deep copy of the model (an EMA, a teacher), which carries the hooks along
             if layer:
                 state.layers[layer - 1].watch_relu(inputs[0])
             state.layers[layer].forward(module, inputs[0], output, slope())
@@ -239,7 +242,7 @@ class Tracker:
 
     def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         state = self._current
-        if state is None or not output.requires_grad:
+        if state is None or not output.requires_grad or module is not self.final:
             return
         state.sign.forward(module, inputs[0], state.layers[-1].watch_relu(inputs[0]))
 
@@ -311,9 +314,9 @@ class Tracker:
                         "went through the model since the previous tracker.step(); nothing recorded")
 
     def _no_backward(self, step: int) -> None:
-        self._warn_once("backward", f"step {step}: no backward pass reached the hidden layers before "
-                        "tracker.step(); its record has no gradient diagnostics (call step() after "
-                        "loss.backward())")
+        self._warn_once("backward", f"step {step}: no backward pass that trains the hidden layers (one that "
+                        "computes their weight gradients) came before tracker.step(); its record has no "
+                        "gradient diagnostics (call step() after loss.backward())")
 
     def _write(self, step: int, loss: float | None, layers: list[dict], sign: list[dict], active: np.ndarray,
                samples: int) -> dict:

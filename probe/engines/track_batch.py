@@ -28,7 +28,10 @@ flat tensor (:class:`probe.engines.track_ledger.StepLedger`):
   in a loop that accumulates gradients over several batches, the batches'
   tensors are summed in scratch (see :meth:`LayerStep._add_total`). A backward
   pass that computes no weight gradient for the layer (``torch.autograd.grad``
-  of a gradient penalty) is not one that trains it, and is not recorded;
+  of a gradient penalty) is not one that trains it, and is not recorded; a
+  layer whose weight is frozen computes none in any pass, so there ``g`` comes
+  from a hook on ``z``, every backward pass through ``z`` is recorded, and
+  ``x^T g`` is computed here;
 * the final Linear's sign routes: :class:`probe.engines.track_sign.SignStep`.
 
 This is the accumulators' arithmetic specialised to the few batches of one
@@ -46,45 +49,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from probe.engines.track_graph import plain, weight_grad_node, work_view
 from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout
-
-
-# backward nodes of F.linear, and which of their inputs receives the gradient of W^T ([fan_in, units])
-_MATMUL_NODES = {"AddmmBackward0": 2, "MmBackward0": 1}
-_VIEW_NODES = ("ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0")
-
-
-def work_view(t: torch.Tensor, width: int) -> torch.Tensor:
-    """``t`` detached as ``[rows, width]``, in float32 or float64 (half precision is widened)."""
-    t = t.detach()
-    if t.dim() != 2:
-        t = t.reshape(-1, width)
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
-
-
-def weight_grad_node(z: torch.Tensor, weight: torch.Tensor,
-                     bias: torch.Tensor | None = None) -> tuple[object, int, int | None] | None:
-    """The backward node of ``z = x W^T + b`` that computes ``x^T g``, which of its inputs that is,
-    and which one is ``sum_i g``, the bias gradient (None unless it goes straight to ``bias``).
-
-    Only a node whose input leads straight (through the transpose) to ``weight``'s
-    own gradient accumulator qualifies: what it computes is then this use's weight
-    gradient and nothing else. None otherwise (a frozen weight, autocast's casts,
-    another decomposition): the caller computes ``G_pos`` itself.
-    """
-    node = z.grad_fn
-    while node is not None and node.name() in _VIEW_NODES:
-        node = node.next_functions[0][0]
-    if node is None or node.name() not in _MATMUL_NODES:
-        return None
-    index = _MATMUL_NODES[node.name()]
-    nxt = node.next_functions
-    if len(nxt) <= index or nxt[index][0] is None or nxt[index][0].name() != "TBackward0":
-        return None
-    if getattr(nxt[index][0].next_functions[0][0], "variable", None) is not weight:
-        return None
-    straight = bias is not None and index == 2 and getattr(nxt[0][0], "variable", None) is bias
-    return node, index, 0 if straight else None
 
 
 class LayerStep:
@@ -101,7 +67,7 @@ class LayerStep:
     Args:
         units, fan_in: The layer's widths.
         scratch: The layer's reusable work tensors.
-        ledger: The step's flat tensor, and this layer's part of it.
+        ledger, index: The step's flat tensor, and which part of it is this layer's.
         split: Also split the weight gradient (``neg_grad_share``).
     """
 
@@ -125,7 +91,7 @@ class LayerStep:
         self.split = split  # turned off when the split cannot be trusted for this step
         self._split_batches = 0  # backward passes that fed b_all and G_neg
         self._totals = 0  # x^T g tensors received; the split needs one per such backward pass
-        self._relu_grad: torch.Tensor | None = None  # what this layer's ReLU backward just made (watch_relu)
+        self._relu_grad: tuple | None = None  # (batch, tensor, version): what the batch's ReLU backward made
         self._closed = False  # the record is built: hooks of this step that fire later do nothing
 
     def _view(self, part: str) -> torch.Tensor:
@@ -162,6 +128,7 @@ class LayerStep:
         if not z.requires_grad:
             return
         node = weight_grad_node(z, module.weight, module.bias)
+        batch = self.batches - 1
         x2, version = None, 0
         if self.split:
             x2 = x.detach().reshape(-1, self.fan_in)
@@ -169,42 +136,54 @@ class LayerStep:
                 x2 = x2.clone()  # autograd keeps no copy then, so a later in-place change would be legal
             version = x2._version
         if node is None:
-            z.register_hook(lambda g: self._backward(g, slab, x2, version, None, None, True))
+            z.register_hook(lambda g: self._backward(g, slab, x2, version, None, None, True, batch))
         else:
             target, index, bias_index = node
             target.register_hook(lambda grad_inputs, grad_outputs: self._backward(
                 grad_outputs[0], slab, x2, version, grad_inputs[index],
-                None if bias_index is None else grad_inputs[bias_index], False))
+                None if bias_index is None else grad_inputs[bias_index], False, batch))
 
     def watch_relu(self, h: torch.Tensor) -> bool:
         """Given the next layer's input ``h``: whether it is this layer's ReLU output (so ``h >= 0``).
 
         If so, a hook on that ReLU's backward node keeps the gradient it makes for
-        ``z``. When the very same tensor then reaches this layer's backward as
-        ``g``, no other use of ``z`` added to it, and ReLU's backward gives exactly
-        0 wherever ``z <= 0`` (``relu(z) <= 0`` there), so ``g``'s negative side
-        is known without computing it. Anything else (another term of the loss
-        on ``z``, a hook that changed ``g``) brings another tensor, which is
-        measured in full.
+        ``z``, with its version. When the very same tensor, at the same version,
+        then reaches this layer's backward for the same batch as ``g``, no other
+        use of ``z`` added to it and nothing changed it, and ReLU's backward gives
+        exactly 0 wherever ``z <= 0`` (``relu(z) <= 0`` there), so ``g``'s negative
+        side is known without computing it. Anything else (another term of the
+        loss on ``z``, a hook that returns a new ``g`` or changes it in place)
+        is measured in full. Only a write through ``.data``, which autograd does
+        not count as a change, would pass unseen.
         """
         node = h.grad_fn
         if self.slope is not None or node is None or node.name() != "ReluBackward0":
             return False
         if not self._closed:
-            node.register_hook(self._relu_backward)
+            batch = self.batches - 1
+            node.register_hook(lambda grad_inputs, _: self._relu_backward(batch, grad_inputs[0]))
         return True
 
-    def _relu_backward(self, grad_inputs: tuple, grad_outputs: tuple) -> None:
-        self._relu_grad = grad_inputs[0]
+    def _relu_backward(self, batch: int, grad: torch.Tensor | None) -> None:
+        self._relu_grad = None if grad is None else (batch, grad, grad._version)
 
     def _backward(self, g: torch.Tensor | None, slab: torch.Tensor, x: torch.Tensor | None, version: int,
-                  total: torch.Tensor | None, bias_grad: torch.Tensor | None, total_here: bool) -> None:
-        """One backward pass's ``g``; with autograd's ``x^T g`` and ``sum_i g`` when its node gave them."""
-        clean, self._relu_grad = g is not None and g is self._relu_grad, None  # g is ReLU's own: 0 at z <= 0
+                  total: torch.Tensor | None, bias_grad: torch.Tensor | None, total_here: bool,
+                  batch: int) -> None:
+        """One backward pass's ``g`` of a batch; with autograd's ``x^T g`` and ``sum_i g`` when its node gave them."""
+        made, self._relu_grad = self._relu_grad, None
+        # g is what this batch's ReLU backward made, unchanged since (no other term added, no hook
+        # changed it, in place or not): exactly 0 wherever z <= 0
+        clean = made is not None and g is made[1] and made[0] == batch and g._version == made[2]
         if self._closed or g is None:  # a graph of this step backpropagated after its record: not this step's
             return
         if total is None and not total_here:  # a pass that computes no weight gradient (a gradient penalty's
             return  # torch.autograd.grad): not one that trains this layer, so not in the record
+        with plain(g.device):
+            self._measure(g, slab, x, version, total, bias_grad, total_here, clean)
+
+    def _measure(self, g: torch.Tensor, slab: torch.Tensor, x: torch.Tensor | None, version: int,
+                 total: torch.Tensor | None, bias_grad: torch.Tensor | None, total_here: bool, clean: bool) -> None:
         g2 = g.detach().reshape(-1, self.units).to(slab.dtype)
         work = torch.abs(g2, out=slab[1])  # relu(z) is summed already
         sums = self._view("grad")
@@ -229,6 +208,8 @@ class LayerStep:
             return
         self._split_batches += 1
         b_all = self._view("b_all")
+        if g.dtype != g2.dtype:
+            bias_grad = None  # autograd's sum is in half precision: sum the widened g here instead
         if self._split_batches == 1:
             if bias_grad is not None:  # autograd's sum_i g, for the bias
                 b_all.copy_(bias_grad.detach().reshape(-1))
@@ -270,7 +251,7 @@ class LayerStep:
         scratch as it comes, and :meth:`finish` takes the norms of the sum (exact, whatever
         happens to ``.grad`` in between). Otherwise the first batch's norms are
         taken now, while ``total`` is in cache (this batch's ``G_neg`` is
-        complete: ``z``'s hook ran before the node that computed ``total``), which
+        complete: its ``g`` was taken first, in the same hook), which
         settles the usual one-batch step without a copy. The tensor is kept in
         case a second batch comes after all; it is autograd's, and often becomes
         the weight's ``.grad`` itself, which hooks, clipping or zeroing may change

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probe.engines.track_batch import work_view
+from probe.engines.track_graph import plain, work_view
 from probe.engines.track_ledger import Scratch, StepLedger, sign_layout
 
 
@@ -44,6 +44,10 @@ class SignStep:
 
     def forward(self, module: nn.Linear, h: torch.Tensor, nonnegative: bool) -> None:
         """Read one batch's ``h``; ``nonnegative`` when it is a ReLU's output."""
+        with plain(h.device):
+            self._read(module, h, nonnegative)
+
+    def _read(self, module: nn.Linear, h: torch.Tensor, nonnegative: bool) -> None:
         k, units = self.outputs, self.units
         h2 = work_view(h, units)
         weight = module.weight.detach()

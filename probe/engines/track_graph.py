@@ -1,0 +1,56 @@
+"""What ``probe.track``'s hooks read from the user's tensors and autograd graph.
+
+The backward node of a Linear layer that computes ``x^T g`` (and the bias
+gradient), tensors as ``[rows, width]`` work views, and a context that keeps
+the hooks' own arithmetic out of the user's autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+# backward nodes of F.linear, and which of their inputs receives the gradient of W^T ([fan_in, units])
+_MATMUL_NODES = {"AddmmBackward0": 2, "MmBackward0": 1}
+_VIEW_NODES = ("ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0")
+
+
+def plain(device: torch.device):
+    """A context without autocast: the hooks' sums in their own dtype, whatever the user's pass runs under."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def work_view(t: torch.Tensor, width: int) -> torch.Tensor:
+    """``t`` detached as ``[rows, width]``, in float32 or float64 (half precision is widened)."""
+    t = t.detach()
+    if t.dim() != 2:
+        t = t.reshape(-1, width)
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def weight_grad_node(z: torch.Tensor, weight: torch.Tensor,
+                     bias: torch.Tensor | None = None) -> tuple[object, int, int | None] | None:
+    """The backward node of ``z = x W^T + b`` that computes ``x^T g``, which of its inputs that is,
+    and which one is ``sum_i g``, the bias gradient (None unless it goes straight to ``bias``).
+
+    Only a node whose input leads straight (through the transpose) to ``weight``'s
+    own gradient accumulator qualifies: what it computes is then this use's weight
+    gradient and nothing else. None otherwise (a frozen weight, autocast's casts,
+    another decomposition): the caller computes ``G_pos`` itself.
+    """
+    node = z.grad_fn
+    while node is not None and node.name() in _VIEW_NODES:
+        node = node.next_functions[0][0]
+    if node is None or node.name() not in _MATMUL_NODES:
+        return None
+    index = _MATMUL_NODES[node.name()]
+    nxt = node.next_functions
+    if len(nxt) <= index or nxt[index][0] is None or nxt[index][0].name() != "TBackward0":
+        return None
+    if getattr(nxt[index][0].next_functions[0][0], "variable", None) is not weight:
+        return None
+    straight = bias is not None and index == 2 and getattr(nxt[0][0], "variable", None) is bias
+    return node, index, 0 if straight else None
