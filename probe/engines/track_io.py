@@ -18,8 +18,11 @@ FORMAT = "probe-track/1"
 
 
 def json_line(doc: dict) -> str:
-    """One strict-JSON line (no newline inside), newline-terminated."""
-    return json.dumps(finite_json(doc), allow_nan=False, separators=(",", ":")) + "\n"
+    """One strict-JSON line (no newline inside), newline-terminated; NaN and infinities as null."""
+    try:  # the usual record is all finite: one pass in json's C encoder
+        return json.dumps(doc, allow_nan=False, separators=(",", ":")) + "\n"
+    except ValueError:  # a non-finite float somewhere (a diverged run): nulls instead
+        return json.dumps(finite_json(doc), allow_nan=False, separators=(",", ":")) + "\n"
 
 
 class LineWriter:
