@@ -522,6 +522,54 @@ def test_backward_passes_that_skip_the_weights_or_come_late(activation: str) -> 
         assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, "late backward")
 
 
+class _Same(nn.Module):
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * 1.0
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")
+@pytest.mark.parametrize("how", ["plain", "autocast", "parametrized", "general"])
+def test_a_gradient_penalty_pass_is_left_out(how: str) -> None:
+    """``torch.autograd.grad`` for a penalty computes no weight gradient: the record is the training pass's.
+
+    Whatever path the hooks take: the backward node of a plain Linear, a hook on
+    ``z`` when the weight is reached through autocast's cast or a
+    parametrization, or the general path's hooks (LayerNorm, GELU). The same
+    loop without the penalty's pass gives the same record, key for key.
+    """
+    import torch.nn.utils.parametrize as parametrize
+
+    def make() -> nn.Module:
+        torch.manual_seed(3)
+        if how == "general":
+            return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 2))
+        model = forced_dead("leaky")
+        if how == "parametrized":
+            parametrize.register_parametrization(model[0], "weight", _Same())
+        return model
+
+    X, Y = data(16)
+    records = []
+    for penalty in (True, False):
+        model = make()
+        with track(model) as tracker:
+            x = X.clone().requires_grad_()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=how == "autocast"):
+                out = model(x)
+            loss = ((out - Y) ** 2).sum()
+            if penalty:
+                grad_x, = torch.autograd.grad(out.sum(), x, create_graph=True)
+                loss = loss + 0 * grad_x.pow(2).sum()
+            loss.backward()
+            records.append(tracker.step())
+    for got, want in zip(records[0]["layers"], records[1]["layers"]):
+        assert_close(got, want, how)
+    if how == "parametrized":  # and both are plain autograd's
+        want = reference(make(), [(X, Y)])
+        for got, layer in zip(records[0]["layers"], want["layers"]):
+            assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, how)
+
+
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")
 @pytest.mark.parametrize("activation", ["relu", "leaky"])
 def test_half_precision_and_create_graph(activation: str) -> None:
@@ -594,6 +642,25 @@ def test_a_deep_copy_of_the_model_is_not_recorded(general: bool) -> None:
     for got, want in zip(record["layers"], analyzed["layers"]):
         assert_close(got, want, "copy")
     assert_close(record["sign"], analyzed["sign"], "sign")
+
+
+def test_a_half_precision_layer_wholly_negative_has_no_positive_split() -> None:
+    """bfloat16 weights, every z of layer 1 <= 0: G_pos is 0, so the split is all negative (no rounding residue)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LeakyReLU(0.9), nn.Linear(6, 5), nn.LeakyReLU(0.9), nn.Linear(5, 2))
+    with torch.no_grad():
+        model[0].bias.fill_(-30.0)
+    tracker = track(model)
+    model.bfloat16()
+    X, Y = data(256)
+    with tracker:
+        ((model(X.bfloat16()) - Y.bfloat16()) ** 2).sum().backward()
+        layer = tracker.step()["layers"][0]
+    assert layer["dead_units"] == 6
+    assert layer["weight_grad_norm_neg"] > 0
+    assert layer["weight_grad_norm_pos"] <= 1e-6 * layer["weight_grad_norm_neg"]
+    assert layer["neg_grad_share"] == pytest.approx(1.0, abs=1e-6)
+    assert layer["neg_grad_fraction"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_collapsed_is_analyze_s() -> None:

@@ -16,6 +16,7 @@ from torch.utils.hooks import RemovableHandle
 
 from probe.core.variants import slope_tensor, variant_of_module
 from probe.diagnostics import Collector
+from probe.engines.track_graph import trains, weight_branch
 from probe.models.mlp import MLP
 
 
@@ -65,11 +66,14 @@ def block_hooks(collector: Collector, layer: int, linear: nn.Linear, act: nn.Mod
         pending = collector.forward(layer, rows(x, fan_in), rows(z, width), slope, fn=fn)
         if not z.requires_grad:
             return
+        # probe.track: a backward pass that computes no gradient for the weight (a gradient
+        # penalty's torch.autograd.grad) does not train the layer, and is left out
+        branch = weight_branch(u) if autograd_only else None
         if u is z:
-            z.register_hook(lambda g: collector.backward(pending, rows(g, width)))
+            z.register_hook(lambda g: collector.backward(pending, rows(g, width)) if trains(branch) else None)
         else:  # a norm between: dL/dz for the ratios, dL/du for the weight split
-            z.register_hook(lambda g: collector.backward_z(pending, rows(g, width)))
-            u.register_hook(lambda g: collector.backward_u(pending, rows(g, width)))
+            z.register_hook(lambda g: collector.backward_z(pending, rows(g, width)) if trains(branch) else None)
+            u.register_hook(lambda g: collector.backward_u(pending, rows(g, width)) if trains(branch) else None)
 
     return linear_hook, act_pre_hook
 

@@ -11,9 +11,9 @@
 Forward hooks on the hidden ``nn.Linear`` layers of *your* model (not a copy)
 read each recorded batch's input ``x`` and pre-activation ``z``, a hook on the
 backward node that made ``z`` receives ``g = dL/dz`` from your own backward pass
-(with the weight and bias gradients that node computes from it; for a frozen
-weight, a hook on ``z`` itself), and a forward hook on the final Linear reads
-its input for the sign routes. Steps are numbered
+(with the weight and bias gradients that node computes from it; for a weight
+that is frozen, cast by autocast or parametrized, a hook on ``z`` itself), and
+a forward hook on the final Linear reads its input for the sign routes. Steps are numbered
 from 0 by the calls to :meth:`Tracker.step`; step ``s`` is recorded when ``s``
 is a multiple of ``every``. The hooks are attached for the steps to record
 only: between records the model runs with no hook at all, and ``step()``

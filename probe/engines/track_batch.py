@@ -28,10 +28,12 @@ flat tensor (:class:`probe.engines.track_ledger.StepLedger`):
   in a loop that accumulates gradients over several batches, the batches'
   tensors are summed in scratch (see :meth:`LayerStep._add_total`). A backward
   pass that computes no weight gradient for the layer (``torch.autograd.grad``
-  of a gradient penalty) is not one that trains it, and is not recorded; a
-  layer whose weight is frozen computes none in any pass, so there ``g`` comes
-  from a hook on ``z``, every backward pass through ``z`` is recorded, and
-  ``x^T g`` is computed here;
+  of a gradient penalty) is not one that trains it, and is not recorded. Where
+  the weight is reached through a cast (autocast) or a parametrization, or is
+  frozen, ``g`` comes from a hook on ``z`` and ``x^T g`` is computed here; the
+  engine then says whether the pass computes the weight's gradient
+  (:func:`probe.engines.track_graph.trains`), and a frozen weight, which gets
+  none in any pass, has every pass recorded;
 * the final Linear's sign routes: :class:`probe.engines.track_sign.SignStep`.
 
 This is the accumulators' arithmetic specialised to the few batches of one
@@ -49,7 +51,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probe.engines.track_graph import plain, weight_grad_node, work_view
+from probe.engines.track_graph import plain, trains, weight_branch, weight_grad_node, work_view
 from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout
 
 
@@ -135,8 +137,10 @@ class LayerStep:
             if node is None and not module.weight.requires_grad:
                 x2 = x2.clone()  # autograd keeps no copy then, so a later in-place change would be legal
             version = x2._version
-        if node is None:
-            z.register_hook(lambda g: self._backward(g, slab, x2, version, None, None, True, batch))
+        if node is None:  # the weight is frozen, or reached through a cast or a parametrization
+            branch = weight_branch(z)
+            z.register_hook(lambda g: self._backward(g, slab, x2, version, None, None, True, batch)
+                            if trains(branch) else None)
         else:
             target, index, bias_index = node
             target.register_hook(lambda grad_inputs, grad_outputs: self._backward(
@@ -153,8 +157,9 @@ class LayerStep:
         exactly 0 wherever ``z <= 0`` (``relu(z) <= 0`` there), so ``g``'s negative
         side is known without computing it. Anything else (another term of the
         loss on ``z``, a hook that returns a new ``g`` or changes it in place)
-        is measured in full. Only a write through ``.data``, which autograd does
-        not count as a change, would pass unseen.
+        is measured in full. Only what autograd cannot see would pass unseen: a
+        write through ``.data`` or numpy, or a hook on the ReLU's backward node,
+        registered before probe's, that replaces its output.
         """
         node = h.grad_fn
         if self.slope is not None or node is None or node.name() != "ReluBackward0":
@@ -208,8 +213,8 @@ class LayerStep:
             return
         self._split_batches += 1
         b_all = self._view("b_all")
-        if g.dtype != g2.dtype:
-            bias_grad = None  # autograd's sum is in half precision: sum the widened g here instead
+        if g.dtype != g2.dtype:  # autograd's sums are in half precision: G_pos = x^T g - G_neg would
+            bias_grad, total_here = None, True  # inherit their rounding; both sums taken here in float32
         if self._split_batches == 1:
             if bias_grad is not None:  # autograd's sum_i g, for the bias
                 b_all.copy_(bias_grad.detach().reshape(-1))

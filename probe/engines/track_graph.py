@@ -54,3 +54,31 @@ def weight_grad_node(z: torch.Tensor, weight: torch.Tensor,
         return None
     straight = bias is not None and index == 2 and getattr(nxt[0][0], "variable", None) is bias
     return node, index, 0 if straight else None
+
+
+def weight_branch(z: torch.Tensor) -> object | None:
+    """The node of ``z = x W^T + b``'s graph that leads to ``W``'s gradient (through a cast or a
+    parametrization too); None where ``W`` gets none (frozen) or the graph is not a Linear's."""
+    node = z.grad_fn
+    while node is not None and node.name() in _VIEW_NODES:
+        node = node.next_functions[0][0]
+    if node is None or node.name() not in _MATMUL_NODES:
+        return None
+    index = _MATMUL_NODES[node.name()]
+    return node.next_functions[index][0] if len(node.next_functions) > index else None
+
+
+def trains(branch: object | None) -> bool:
+    """Called in a backward hook: whether this backward pass computes the weight's gradient.
+
+    ``branch`` is :func:`weight_branch`'s node. A pass that does not execute it
+    (``torch.autograd.grad`` of a gradient penalty) is not one that trains the
+    layer. True where it cannot be known: a frozen weight (no gradient in any
+    pass) or a torch without the engine's query.
+    """
+    if branch is None:
+        return True
+    try:
+        return bool(torch._C._will_engine_execute_node(branch))
+    except (AttributeError, RuntimeError, TypeError):
+        return True
