@@ -528,13 +528,14 @@ class _Same(nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")
-@pytest.mark.parametrize("how", ["plain", "autocast", "parametrized", "general"])
+@pytest.mark.parametrize("how", ["plain", "autocast", "parametrized", "frozen_weight", "general"])
 def test_a_gradient_penalty_pass_is_left_out(how: str) -> None:
     """``torch.autograd.grad`` for a penalty computes no weight gradient: the record is the training pass's.
 
     Whatever path the hooks take: the backward node of a plain Linear, a hook on
     ``z`` when the weight is reached through autocast's cast or a
-    parametrization, or the general path's hooks (LayerNorm, GELU). The same
+    parametrization or is frozen (then the bias's gradient tells), or the
+    general path's hooks (LayerNorm, GELU). The same
     loop without the penalty's pass gives the same record, key for key.
     """
     import torch.nn.utils.parametrize as parametrize
@@ -546,6 +547,8 @@ def test_a_gradient_penalty_pass_is_left_out(how: str) -> None:
         model = forced_dead("leaky")
         if how == "parametrized":
             parametrize.register_parametrization(model[0], "weight", _Same())
+        if how == "frozen_weight":  # the pass is told by the bias's gradient
+            model[0].weight.requires_grad_(False)
         return model
 
     X, Y = data(16)
@@ -564,7 +567,7 @@ def test_a_gradient_penalty_pass_is_left_out(how: str) -> None:
             records.append(tracker.step())
     for got, want in zip(records[0]["layers"], records[1]["layers"]):
         assert_close(got, want, how)
-    if how == "parametrized":  # and both are plain autograd's
+    if how in ("parametrized", "frozen_weight"):  # and both are plain autograd's
         want = reference(make(), [(X, Y)])
         for got, layer in zip(records[0]["layers"], want["layers"]):
             assert_close(got, {k: v for k, v in layer.items() if k != "active_mask"}, how)

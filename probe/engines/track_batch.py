@@ -32,8 +32,8 @@ flat tensor (:class:`probe.engines.track_ledger.StepLedger`):
   the weight is reached through a cast (autocast) or a parametrization, or is
   frozen, ``g`` comes from a hook on ``z`` and ``x^T g`` is computed here; the
   engine then says whether the pass computes the weight's gradient
-  (:func:`probe.engines.track_graph.trains`), and a frozen weight, which gets
-  none in any pass, has every pass recorded;
+  (:func:`probe.engines.track_graph.trains`; for a frozen weight, the bias's
+  gradient), and a layer with nothing trainable has every pass recorded;
 * the final Linear's sign routes: :class:`probe.engines.track_sign.SignStep`.
 
 This is the accumulators' arithmetic specialised to the few batches of one

@@ -58,14 +58,18 @@ def weight_grad_node(z: torch.Tensor, weight: torch.Tensor,
 
 def weight_branch(z: torch.Tensor) -> object | None:
     """The node of ``z = x W^T + b``'s graph that leads to ``W``'s gradient (through a cast or a
-    parametrization too); None where ``W`` gets none (frozen) or the graph is not a Linear's."""
+    parametrization too), or for a frozen ``W`` to ``b``'s; None where neither gets one, or the
+    graph is not a Linear's."""
     node = z.grad_fn
     while node is not None and node.name() in _VIEW_NODES:
         node = node.next_functions[0][0]
     if node is None or node.name() not in _MATMUL_NODES:
         return None
-    index = _MATMUL_NODES[node.name()]
-    return node.next_functions[index][0] if len(node.next_functions) > index else None
+    index, edges = _MATMUL_NODES[node.name()], node.next_functions
+    branch = edges[index][0] if len(edges) > index else None
+    if branch is None and index == 2:  # addmm(b, x, W^T): the bias is its first input
+        branch = edges[0][0]
+    return branch
 
 
 def trains(branch: object | None) -> bool:
@@ -73,8 +77,9 @@ def trains(branch: object | None) -> bool:
 
     ``branch`` is :func:`weight_branch`'s node. A pass that does not execute it
     (``torch.autograd.grad`` of a gradient penalty) is not one that trains the
-    layer. True where it cannot be known: a frozen weight (no gradient in any
-    pass) or a torch without the engine's query.
+    layer. True where it cannot be known: a frozen layer (no gradient in any
+    pass), a branch that ``torch.autograd.grad`` captures, or a torch without
+    the engine's query.
     """
     if branch is None:
         return True
