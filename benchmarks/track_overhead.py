@@ -115,21 +115,22 @@ def tracked(every: int, **options) -> Callable[[nn.Module, list], float]:
 def floor(work: bool) -> Callable[[nn.Module, list], float]:
     """The bare loop with probe.track's hook mechanism and none (or the least) of its arithmetic.
 
-    A forward hook on each hidden Linear registers a tensor hook on ``z`` and a
-    hook on the backward node that computes ``x^T g``, as ``probe.track`` does on
-    a recorded step; the hooks do nothing. With ``work``, the forward hook also
-    computes the per-unit count of ``z <= 0`` and the sum of ``relu(z)`` (the
-    dead-unit and activity sums, into kept buffers) and the tensor hook ``|g|``
-    and its sum: a lower bound for any tracker that reads the step's batch
-    through hooks.
+    A forward hook on each hidden Linear registers a hook on the backward node
+    that computes ``x^T g`` (which receives ``g`` too), as ``probe.track`` does
+    on a recorded step; the hooks do nothing. With ``work``, the forward hook
+    also computes the per-unit count of ``z <= 0`` and the sum of ``relu(z)``
+    (the dead-unit and activity sums, into kept buffers) and the backward hook
+    ``|g|`` and its sum: a lower bound for any tracker that reads the step's
+    batch through hooks.
     """
     def run(model: nn.Module, data) -> float:
         from probe.engines.track_graph import weight_grad_node
         hidden = [m for m in model if isinstance(m, nn.Linear)][:-1]
         buffers: dict[object, torch.Tensor] = {}  # kept between steps, as probe.track's scratch is
 
-        def backward(g: torch.Tensor) -> None:
+        def backward(grad_inputs: tuple, grad_outputs: tuple) -> None:
             if work:
+                g = grad_outputs[0]
                 torch.abs(g, out=buffers[("g", g.shape)]).sum()
 
         def forward(module: nn.Module, inputs: tuple, z: torch.Tensor) -> None:
@@ -139,10 +140,9 @@ def floor(work: bool) -> Callable[[nn.Module, list], float]:
                 torch.le(z.detach(), 0, out=slab[0])
                 torch.clamp(z.detach(), min=0, out=slab[1])
                 slab.sum(1)
-            z.register_hook(backward)
-            node = weight_grad_node(z, module.weight)
+            node = weight_grad_node(z, module.weight, module.bias)
             if node is not None:
-                node[0].register_hook(lambda grad_inputs, grad_outputs: None)
+                node[0].register_hook(backward)
 
         handles = [lin.register_forward_hook(forward) for lin in hidden]
         try:
