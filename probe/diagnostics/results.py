@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from probe.diagnostics.activity import ActivityResult
@@ -41,6 +42,16 @@ class LayerDiagnostics:
         return d
 
 
+def collapsed(layers: Iterable[tuple[int, int]]) -> bool:
+    """True when some hidden layer, given as ``(dead_units, units)``, has every unit dead (``z <= 0`` always).
+
+    For a ReLU network the output is then constant over the data (Lu et al.
+    2019: "born dead" when it holds at initialisation). For a leaky network the
+    layer is merely linear with the negative slope.
+    """
+    return any(dead == units for dead, units in layers)
+
+
 @dataclass(frozen=True)
 class NetworkDiagnostics:
     """The diagnostics of one network: hidden layers in forward order, sign per output."""
@@ -50,13 +61,8 @@ class NetworkDiagnostics:
 
     @property
     def collapsed(self) -> bool:
-        """True when some hidden layer has every unit dead (``z <= 0`` on every sample).
-
-        For a ReLU network the output is then constant over the data (Lu et al.
-        2019: "born dead" when it holds at initialisation). For a leaky network the
-        layer is merely linear with the negative slope.
-        """
-        return any(layer.activity.dead_units == layer.units for layer in self.layers)
+        """True when some hidden layer has every unit dead (see :func:`collapsed`)."""
+        return collapsed((layer.activity.dead_units, layer.units) for layer in self.layers)
 
     def layer_mean(self, name: str) -> float | None:
         """Unweighted mean over hidden layers of one per-layer number, skipping undefined ones.

@@ -13,9 +13,9 @@ read each recorded batch's input ``x`` and pre-activation ``z``, a hook on the
 backward node that made ``z`` receives ``g = dL/dz`` from your own backward pass
 (with the weight and bias gradients that node computes from it; for a weight
 that is frozen, cast by autocast or parametrized, a hook on ``z`` itself), and
-a forward hook on the final Linear reads its input for the sign routes. Steps are numbered
-from 0 by the calls to :meth:`Tracker.step`; step ``s`` is recorded when ``s``
-is a multiple of ``every``. The hooks are attached for the steps to record
+a forward hook on the final Linear reads its input for the sign routes. Steps
+are numbered from 0 by the calls to :meth:`Tracker.step`; step ``s`` is
+recorded when ``s`` is a multiple of ``every``. The hooks are attached for the steps to record
 only: between records the model runs with no hook at all, and ``step()``
 costs a counter check. A recorded step covers every forward pass with
 autograd since the previous ``step()`` call (several with gradient
@@ -58,6 +58,7 @@ from torch import nn
 from probe.core.checks import check_fraction
 from probe.core.errors import ProbeError
 from probe.core.version import __version__
+from probe.diagnostics.results import collapsed
 from probe.engines.track_batch import LayerStep
 from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout, sign_layout
 from probe.engines.track_sign import SignStep
@@ -80,9 +81,8 @@ def _positive_int(name: str, value: object) -> int:
 class _StepState:
     """What the hooks gather during one recorded step, into one ledger kept in ``scratch[-1]``."""
 
-    def __init__(self, layers: list[nn.Linear], final: nn.Linear, scratch: list[Scratch], split: bool) -> None:
-        sizes = [ledger_layout(lin.out_features)[1] for lin in layers]
-        sizes.append(sign_layout(final.out_features, final.in_features)[1])
+    def __init__(self, layers: list[nn.Linear], final: nn.Linear, scratch: list[Scratch], split: bool,
+                 sizes: list[int]) -> None:
         self.ledger = StepLedger(scratch[-1], sizes)
         self.layers = [LayerStep(lin.out_features, lin.in_features, pool, self.ledger, i, split)
                        for i, (lin, pool) in enumerate(zip(layers, scratch))]
@@ -154,6 +154,8 @@ class Tracker:
         self._monitor = AlertMonitor(self.window, alert_dead_share, alert_growth)
         self._records: list[dict] = []
         self._scratch = [Scratch() for _ in range(len(self.hidden) + 1)]
+        self._ledger_sizes = [ledger_layout(lin.out_features)[1] for lin in self.hidden] + [
+            sign_layout(self.final.out_features, self.final.in_features)[1]]  # the step ledger's parts
         self._current: _StepState | None = None
         self._handles: list = []
         self._open = False
@@ -165,7 +167,7 @@ class Tracker:
         if self.general:
             return GeneralStep(self.hidden, self._acts, self.final, self.near_dead_threshold, self.dormant_tau,
                                self.gradient_split)
-        return _StepState(self.hidden, self.final, self._scratch, self.gradient_split)
+        return _StepState(self.hidden, self.final, self._scratch, self.gradient_split, self._ledger_sizes)
 
     # -- borrowing the model -------------------------------------------------------------------------
 
@@ -226,9 +228,7 @@ class Tracker:
         self.close()
 
     def _hidden_hook(self, layer: int):
-        slope = self._slopes[layer]
-
-        own = self.hidden[layer]
+        slope, own = self._slopes[layer], self.hidden[layer]
 
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             state = self._current
@@ -330,7 +330,7 @@ class Tracker:
         record.update({
             "time": round(time.time(), 3), "elapsed": round(time.perf_counter() - self._started, 6),
             "samples": samples,
-            "collapsed": any(doc["dead_units"] == doc["units"] for doc in layers),  # as NetworkDiagnostics says
+            "collapsed": collapsed((doc["dead_units"], doc["units"]) for doc in layers),
             "layers": layers, "sign": sign, "alerts": alerts,
         })
         if self._writer is not None:

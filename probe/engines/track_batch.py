@@ -222,6 +222,7 @@ class LayerStep:
                 torch.sum(g2, 0, out=b_all)
         else:
             b_all.add_((g2.sum(0) if bias_grad is None else bias_grad.detach().reshape(-1)).to(b_all.dtype))
+        xt = None  # x^T, converted once for the two products that may need it
         if neg_abs is not None and neg_abs.item() != 0:  # else g is exactly 0 wherever z <= 0: so are G_neg, b_neg
             masked = torch.mul(g2, slab[0], out=work)
             if not self.has_b_neg:
@@ -234,19 +235,12 @@ class LayerStep:
                 self.g_neg = torch.mm(xt, masked, out=self.scratch.get("g_neg", (self.fan_in, self.units), g2))
             else:
                 self.g_neg.addmm_(xt, masked)
-        if total_here:  # autograd's x^T g could not be read: compute it
-            self._add_total(torch.mm(x.to(g2.dtype).T, g2))
-        else:
-            self._total(total)
-
-    def _total(self, total: torch.Tensor | None) -> None:
-        """This batch's ``x^T g``, read from autograd's backward node."""
-        if self._closed or not self.split:
-            return
-        if total is None or tuple(total.shape) != (self.fan_in, self.units):
+        if total_here:  # autograd's x^T g could not be read (or is in half precision): compute it
+            self._add_total(torch.mm(x.to(g2.dtype).T if xt is None else xt, g2))
+        elif tuple(total.shape) != (self.fan_in, self.units):
             self.split = False
-            return
-        self._add_total(total.detach())  # detached: under create_graph it requires grad
+        else:
+            self._add_total(total.detach())  # detached: under create_graph it requires grad
 
     def _add_total(self, total: torch.Tensor) -> None:
         """Sum ``x^T g`` over the step's batches, or take the norms of a lone batch's at once.

@@ -31,6 +31,16 @@ def work_view(t: torch.Tensor, width: int) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
+def _linear_node(z: torch.Tensor) -> tuple[object, int] | None:
+    """The matrix-product backward node that made ``z`` (through views), and which input is ``W^T``'s."""
+    node = z.grad_fn
+    while node is not None and node.name() in _VIEW_NODES:
+        node = node.next_functions[0][0]
+    if node is None or node.name() not in _MATMUL_NODES:
+        return None
+    return node, _MATMUL_NODES[node.name()]
+
+
 def weight_grad_node(z: torch.Tensor, weight: torch.Tensor,
                      bias: torch.Tensor | None = None) -> tuple[object, int, int | None] | None:
     """The backward node of ``z = x W^T + b`` that computes ``x^T g``, which of its inputs that is,
@@ -41,12 +51,10 @@ def weight_grad_node(z: torch.Tensor, weight: torch.Tensor,
     gradient and nothing else. None otherwise (a frozen weight, autocast's casts,
     another decomposition): the caller computes ``G_pos`` itself.
     """
-    node = z.grad_fn
-    while node is not None and node.name() in _VIEW_NODES:
-        node = node.next_functions[0][0]
-    if node is None or node.name() not in _MATMUL_NODES:
+    found = _linear_node(z)
+    if found is None:
         return None
-    index = _MATMUL_NODES[node.name()]
+    node, index = found
     nxt = node.next_functions
     if len(nxt) <= index or nxt[index][0] is None or nxt[index][0].name() != "TBackward0":
         return None
@@ -60,12 +68,11 @@ def weight_branch(z: torch.Tensor) -> object | None:
     """The node of ``z = x W^T + b``'s graph that leads to ``W``'s gradient (through a cast or a
     parametrization too), or for a frozen ``W`` to ``b``'s; None where neither gets one, or the
     graph is not a Linear's."""
-    node = z.grad_fn
-    while node is not None and node.name() in _VIEW_NODES:
-        node = node.next_functions[0][0]
-    if node is None or node.name() not in _MATMUL_NODES:
+    found = _linear_node(z)
+    if found is None:
         return None
-    index, edges = _MATMUL_NODES[node.name()], node.next_functions
+    node, index = found
+    edges = node.next_functions
     branch = edges[index][0] if len(edges) > index else None
     if branch is None and index == 2:  # addmm(b, x, W^T): the bias is its first input
         branch = edges[0][0]

@@ -10,6 +10,7 @@ from one float64 array.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -90,7 +91,7 @@ class StepLedger:
 
     def __init__(self, scratch: Scratch, sizes: list[int]) -> None:
         self.scratch = scratch
-        self.bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        self.bounds = [0, *itertools.accumulate(sizes)]
         self.flat: torch.Tensor | None = None
         self.parts: list[torch.Tensor | None] = [None] * len(sizes)
         self.shared = True  # every part asked for is a slice of flat

@@ -152,8 +152,8 @@ def sign_results(step: SignStep, values: np.ndarray | None) -> tuple[SignResult,
     where ``h`` was a ReLU's output the second is 0 and not written),
     ``A^T |h W^T|`` (``[1 + outputs, outputs]``), ``sum_i A``, and the weights: row 0
     over all samples, row ``1 + k`` over output ``k``'s negative predictions
-    (:func:`probe.engines.track_ledger.sign_layout`). Every output's masses come
-    from one call of :func:`route_sums` per set of samples.
+    (:func:`probe.engines.track_ledger.sign_layout`). Every output's masses, over
+    both sets of samples, come from one call of :func:`route_sums`.
     """
     if values is None or not step.samples:
         return ()
