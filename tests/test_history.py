@@ -146,3 +146,27 @@ def test_cli_errors_exit_2(histories, monkeypatch, args, needle) -> None:
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and needle in res.output
     assert not (histories / "r_files").exists()
+
+
+def test_a_twelve_layer_history_keeps_its_layers_apart(tmp_path) -> None:
+    """12 hidden layers, one run and two: every layer's line differs from the others; ReLU's note stays short."""
+    for name, act in (("relu", nn.ReLU), ("leaky", nn.LeakyReLU)):
+        torch.manual_seed(0)
+        layers: list[nn.Module] = []
+        for i in range(12):
+            layers += [nn.Linear(3 if i == 0 else 8, 8), act()]
+        model = nn.Sequential(*layers, nn.Linear(8, 1))
+        with track(model, tmp_path / f"{name}.jsonl") as tracker:
+            for _ in range(3):
+                x = torch.randn(16, 3)
+                ((model(x) - x.sum(1, keepdim=True)) ** 2).mean().backward()
+                tracker.step()
+    both = read_histories([tmp_path / "relu.jsonl", tmp_path / "leaky.jsonl"])
+    for group in ([both[0]], both):
+        dead_ax = history_figure(group).axes[1]
+        for run in range(len(group)):
+            lines = dead_ax.lines[12 * run:12 * run + 12]
+            looks = {(line.get_color(), line.get_linestyle(), line.get_marker()) for line in lines}
+            assert len(looks) == 12
+    texts = [t.get_text() for t in history_figure(both).axes[2].texts]
+    assert any("exactly 0 (ReLU): relu, layers 1-12" in t for t in texts)

@@ -8,6 +8,7 @@ and each layer its line style.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,11 +20,12 @@ from rich.text import Text
 
 from probe.core.io import StagedOutputs
 from probe.experiment.history import History, HistorySummary
-from probe.report.figures import colour, new_figure
+from probe.report.figures import PALETTE, colour, new_figure
 from probe.report.fmt import fmt, legible_group, pct
 from probe.report.markdown import ReportWriter, environment_lines, rich_table_markdown
 
 STYLES = ("-", "--", ":", "-.")
+MARKERS = ("", "o", "^", "s")  # with the line styles: 16 layers told apart before any pair repeats
 MAX_PANELS = 16
 
 
@@ -65,13 +67,26 @@ def history_renderable(summaries: Sequence[HistorySummary]) -> Group:
 
 
 def _style(run: int, layer: int, runs: int) -> dict:
-    if runs == 1:
-        return {"color": colour(layer), "ls": "-"}
-    return {"color": colour(run), "ls": STYLES[layer % len(STYLES)]}
+    if runs == 1:  # colours name the layers; past the palette, the line style changes too
+        return {"color": colour(layer), "ls": STYLES[(layer // len(PALETTE)) % len(STYLES)]}
+    return {"color": colour(run), **_layer_style(layer)}
 
 
-def _label(h: History, layer: int, runs: int) -> str:
-    return f"layer {layer + 1}" if runs == 1 else f"{h.label}, layer {layer + 1}"
+def _layer_style(layer: int) -> dict:
+    """Several runs: colours name the runs, line style and marker the layer."""
+    return {"ls": STYLES[layer % len(STYLES)], "marker": MARKERS[(layer // len(STYLES)) % len(MARKERS)],
+            "markersize": 3, "markevery": 0.2}
+
+
+def _layer_ranges(layers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``layers 1-3, 6``."""
+    parts, start = [], None
+    for i, layer in enumerate(layers):
+        start = layer if start is None else start
+        if i + 1 == len(layers) or layers[i + 1] != layer + 1:
+            parts.append(f"{start + 1}" if start == layer else f"{start + 1}-{layer + 1}")
+            start = None
+    return ("layer " if len(layers) == 1 else "layers ") + ", ".join(parts)
 
 
 def history_figure(histories: Sequence[History]) -> Figure:
@@ -86,13 +101,13 @@ def history_figure(histories: Sequence[History]) -> Figure:
     runs = len(histories)
     loss_ax, dead_ax, ratio_ax, route_ax = axes
     ratios: list[float] = []
-    zero_ratio = []
+    zero_ratio = []  # per run with a ReLU layer: its label and those layers
     for r, h in enumerate(histories):
         steps = h.steps()
         loss = h.series("loss")
         if np.any(~np.isnan(loss)):
             loss_ax.plot(steps, loss, color=colour(r) if runs > 1 else "black", lw=1.4, label=h.label)
-        slopes = set()
+        slopes, zero_layers = set(), []
         for i in range(h.layers):
             style = _style(r, i, runs)
             dead_ax.plot(steps, 100 * h.series("window_dead_share", i), lw=1.4, label=f"layer {i + 1}", **style)
@@ -102,8 +117,10 @@ def history_figure(histories: Sequence[History]) -> Figure:
                 ratio_ax.plot(steps, shown, lw=1.2, **style)
                 ratios.extend(shown[~np.isnan(shown)].tolist())
             elif np.any(ratio == 0):
-                zero_ratio.append(_label(h, i, runs))
+                zero_layers.append(i)
             slopes.update(s for s in h.series("negative_slope", i) if s is not None and s > 0)
+        if zero_layers:
+            zero_ratio.append(_layer_ranges(zero_layers) if runs == 1 else f"{h.label}, {_layer_ranges(zero_layers)}")
         for slope in sorted(slopes):  # a broad pale band: line styles belong to the layers
             ratio_ax.axhline(slope, color=colour(r) if runs > 1 else "grey", lw=5, alpha=0.25)
             ratios.append(slope)
@@ -129,10 +146,10 @@ def history_figure(histories: Sequence[History]) -> Figure:
         ratio_ax.yaxis.set_minor_formatter(NullFormatter())
     note = "pale band: nominal slope" if ratios else ""
     if zero_ratio:
-        note = (note + "; " if note else "") + "exactly 0 (ReLU): " + ", ".join(zero_ratio)
+        note = (note + "; " if note else "") + "exactly 0 (ReLU): " + "; ".join(zero_ratio)
     if note:
-        ratio_ax.text(0.01, 0.04 if ratios else 0.5, note, transform=ratio_ax.transAxes, fontsize=8,
-                      va="bottom" if ratios else "center")
+        ratio_ax.text(0.01, 0.04 if ratios else 0.5, textwrap.fill(note, 90), transform=ratio_ax.transAxes,
+                      fontsize=8, va="bottom" if ratios else "center")
     route_ax.set_ylabel("act. route (%)")
     route_ax.set_xlabel("training step")
     route_ax.set_ylim(bottom=0)
@@ -147,7 +164,7 @@ def history_figure(histories: Sequence[History]) -> Figure:
 
         depth = max(h.layers for h in histories)
         handles = [Line2D([], [], color=colour(r), lw=2) for r in range(runs)] + \
-                  [Line2D([], [], color="black", lw=1.2, ls=STYLES[i % len(STYLES)]) for i in range(depth)]
+                  [Line2D([], [], color="black", lw=1.2, **_layer_style(i)) for i in range(depth)]
         labels = [h.label for h in histories] + [f"layer {i + 1}" for i in range(depth)]
     if handles:
         fig.legend(handles, labels, fontsize=8, loc="outside right upper")
