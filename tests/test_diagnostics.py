@@ -110,6 +110,29 @@ def test_sign_routes_on_two_unit_final_layer() -> None:
     assert n.activation_route_share == pytest.approx(0.5)
 
 
+def test_sign_routes_sum_a_small_negative_part_without_cancellation() -> None:
+    # A leaky(0.01) layer's negative part is about 1% of its positive part. Summed as
+    # sum max(h, 0) - sum h in float32, it cancels (neg_neg off by 2.4e-6 relative here);
+    # summed as min(h, 0) itself, it agrees with float64 to float32 rounding.
+    from probe.diagnostics.sign import SignRoutes
+
+    gen = torch.Generator().manual_seed(3)
+    z = 10 * torch.randn(1024, 64, generator=gen) + 3
+    h = torch.nn.functional.leaky_relu(z, 0.01)
+    w, b = torch.randn(2, 64, generator=gen), torch.tensor([0.5, -0.5])
+    routes = SignRoutes(w[None], b[None])
+    routes.update(h[None])
+    h64, w64 = h.double(), w.double()
+    neg_pred = (h64 @ w64.T + b.double()) < 0
+    for k, result in enumerate(routes.result()):
+        for masses, rows in ((result.all_samples, torch.ones(len(h), dtype=torch.bool)),
+                             (result.negative_predictions, neg_pred[:, k])):
+            c = w64[k][None, :] * h64[rows]
+            pos_w, neg_h = w64[k][None, :] > 0, h64[rows] < 0
+            assert masses.pos_neg == pytest.approx(float(c[pos_w & neg_h].abs().sum()), rel=1e-6)
+            assert masses.neg_neg == pytest.approx(float(c[~pos_w & neg_h].abs().sum()), rel=1e-6)
+
+
 def test_cancellation_counts_opposing_contributions() -> None:
     # ReLU hidden z = [x, x]; W = [[3, -1]] -> y = 2x for x > 0; masses 3x and x cancel:
     # total |c| = 4x, |y| = 2x -> cancellation 2. activation route: ReLU has none -> 0.

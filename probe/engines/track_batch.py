@@ -83,7 +83,7 @@ class LayerStep:
         self.parts, _ = ledger_layout(units)
         self.rows = 2  # forward rows in the ledger: n(z<=0), sum relu(z)[, sum z]
         self.slope: float | torch.Tensor | None = None
-        self.grad_slabs: list[torch.Tensor] = []  # per backward pass, its batch's slab (plane 0: [z <= 0])
+        self.grad_slabs: list[tuple] = []  # per backward pass, its batch's slab planes (plane 0: [z <= 0])
         self.grad_entries = 0
         self.g_neg: torch.Tensor | None = None  # x^T (g * [z<=0]) summed over batches; None while exactly 0
         self.g_total: torch.Tensor | None = None  # x^T g summed over batches, in scratch
@@ -97,7 +97,17 @@ class LayerStep:
         self._closed = False  # the record is built: hooks of this step that fire later do nothing
 
     def _view(self, part: str) -> torch.Tensor:
-        return self.ledger[self.parts[part]]
+        """A piece of this layer's ledger part (as :data:`LEDGER` names them, or ``forward2``/``forward3``:
+        its first 2 or 3 rows as ``[rows, units]``); the views are made once per run."""
+        return self.scratch.views("pieces", self.ledger, self._pieces)[part]
+
+    def _pieces(self, ledger: torch.Tensor) -> dict[str, torch.Tensor]:
+        got = {name: ledger[piece] for name, piece in self.parts.items()}
+        forward = got["forward"]
+        got["forward2"], got["forward3"] = forward[:2 * self.units].view(2, self.units), forward.view(3, self.units)
+        got["grad0"], got["grad1"] = got["grad"]  # sum |g|, and at z <= 0
+        got["split0"], got["split1"], got["split2"] = got["split"]  # ||G_neg||, ||G_pos||, <G_neg, G_pos>
+        return got
 
     def forward(self, module: nn.Linear, x: torch.Tensor, z: torch.Tensor,
                 slope: float | torch.Tensor | None) -> None:
@@ -113,17 +123,17 @@ class LayerStep:
         z2 = work_view(z, self.units)
         rows = 2 if slope is None else 3
         slab = self.scratch.get(("slab", self.batches), (rows, *z2.shape), z2)
-        torch.le(z2, 0, out=slab[0])
-        torch.clamp(z2, min=0, out=slab[1])
+        planes = self.scratch.views(("planes", self.batches), slab, tuple)
+        torch.le(z2, 0, out=planes[0])
+        torch.clamp(z2, min=0, out=planes[1])
         if slope is not None:
-            slab[2].copy_(z2)
+            planes[2].copy_(z2)
         if self.ledger is None:
             self.ledger = self._ledger.part(self._index, z2)
             self.rows = rows  # the activation decides, the same for every batch
-            torch.sum(slab, 1, out=self._view("forward")[:rows * self.units].view(rows, self.units))
+            torch.sum(slab, 1, out=self._view("forward2" if rows == 2 else "forward3"))
         else:
-            self._view("forward")[:rows * self.units].view(rows, self.units).add_(
-                slab.sum(1).to(self.ledger.dtype))
+            self._view("forward2" if rows == 2 else "forward3").add_(slab.sum(1).to(self.ledger.dtype))
         self.slope = slope
         self.samples += z2.shape[0]
         self.batches += 1
@@ -133,18 +143,20 @@ class LayerStep:
         batch = self.batches - 1
         x2, version = None, 0
         if self.split:
-            x2 = x.detach().reshape(-1, self.fan_in)
+            x2 = x.detach()
+            if x2.dim() != 2:
+                x2 = x2.reshape(-1, self.fan_in)
             if node is None and not module.weight.requires_grad:
                 x2 = x2.clone()  # autograd keeps no copy then, so a later in-place change would be legal
             version = x2._version
         if node is None:  # the weight is frozen, or reached through a cast or a parametrization
             branch = weight_branch(z)
-            z.register_hook(lambda g: self._backward(g, slab, x2, version, None, None, True, batch)
+            z.register_hook(lambda g: self._backward(g, planes, x2, version, None, None, True, batch)
                             if trains(branch) else None)
         else:
             target, index, bias_index = node
             target.register_hook(lambda grad_inputs, grad_outputs: self._backward(
-                grad_outputs[0], slab, x2, version, grad_inputs[index],
+                grad_outputs[0], planes, x2, version, grad_inputs[index],
                 None if bias_index is None else grad_inputs[bias_index], False, batch))
 
     def watch_relu(self, h: torch.Tensor) -> bool:
@@ -172,7 +184,7 @@ class LayerStep:
     def _relu_backward(self, batch: int, grad: torch.Tensor | None) -> None:
         self._relu_grad = None if grad is None else (batch, grad, grad._version)
 
-    def _backward(self, g: torch.Tensor | None, slab: torch.Tensor, x: torch.Tensor | None, version: int,
+    def _backward(self, g: torch.Tensor | None, planes: tuple[torch.Tensor, ...], x: torch.Tensor | None, version: int,
                   total: torch.Tensor | None, bias_grad: torch.Tensor | None, total_here: bool,
                   batch: int) -> None:
         """One backward pass's ``g`` of a batch; with autograd's ``x^T g`` and ``sum_i g`` when its node gave them."""
@@ -185,26 +197,29 @@ class LayerStep:
         if total is None and not total_here:  # a pass that computes no weight gradient (a gradient penalty's
             return  # torch.autograd.grad): not one that trains this layer, so not in the record
         with plain(g.device):
-            self._measure(g, slab, x, version, total, bias_grad, total_here, clean)
+            self._measure(g, planes, x, version, total, bias_grad, total_here, clean)
 
-    def _measure(self, g: torch.Tensor, slab: torch.Tensor, x: torch.Tensor | None, version: int,
+    def _measure(self, g: torch.Tensor, planes: tuple[torch.Tensor, ...], x: torch.Tensor | None, version: int,
                  total: torch.Tensor | None, bias_grad: torch.Tensor | None, total_here: bool, clean: bool) -> None:
-        g2 = g.detach().reshape(-1, self.units).to(slab.dtype)
-        work = torch.abs(g2, out=slab[1])  # relu(z) is summed already
-        sums = self._view("grad")
+        g2 = g.detach() if g.requires_grad else g  # under create_graph it requires grad
+        if g2.dim() != 2:
+            g2 = g2.reshape(-1, self.units)
+        if g2.dtype != planes[0].dtype:
+            g2 = g2.to(planes[0].dtype)
+        work = torch.abs(g2, out=planes[1])  # relu(z) is summed already
         if not self.grad_slabs:
-            torch.sum(work.reshape(-1), 0, out=sums[0])  # sum |g|
+            torch.sum(work, (0, 1), out=self._view("grad0"))  # sum |g|
         else:
-            sums[0].add_(work.sum().to(sums.dtype))
+            self._view("grad0").add_(work.sum().to(self.ledger.dtype))
         neg_abs = None
         if not clean:  # sum |g| where z <= 0 (0 for a clean batch: nothing to add)
-            neg_abs = torch.dot(slab[0].reshape(-1), work.reshape(-1))
+            neg_abs = torch.dot(planes[0].view(-1), work.view(-1))
             if self.neg_abs_written:
-                sums[1].add_(neg_abs.to(sums.dtype))
+                self._view("grad1").add_(neg_abs.to(self.ledger.dtype))
             else:
-                sums[1].copy_(neg_abs)
+                self._view("grad1").copy_(neg_abs)
                 self.neg_abs_written = True
-        self.grad_slabs.append(slab)
+        self.grad_slabs.append(planes)
         self.grad_entries += g2.numel()
         if not self.split or x is None:
             return
@@ -217,14 +232,14 @@ class LayerStep:
             bias_grad, total_here = None, True  # inherit their rounding; both sums taken here in float32
         if self._split_batches == 1:
             if bias_grad is not None:  # autograd's sum_i g, for the bias
-                b_all.copy_(bias_grad.detach().reshape(-1))
+                b_all.copy_(bias_grad.detach() if bias_grad.requires_grad else bias_grad)
             else:
                 torch.sum(g2, 0, out=b_all)
         else:
             b_all.add_((g2.sum(0) if bias_grad is None else bias_grad.detach().reshape(-1)).to(b_all.dtype))
         xt = None  # x^T, converted once for the two products that may need it
         if neg_abs is not None and neg_abs.item() != 0:  # else g is exactly 0 wherever z <= 0: so are G_neg, b_neg
-            masked = torch.mul(g2, slab[0], out=work)
+            masked = torch.mul(g2, planes[0], out=work)
             if not self.has_b_neg:
                 torch.sum(masked, 0, out=self._view("b_neg"))
                 self.has_b_neg = True
@@ -240,7 +255,7 @@ class LayerStep:
         elif tuple(total.shape) != (self.fan_in, self.units):
             self.split = False
         else:
-            self._add_total(total.detach())  # detached: under create_graph it requires grad
+            self._add_total(total.detach() if total.requires_grad else total)
 
     def _add_total(self, total: torch.Tensor) -> None:
         """Sum ``x^T g`` over the step's batches, or take the norms of a lone batch's at once.
@@ -278,16 +293,15 @@ class LayerStep:
 
     def _write_split(self, total: torch.Tensor) -> None:
         """``[||G_neg||, ||G_pos||, <G_neg, G_pos>]`` into the ledger, ``G_pos = total - G_neg``."""
-        norms = self._view("split")
         norm = torch.linalg.vector_norm
         if self.g_neg is None:  # G_neg is exactly 0: ||G_neg|| and <G_neg, G_pos> are 0 (the host knows)
-            norm(total, dtype=norms.dtype, out=norms[1])
+            norm(total, dtype=self.ledger.dtype, out=self._view("split1"))
         else:
             g_pos = torch.sub(total.to(self.g_neg.dtype), self.g_neg,
                               out=self.scratch.get("g_pos", self.g_neg.shape, self.g_neg))
-            norm(self.g_neg, out=norms[0])
-            norm(g_pos, out=norms[1])
-            torch.dot(self.g_neg.reshape(-1), g_pos.reshape(-1), out=norms[2])
+            norm(self.g_neg, out=self._view("split0"))
+            norm(g_pos, out=self._view("split1"))
+            torch.dot(self.g_neg.view(-1), g_pos.view(-1), out=self._view("split2"))
 
     def _take_total(self) -> torch.Tensor | None:
         """The first batch's kept ``x^T g`` if it is unchanged since its norms were taken, else None (no split)."""
@@ -296,7 +310,7 @@ class LayerStep:
             return None
         tensor, version, check = ref
         if check is None:
-            check = self._view("split")[1]
+            check = self._view("split1")
         if tensor._version != version or not bool(torch.linalg.vector_norm(tensor, dtype=check.dtype) == check):
             self.split = False  # changed in place (a hook, clipping, zeroing, ...) before this batch came
             return None
@@ -310,7 +324,7 @@ class LayerStep:
         """
         if len(self.grad_slabs) == self.batches == 1:
             return forward_counts
-        return float(sum(float(slab[0].sum()) for slab in self.grad_slabs))
+        return float(sum(float(planes[0].sum()) for planes in self.grad_slabs))
 
     def finish(self) -> torch.Tensor | None:
         """Complete the ledger and return it (None without a forward pass).

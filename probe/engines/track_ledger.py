@@ -63,6 +63,7 @@ class Scratch:
 
     def __init__(self) -> None:
         self._pool: dict[object, torch.Tensor] = {}
+        self._views: dict[object, tuple[torch.Tensor, object]] = {}
         self.several_batches = False  # a recorded step of this run summed x^T g over several batches
 
     def get(self, key: object, shape: tuple[int, ...], like: torch.Tensor,
@@ -74,6 +75,17 @@ class Scratch:
             if init is not None:
                 init(buf)
         return buf
+
+    def views(self, key: object, base: torch.Tensor, make: Callable[[torch.Tensor], object]) -> object:
+        """``make(base)`` (views into ``base``), made once and kept for as long as ``base`` is the same tensor.
+
+        A recorded step reads and writes dozens of slices of its kept tensors;
+        slicing anew on every step costs more than some of the arithmetic.
+        """
+        got = self._views.get(key)
+        if got is None or got[0] is not base:
+            got = self._views[key] = (base, make(base))
+        return got[1]
 
 
 class StepLedger:
@@ -103,14 +115,17 @@ class StepLedger:
             return got
         if self.flat is None:
             self.flat = self.scratch.get("ledger", (self.bounds[-1],), like, torch.Tensor.zero_)
-        a, b = self.bounds[index], self.bounds[index + 1]
         if self.flat.dtype == like.dtype and self.flat.device == like.device:
-            got = self.flat[a:b]
+            got = self.scratch.views("ledger", self.flat, self._slices)[index]
         else:
+            a, b = self.bounds[index], self.bounds[index + 1]
             got = self.scratch.get(("ledger", index), (b - a,), like, torch.Tensor.zero_)
             self.shared = False
         self.parts[index] = got
         return got
+
+    def _slices(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [flat[a:b] for a, b in itertools.pairwise(self.bounds)]
 
     def host(self) -> list[np.ndarray | None]:
         """Every part as a float64 array (None for a part never asked for), in one transfer if they share the tensor."""

@@ -39,8 +39,15 @@ class SignStep:
         self.samples = 0
         self.nonnegative = True  # every batch's h was a ReLU output: A^T min(h, 0) was not written
 
-    def _view(self, name: str, rows: int) -> torch.Tensor:
-        return self.sums[self.parts[name]].view(rows, -1)
+    def _view(self, name: str) -> torch.Tensor:
+        """A piece of the sums (:func:`sign_layout`), the routes' as ``[1 + outputs, -1]``; made once per run."""
+        return self.scratch.views("sign pieces", self.sums, self._pieces)[name]
+
+    def _pieces(self, sums: torch.Tensor) -> dict[str, torch.Tensor]:
+        got = {name: sums[piece] for name, piece in self.parts.items()}
+        for name in ("hp", "hn", "net"):
+            got[name] = got[name].view(self.outputs + 1, -1)
+        return got
 
     def forward(self, module: nn.Linear, h: torch.Tensor, nonnegative: bool) -> None:
         """Read one batch's ``h``; ``nonnegative`` when it is a ReLU's output."""
@@ -54,34 +61,34 @@ class SignStep:
         first = self.sums is None
         if first:  # a snapshot: the optimizer changes the weights before the record is built
             self.sums = self._ledger.part(self._index, h2)
-            self.sums[self.parts["weight"]].copy_(weight.reshape(-1))
-            bias = self.sums[self.parts["bias"]]
+            self._view("weight").copy_(weight.reshape(-1))
+            bias = self._view("bias")
             if module.bias is None:
                 bias.zero_()
             else:
                 bias.copy_(module.bias.detach())
         net = h2 @ weight.to(h2.dtype).T  # [samples, outputs]: the output minus the bias
         a = self.scratch.get("sign_a", (h2.shape[0], k + 1), h2, _ones_first)  # ones, then P
+        negative, at = self.scratch.views("sign a", a, lambda a: (a[:, 1:], a.T))
         if module.bias is None:
-            torch.lt(net, 0, out=a[:, 1:])  # negative_prediction(net)
+            torch.lt(net, 0, out=negative)  # negative_prediction(net)
         else:  # negative_prediction(net + b), exact: net + b < 0 exactly when net < -b (no rounding)
-            torch.lt(net, module.bias.detach().to(net.dtype).neg(), out=a[:, 1:])
-        at = a.T
-        hp = self._view("hp", k + 1)
+            torch.lt(net, module.bias.detach().to(net.dtype).neg(), out=negative)
+        hp = self._view("hp")
         pos = h2 if nonnegative else torch.clamp(h2, min=0, out=self.scratch.get("sign_hp", h2.shape, h2))
         if first:
             torch.mm(at, pos, out=hp)
-            torch.mm(at, net.abs(), out=self._view("net", k + 1))
-            torch.sum(a, 0, out=self.sums[self.parts["counts"]])
+            torch.mm(at, net.abs(), out=self._view("net"))
+            torch.sum(a, 0, out=self._view("counts"))
         else:
             hp.addmm_(at, pos)
-            self._view("net", k + 1).addmm_(at, net.abs())
-            self.sums[self.parts["counts"]].add_(a.sum(0))
+            self._view("net").addmm_(at, net.abs())
+            self._view("counts").add_(a.sum(0))
         if not nonnegative:  # min(h, 0), whose sums are exactly 0 where no h is negative
             low = torch.clamp(h2, max=0, out=self.scratch.get("sign_hn", h2.shape, h2))
             if self.nonnegative:  # the first batch with a negative part: the earlier ones' is 0
-                torch.mm(at, low, out=self._view("hn", k + 1))
+                torch.mm(at, low, out=self._view("hn"))
                 self.nonnegative = False
             else:
-                self._view("hn", k + 1).addmm_(at, low)
+                self._view("hn").addmm_(at, low)
         self.samples += h2.shape[0]
