@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 lightning = pytest.importorskip("lightning")
 
@@ -52,7 +53,9 @@ def _fit(model, callback, epochs: int = 2) -> None:
 
 
 def _hooks(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) for m in model.modules())
+    """Hooks in the model's modules and process-wide forward hooks (where probe holds its own)."""
+    return (sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+            + len(torch_module._global_forward_hooks) + len(torch_module._global_forward_pre_hooks))
 
 
 @pytest.mark.parametrize("module", [None, "net"])

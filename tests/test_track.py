@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 import probe
 from probe.core.errors import ModelLoadError, ProbeError
@@ -629,7 +631,7 @@ def test_a_forward_pass_under_autocast(backward_inside: bool, activation: str) -
 
 @pytest.mark.parametrize("general", [False, True])
 def test_a_deep_copy_of_the_model_is_not_recorded(general: bool) -> None:
-    """An EMA or teacher copied from the tracked model carries its hooks along; they ignore the copy."""
+    """An EMA or teacher copied from the tracked model mid-run carries no hook, and is not recorded."""
     torch.manual_seed(2)
     model = (nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 2)) if general
              else forced_dead("leaky"))
@@ -637,6 +639,7 @@ def test_a_deep_copy_of_the_model_is_not_recorded(general: bool) -> None:
     before = copy.deepcopy(model)
     with track(model) as tracker:
         twin = copy.deepcopy(model).double()
+        assert _module_hooks(twin) == 0
         ((twin(X[16:].double()) - Y[16:].double()) ** 2).sum().backward()
         F.mse_loss(model(X[:16]), Y[:16]).backward()
         record = tracker.step()
@@ -645,6 +648,24 @@ def test_a_deep_copy_of_the_model_is_not_recorded(general: bool) -> None:
     for got, want in zip(record["layers"], analyzed["layers"]):
         assert_close(got, want, "copy")
     assert_close(record["sign"], analyzed["sign"], "sign")
+
+
+@pytest.mark.parametrize("general", [False, True])
+def test_the_users_own_torch_save_works_mid_run(general: bool) -> None:
+    """Checkpointing the whole module inside the loop: probe's hooks are not in it, so it pickles."""
+    torch.manual_seed(2)
+    model = (nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 2)) if general
+             else forced_dead("leaky"))
+    X, Y = data(16)
+    with track(model) as tracker:
+        saved = io.BytesIO()
+        torch.save(model, saved)  # armed for step 0: the hooks are held
+        F.mse_loss(model(X), Y).backward()
+        record = tracker.step()
+    saved.seek(0)
+    loaded = torch.load(saved, weights_only=False)
+    assert _module_hooks(loaded) == 0 and _hooks(model) == 0
+    assert record["samples"] == 16 and torch.equal(loaded(X), model(X))
 
 
 def test_a_half_precision_layer_wholly_negative_has_no_positive_split() -> None:
@@ -733,17 +754,27 @@ def test_every_and_hooks_only_on_recorded_steps() -> None:
     attached = []
     with track(model, every=3) as tracker:
         for _ in range(8):
-            attached.append(len(model[0]._forward_hooks))
+            attached.append((len(tracker._hooks), _process_hooks()))
+            assert _module_hooks(model) == 0  # held outside the model
             ((model(X) - Y) ** 2).sum().backward()
             tracker.step()
-    assert attached == [1, 0, 0, 1, 0, 0, 1, 0]
+    assert attached == [(3, 1), (0, 0), (0, 0)] * 2 + [(3, 1), (0, 0)]
     assert [r["step"] for r in tracker.history] == [0, 3, 6]
-    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+    assert _hooks(model) == 0
 
 
 def _hooks(model: nn.Module) -> int:
+    """Hooks in the model's modules (probe keeps none there) and process-wide forward hooks (probe's)."""
+    return _module_hooks(model) + _process_hooks()
+
+
+def _module_hooks(model: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
                for m in model.modules())
+
+
+def _process_hooks() -> int:
+    return len(torch_module._global_forward_hooks) + len(torch_module._global_forward_pre_hooks)
 
 
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt, None])
@@ -756,7 +787,7 @@ def test_hooks_are_removed_on_success_exception_and_interrupt(error, training: b
     with pytest.raises(error) if error else _nothing():
         with track(model, path, every=1) as tracker:
             for step in range(4):
-                assert _hooks(model) == 3  # one per Linear
+                assert (len(tracker._hooks), _process_hooks(), _module_hooks(model)) == (3, 1, 0)  # one per Linear
                 loss = ((model(X) - Y) ** 2).sum()
                 loss.backward()
                 tracker.step(loss)

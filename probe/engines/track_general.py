@@ -29,6 +29,7 @@ from torch import nn
 from probe.diagnostics.collector import Collector, nominal_slope
 from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
 from probe.diagnostics.sign import SignRoutes
+from probe.engines.held_hooks import HeldHooks
 from probe.engines.hooks import block_hooks
 
 
@@ -43,18 +44,16 @@ class GeneralStep:
         self.sign: SignRoutes | None = None
         self.samples = 0
 
-    def attach(self) -> list:
-        """Register the hooks on the user's modules; returns their handles."""
-        handles = []
+    def attach(self, hooks: HeldHooks) -> None:
+        """Hold this step's hooks for the user's modules in ``hooks``."""
         for i, (lin, act) in enumerate(zip(self.hidden, self.acts)):
             linear_hook, act_hook = block_hooks(self.collector, i, lin, act, autograd_only=True)
-            handles.append(lin.register_forward_hook(linear_hook))
-            handles.append(act.register_forward_pre_hook(act_hook))
-        handles.append(self.final.register_forward_hook(self._final_hook))
-        return handles
+            hooks.forward(lin, linear_hook)
+            hooks.pre(act, act_hook)
+        hooks.forward(self.final, self._final_hook)
 
     def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if not output.requires_grad or module is not self.final:  # not a deep copy's
+        if not output.requires_grad:
             return
         h = inputs[0].detach().reshape(1, -1, module.in_features).float()
         if self.sign is None:  # the weights of this step's forward pass, before opt.step()
