@@ -1,22 +1,23 @@
-"""Forward hooks on a user's modules, held outside the modules.
+"""Forward hooks that probe attaches to a user's modules, inert in a copy or a pickle.
 
 A hook registered with ``module.register_forward_hook`` lives in the module's
-``_forward_hooks`` for as long as it is attached. During a run that
-``probe.track`` records, that is the user's whole training loop. Meanwhile:
+hook table for as long as it is attached; for ``probe.track`` that is the
+user's whole training loop. Meanwhile the user's own code may:
 
-* ``torch.save(model)`` pickles the module with its hooks, and a closure cannot
-  be pickled: the user's own checkpointing fails;
-* ``copy.deepcopy(model)`` copies the hooks into the copy, so an EMA model or a
-  teacher carries probe's hooks from then on.
+* ``torch.save(model)``: pickling the module pickles its hooks, and a closure
+  cannot be pickled, so the user's checkpointing would fail;
+* ``copy.deepcopy(model)`` (an EMA, a teacher): the copy's table gets the hooks
+  too, and they would feed the copy's batches into the record.
 
-So the tracker holds its hooks here instead: one process-wide forward hook and
-one forward pre-hook (``torch.nn.modules.module.register_module_forward_hook``)
-run the hooks held for the module being called, found by identity. The user's
-modules stay exactly as they were, whatever the loop does with them.
+So each hook is wrapped in a :class:`BorrowedHook`: a deep copy of it, or a
+pickle of it, is an :class:`InertHook` that does nothing. The copy (or the
+saved model) carries that no-op in its table, not probe's state; loading such
+a pickle needs probe importable, as for any pickled object of a package
+(``torch.save(model.state_dict())`` carries no hook at all).
 
-Process-wide hooks run before a module's own hooks (torch calls them first),
-and while any is registered every module call takes torch's slower path with
-hooks: on the order of a microsecond per call, for as long as a step is armed.
+Hooks stay per module, attached when a step is armed, so they run after the
+hooks the user registered before (and see the output those hooks made, which
+is what flows on), and a model that is not tracked is not slowed at all.
 """
 
 from __future__ import annotations
@@ -24,62 +25,46 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import nn
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-
-ForwardHook = Callable[[nn.Module, tuple, object], None]
-PreHook = Callable[[nn.Module, tuple], None]
 
 
-class HeldHooks:
-    """Forward hooks and forward pre-hooks for given modules, run by process-wide hooks (one per kind in use).
+class InertHook:
+    """A forward (pre-)hook that does nothing: what a copied or pickled :class:`BorrowedHook` becomes."""
 
-    A held hook's return value is ignored: the module's output (or input) is
-    never replaced. :meth:`remove` drops every hook and unregisters the two.
-    """
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._forward: dict[int, tuple[nn.Module, list[ForwardHook]]] = {}
-        self._pre: dict[int, tuple[nn.Module, list[PreHook]]] = {}
-        self._handles: dict[str, object] = {}  # per kind, the process-wide hook's handle
+    def __call__(self, *args: object) -> None:
+        return None
 
-    def __len__(self) -> int:
-        """The number of hooks held."""
-        return sum(len(hooks) for _, hooks in (*self._forward.values(), *self._pre.values()))
+    def __repr__(self) -> str:
+        return "InertHook()"
 
-    def forward(self, module: nn.Module, hook: ForwardHook) -> None:
-        """Run ``hook(module, inputs, output)`` after each call of ``module`` (this very object, not a copy)."""
-        self._hold(self._forward, module, hook)
-        if "forward" not in self._handles:
-            self._handles["forward"] = register_module_forward_hook(self._run_forward)
 
-    def pre(self, module: nn.Module, hook: PreHook) -> None:
-        """Run ``hook(module, inputs)`` before each call of ``module``."""
-        self._hold(self._pre, module, hook)
-        if "pre" not in self._handles:
-            self._handles["pre"] = register_module_forward_pre_hook(self._run_pre)
+class BorrowedHook:
+    """``fn`` as a module hook (its return value dropped: the output is never replaced), inert when copied."""
 
-    def _hold(self, table: dict, module: nn.Module, hook: Callable) -> None:
-        held = table.get(id(module))
-        if held is None or held[0] is not module:
-            table[id(module)] = held = (module, [])
-        held[1].append(hook)
+    __slots__ = ("fn",)
 
-    def _run_forward(self, module: nn.Module, inputs: tuple, output: object) -> None:
-        held = self._forward.get(id(module))
-        if held is not None and held[0] is module:
-            for hook in held[1]:
-                hook(module, inputs, output)
+    def __init__(self, fn: Callable[..., object]) -> None:
+        self.fn = fn
 
-    def _run_pre(self, module: nn.Module, inputs: tuple) -> None:
-        held = self._pre.get(id(module))
-        if held is not None and held[0] is module:
-            for hook in held[1]:
-                hook(module, inputs)
+    def __call__(self, *args: object) -> None:
+        self.fn(*args)
 
-    def remove(self) -> None:
-        """Drop every held hook and unregister the process-wide ones (idempotent)."""
-        for handle in self._handles.values():
-            handle.remove()
-        self._handles.clear()
-        self._forward.clear()
-        self._pre.clear()
+    def __deepcopy__(self, memo: dict) -> InertHook:
+        return InertHook()
+
+    def __copy__(self) -> InertHook:
+        return InertHook()
+
+    def __reduce__(self) -> tuple:
+        return InertHook, ()
+
+
+def attach_forward(module: nn.Module, fn: Callable[[nn.Module, tuple, object], object]):
+    """Register ``fn(module, inputs, output)`` as a forward hook of ``module``; returns the handle."""
+    return module.register_forward_hook(BorrowedHook(fn))
+
+
+def attach_pre(module: nn.Module, fn: Callable[[nn.Module, tuple], object]):
+    """Register ``fn(module, inputs)`` as a forward pre-hook of ``module``; returns the handle."""
+    return module.register_forward_pre_hook(BorrowedHook(fn))

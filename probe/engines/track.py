@@ -9,9 +9,9 @@
             tracker.step(loss)          # the loss is optional
 
 Forward hooks on the hidden ``nn.Linear`` layers of *your* model (not a copy;
-held outside its modules, :mod:`probe.engines.held_hooks`, so that
-``torch.save(model)`` and ``copy.deepcopy(model)`` work mid-run and a copy
-carries none) read each recorded batch's input ``x`` and pre-activation ``z``, a hook on the
+a deep copy or a pickle of the model gets inert hooks in their place,
+:mod:`probe.engines.held_hooks`, so ``torch.save(model)`` and an EMA copy work
+mid-run) read each recorded batch's input ``x`` and pre-activation ``z``, a hook on the
 backward node that made ``z`` receives ``g = dL/dz`` from your own backward pass
 (with the weight and bias gradients that node computes from it; for a weight
 that is frozen, cast by autocast or parametrized, a hook on ``z`` itself), and
@@ -61,7 +61,7 @@ from probe.core.checks import check_fraction
 from probe.core.errors import ProbeError
 from probe.core.version import __version__
 from probe.diagnostics.results import collapsed
-from probe.engines.held_hooks import HeldHooks
+from probe.engines.held_hooks import attach_forward
 from probe.engines.track_batch import LayerStep
 from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout, sign_layout
 from probe.engines.track_sign import SignStep
@@ -160,7 +160,7 @@ class Tracker:
         self._ledger_sizes = [ledger_layout(lin.out_features)[1] for lin in self.hidden] + [
             sign_layout(self.final.out_features, self.final.in_features)[1]]  # the step ledger's parts
         self._current: _StepState | None = None
-        self._hooks = HeldHooks()  # outside the user's modules: torch.save(model) and deepcopy stay as they were
+        self._handles: list = []
         self._open = False
         self._writer: LineWriter | None = None
         self._started = 0.0
@@ -210,17 +210,19 @@ class Tracker:
             self._current = self._new_state()
             if self.general:  # hooks that feed this step's own Collector
                 self._detach()
-                self._current.attach(self._hooks)
-            elif not len(self._hooks):
+                self._handles.extend(self._current.attach())
+            elif not self._handles:
                 for i, lin in enumerate(self.hidden):
-                    self._hooks.forward(lin, self._hidden_hook(i))
-                self._hooks.forward(self.final, self._final_hook)
+                    self._handles.append(attach_forward(lin, self._hidden_hook(i)))
+                self._handles.append(attach_forward(self.final, self._final_hook))
         else:
             self._current = None
             self._detach()
 
     def _detach(self) -> None:
-        self._hooks.remove()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
     def __enter__(self) -> Tracker:
         return self.open()
@@ -229,12 +231,12 @@ class Tracker:
         self.close()
 
     def _hidden_hook(self, layer: int):
-        slope = self._slopes[layer]
+        slope, own = self._slopes[layer], self.hidden[layer]
 
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             state = self._current
-            if state is None or not output.requires_grad:  # closed, or a pass without autograd
-                return
+            if state is None or not output.requires_grad or module is not own:  # closed, no autograd, or a
+                return  # shallow copy of the module, which shares its hook table
             if layer:
                 state.layers[layer - 1].watch_relu(inputs[0])
             state.layers[layer].forward(module, inputs[0], output, slope())
@@ -243,7 +245,7 @@ class Tracker:
 
     def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         state = self._current
-        if state is None or not output.requires_grad:
+        if state is None or not output.requires_grad or module is not self.final:
             return
         state.sign.forward(module, inputs[0], state.layers[-1].watch_relu(inputs[0]))
 

@@ -238,7 +238,9 @@ class LayerStep:
         else:
             b_all.add_((g2.sum(0) if bias_grad is None else bias_grad.detach().reshape(-1)).to(b_all.dtype))
         xt = None  # x^T, converted once for the two products that may need it
-        if neg_abs is not None and neg_abs.item() != 0:  # else g is exactly 0 wherever z <= 0: so are G_neg, b_neg
+        # Where z <= 0, a ReLU's g is often exactly 0, and then so are G_neg and b_neg: asked (one host
+        # synchronisation). A nonzero slope's g is all but never: computed without asking.
+        if neg_abs is not None and (self.slope is not None or neg_abs.item() != 0):
             masked = torch.mul(g2, planes[0], out=work)
             if not self.has_b_neg:
                 torch.sum(masked, 0, out=self._view("b_neg"))

@@ -29,7 +29,7 @@ from torch import nn
 from probe.diagnostics.collector import Collector, nominal_slope
 from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
 from probe.diagnostics.sign import SignRoutes
-from probe.engines.held_hooks import HeldHooks
+from probe.engines.held_hooks import attach_forward, attach_pre
 from probe.engines.hooks import block_hooks
 
 
@@ -44,16 +44,18 @@ class GeneralStep:
         self.sign: SignRoutes | None = None
         self.samples = 0
 
-    def attach(self, hooks: HeldHooks) -> None:
-        """Hold this step's hooks for the user's modules in ``hooks``."""
+    def attach(self) -> list:
+        """Register the hooks on the user's modules (inert in a copy or pickle); returns their handles."""
+        handles = []
         for i, (lin, act) in enumerate(zip(self.hidden, self.acts)):
             linear_hook, act_hook = block_hooks(self.collector, i, lin, act, autograd_only=True)
-            hooks.forward(lin, linear_hook)
-            hooks.pre(act, act_hook)
-        hooks.forward(self.final, self._final_hook)
+            handles.append(attach_forward(lin, linear_hook))
+            handles.append(attach_pre(act, act_hook))
+        handles.append(attach_forward(self.final, self._final_hook))
+        return handles
 
     def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if not output.requires_grad:
+        if not output.requires_grad or module is not self.final:  # not a shallow copy's
             return
         h = inputs[0].detach().reshape(1, -1, module.in_features).float()
         if self.sign is None:  # the weights of this step's forward pass, before opt.step()
