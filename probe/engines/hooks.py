@@ -47,7 +47,7 @@ def block_hooks(collector: Collector, layer: int, linear: nn.Linear, act: nn.Mod
         return t.detach().reshape(1, -1, w).float()
 
     def linear_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if module is not linear:  # a deep copy of the model carries the hooks along
+        if module is not linear:  # a shallow copy of the module, which shares its hook table
             return
         if output.requires_grad or not autograd_only:
             seen["x"], seen["u"] = inputs[0], output
