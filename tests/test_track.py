@@ -629,12 +629,17 @@ def test_a_forward_pass_under_autocast(backward_inside: bool, activation: str) -
     assert math.isclose(record["sign"][0]["pos_pos"], want["sign"][0]["pos_pos"], rel_tol=0.05)
 
 
+def _fast_or_general(general: bool) -> nn.Module:
+    """A leaky ReLU chain (the fast path), or a LayerNorm + GELU model (the general path)."""
+    torch.manual_seed(2)
+    return (nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 2)) if general
+            else forced_dead("leaky"))
+
+
 @pytest.mark.parametrize("general", [False, True])
 def test_a_deep_copy_of_the_model_is_not_recorded(general: bool) -> None:
     """An EMA or teacher copied from the tracked model mid-run gets inert hooks, and is not recorded."""
-    torch.manual_seed(2)
-    model = (nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 2)) if general
-             else forced_dead("leaky"))
+    model = _fast_or_general(general)
     X, Y = data(32)
     before = copy.deepcopy(model)
     with track(model) as tracker:
@@ -653,13 +658,11 @@ def test_a_deep_copy_of_the_model_is_not_recorded(general: bool) -> None:
 @pytest.mark.parametrize("general", [False, True])
 def test_the_users_own_torch_save_works_mid_run(general: bool) -> None:
     """Checkpointing the whole module inside the loop: probe's hooks pickle as inert ones, without probe's state."""
-    torch.manual_seed(2)
-    model = (nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 2)) if general
-             else forced_dead("leaky"))
+    model = _fast_or_general(general)
     X, Y = data(16)
     with track(model) as tracker:
         saved = io.BytesIO()
-        torch.save(model, saved)  # armed for step 0: the hooks are held
+        torch.save(model, saved)  # armed for step 0: the hooks are attached
         F.mse_loss(model(X), Y).backward()
         record = tracker.step()
     assert b"Tracker" not in saved.getvalue() and b"Scratch" not in saved.getvalue()
