@@ -19,11 +19,12 @@ from torch import nn
 import probe
 from probe.core.errors import ModelLoadError, ProbeError
 from probe.engines.analysis import diagnose
-from probe.engines.held_hooks import InertHook
 from probe.engines.track import Tracker, track
 from probe.engines.track_batch import LayerStep
 from probe.engines.track_window import AlertMonitor, DeadWindow
 from probe.experiment.history import read_history
+from probe.models.borrowed_hooks import InertHook
+from probe.models.loading import load_mlp
 
 # -- an independent recomputation: plain autograd on a copy of the network --------------------------
 
@@ -656,7 +657,7 @@ def test_a_deep_copy_of_the_model_is_not_recorded(general: bool) -> None:
 
 
 @pytest.mark.parametrize("general", [False, True])
-def test_the_users_own_torch_save_works_mid_run(general: bool) -> None:
+def test_the_users_own_torch_save_works_mid_run(general: bool, tmp_path) -> None:
     """Checkpointing the whole module inside the loop: probe's hooks pickle as inert ones, without probe's state."""
     model = _fast_or_general(general)
     X, Y = data(16)
@@ -670,6 +671,8 @@ def test_the_users_own_torch_save_works_mid_run(general: bool) -> None:
     loaded = torch.load(saved, weights_only=False)
     assert _inert_hooks(loaded) > 0 and _hooks(model) == 0
     assert record["samples"] == 16 and torch.equal(loaded(X), model(X))
+    (tmp_path / "mid.pt").write_bytes(saved.getvalue())  # probe analyze reads it as a plain torch.nn model
+    assert torch.allclose(load_mlp(tmp_path / "mid.pt").mlp(X), model(X), atol=1e-6)
 
 
 def test_a_half_precision_layer_wholly_negative_has_no_positive_split() -> None:

@@ -10,7 +10,7 @@
 
 Forward hooks on the hidden ``nn.Linear`` layers of *your* model (not a copy;
 a deep copy or a pickle of the model gets inert hooks in their place,
-:mod:`probe.engines.held_hooks`, so ``torch.save(model)`` and an EMA copy work
+:mod:`probe.models.borrowed_hooks`, so ``torch.save(model)`` and an EMA copy work
 mid-run) read each recorded batch's input ``x`` and pre-activation ``z``, a hook on the
 backward node that made ``z`` receives ``g = dL/dz`` from your own backward pass
 (with the weight and bias gradients that node computes from it; for a weight
@@ -61,15 +61,15 @@ from probe.core.checks import check_fraction
 from probe.core.errors import ProbeError
 from probe.core.version import __version__
 from probe.diagnostics.results import collapsed
-from probe.engines.held_hooks import attach_forward
 from probe.engines.track_batch import LayerStep
-from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout, sign_layout
-from probe.engines.track_sign import SignStep
 from probe.engines.track_general import GeneralStep
-from probe.engines.track_record import layer_dict, layer_records, sign_results
 from probe.engines.track_io import FORMAT, LineWriter, read_lines
+from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout, sign_layout
 from probe.engines.track_model import slope_reader, user_layers
+from probe.engines.track_record import layer_dict, layer_records, sign_results
+from probe.engines.track_sign import SignStep
 from probe.engines.track_window import AlertMonitor, DeadWindow
+from probe.models.borrowed_hooks import attach_forward
 
 log = logging.getLogger("probe.track")
 

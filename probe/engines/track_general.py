@@ -29,8 +29,8 @@ from torch import nn
 from probe.diagnostics.collector import Collector, nominal_slope
 from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
 from probe.diagnostics.sign import SignRoutes
-from probe.engines.held_hooks import attach_forward, attach_pre
 from probe.engines.hooks import block_hooks
+from probe.models.borrowed_hooks import attach_forward, attach_pre
 
 
 class GeneralStep:

@@ -42,6 +42,7 @@ from probe.core.io import atomic_write_bytes
 from probe.core.variants import GRAMMAR, Variant, parse_variant
 from probe.models.archive import (PICKLE, SAFETENSORS, SKOPS, TORCHSCRIPT, corrupt, inspect_file,
                                   torchscript_refused)
+from probe.models.borrowed_hooks import InertHook
 from probe.models.checkpoint import _keys, read_checkpoint
 from probe.models.convert import module_to_mlp
 from probe.models.guards import clip, short
@@ -56,6 +57,9 @@ from probe.models.torchscript import script_to_mlp
 SAFE_MODULE_CLASSES = tuple(
     obj for obj in vars(nn).values() if isinstance(obj, type) and issubclass(obj, nn.Module)
 )
+#: Besides those classes, what a model pickled in a loop that ``probe.track`` records holds: the no-op
+#: that its hooks pickle as (built with no arguments; calling it does nothing).
+SAFE_HOOK_CLASSES = (InertHook,)
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,8 @@ def _torch_load(path: Path, trust: bool) -> object:
         except Exception as exc:
             raise _corrupt(path, exc) from None
     try:
-        with torch.serialization.safe_globals(list(SAFE_MODULE_CLASSES) + training_state_globals()):
+        with torch.serialization.safe_globals([*SAFE_MODULE_CLASSES, *SAFE_HOOK_CLASSES,
+                                               *training_state_globals()]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
