@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -673,6 +674,27 @@ def test_the_users_own_torch_save_works_mid_run(general: bool, tmp_path) -> None
     assert record["samples"] == 16 and torch.equal(loaded(X), model(X))
     (tmp_path / "mid.pt").write_bytes(saved.getvalue())  # probe analyze reads it as a plain torch.nn model
     assert torch.allclose(load_mlp(tmp_path / "mid.pt").mlp(X), model(X), atol=1e-6)
+
+
+@pytest.mark.parametrize("general", [False, True])
+def test_a_jit_trace_mid_run_is_neither_recorded_nor_changed(general: bool, tmp_path) -> None:
+    """The tracer's passes are not training passes, and probe's operations stay out of the traced graph."""
+    model = _fast_or_general(general)
+    X, Y = data(16)
+
+    def kinds(traced: torch.jit.ScriptModule) -> list[str]:
+        return [node.kind() for node in traced.inlined_graph.nodes()]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's own warnings
+        plain = torch.jit.trace(model, X[:4], check_trace=False)
+        with track(model, tmp_path / "h.jsonl") as tracker:
+            traced = torch.jit.trace(model, X[:4], check_trace=False)
+            F.mse_loss(model(X), Y).backward()
+            record = tracker.step()
+    assert kinds(traced) == kinds(plain)
+    assert record["samples"] == 16 and all(layer["samples"] == 16 for layer in record["layers"])
+    assert list(read_history(tmp_path / "h.jsonl").records) == [record]
 
 
 def test_a_half_precision_layer_wholly_negative_has_no_positive_split() -> None:

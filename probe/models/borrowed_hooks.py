@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 
@@ -40,7 +41,12 @@ class InertHook:
 
 
 class BorrowedHook:
-    """``fn`` as a module hook (its return value dropped: the output is never replaced), inert when copied."""
+    """``fn`` as a module hook (its return value dropped: the output is never replaced), inert when copied.
+
+    It does nothing while ``torch.jit.trace`` runs the module: a traced pass is
+    not one to measure, and the tracer would record the hook's own operations
+    into the traced graph (and hand it traced sizes as tensors).
+    """
 
     __slots__ = ("fn",)
 
@@ -48,7 +54,8 @@ class BorrowedHook:
         self.fn = fn
 
     def __call__(self, *args: object) -> None:
-        self.fn(*args)
+        if not torch.jit.is_tracing():
+            self.fn(*args)
 
     def __deepcopy__(self, memo: dict) -> InertHook:
         return InertHook()
