@@ -697,6 +697,29 @@ def test_a_jit_trace_mid_run_is_neither_recorded_nor_changed(general: bool, tmp_
     assert list(read_history(tmp_path / "h.jsonl").records) == [record]
 
 
+@pytest.mark.parametrize("general", [False, True])
+def test_per_sample_gradients_by_torch_func_mid_run(general: bool) -> None:
+    """vmap(grad(...)) over the tracked model works as without probe, and its passes are not recorded."""
+    from torch.func import functional_call, grad, vmap
+
+    model = _fast_or_general(general)
+    X, Y = data(16)
+    params = {name: p.detach() for name, p in model.named_parameters()}
+
+    def per_sample() -> dict[str, torch.Tensor]:
+        def loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.mse_loss(functional_call(model, p, (x[None],)), y[None])
+        return vmap(grad(loss), in_dims=(None, 0, 0))(params, X, Y)
+
+    want = per_sample()
+    with track(model) as tracker:
+        got = per_sample()
+        F.mse_loss(model(X[:8]), Y[:8]).backward()
+        record = tracker.step()
+    assert all(torch.equal(got[name], want[name]) for name in want)
+    assert record["samples"] == 8 and all(layer["samples"] == 8 for layer in record["layers"])
+
+
 def test_a_half_precision_layer_wholly_negative_has_no_positive_split() -> None:
     """bfloat16 weights, every z of layer 1 <= 0: G_pos is 0, so the split is all negative (no rounding residue)."""
     torch.manual_seed(0)

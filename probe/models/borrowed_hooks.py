@@ -28,6 +28,14 @@ import torch
 from torch import nn
 
 
+def _transforming() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) is running."""
+    try:
+        return torch._C._functorch.maybe_current_level() is not None
+    except AttributeError:  # a torch without functorch's level: no transform to stand aside for
+        return False
+
+
 class InertHook:
     """A forward (pre-)hook that does nothing: what a copied or pickled :class:`BorrowedHook` becomes."""
 
@@ -43,9 +51,12 @@ class InertHook:
 class BorrowedHook:
     """``fn`` as a module hook (its return value dropped: the output is never replaced), inert when copied.
 
-    It does nothing while ``torch.jit.trace`` runs the module: a traced pass is
+    It does nothing while ``torch.jit.trace`` runs the module (a traced pass is
     not one to measure, and the tracer would record the hook's own operations
-    into the traced graph (and hand it traced sizes as tensors).
+    into the traced graph, and hand it traced sizes as tensors), nor inside a
+    ``torch.func`` transform (``vmap(grad(...))`` for per-sample gradients, say:
+    not the training pass, and its batched tensors refuse the hook's ``out=``
+    operations).
     """
 
     __slots__ = ("fn",)
@@ -54,7 +65,7 @@ class BorrowedHook:
         self.fn = fn
 
     def __call__(self, *args: object) -> None:
-        if not torch.jit.is_tracing():
+        if not torch.jit.is_tracing() and not _transforming():
             self.fn(*args)
 
     def __deepcopy__(self, memo: dict) -> InertHook:
