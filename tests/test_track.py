@@ -720,6 +720,28 @@ def test_per_sample_gradients_by_torch_func_mid_run(general: bool) -> None:
     assert record["samples"] == 8 and all(layer["samples"] == 8 for layer in record["layers"])
 
 
+@pytest.mark.parametrize("general", [False, True])
+def test_an_empty_batch_adds_nothing_and_alone_makes_no_record(general: bool, caplog) -> None:
+    """model(x[mask]) with an empty mask: before, a step of it alone failed in tracker.step() (bincount)."""
+    model = _fast_or_general(general)
+    X, Y = data(16)
+    records = []
+    for with_empty in (False, True):
+        with track(model) as tracker:
+            if with_empty:
+                F.mse_loss(model(X[:0]), Y[:0], reduction="sum").backward()
+                with caplog.at_level(logging.WARNING, logger="probe.track"):
+                    assert tracker.step() is None
+                assert "at least one sample" in caplog.text
+                F.mse_loss(model(X[:0]), Y[:0], reduction="sum").backward()
+            F.mse_loss(model(X), Y).backward()
+            records.append(tracker.step())
+    plain, mixed = records
+    assert (plain["step"], mixed["step"]) == (0, 1)
+    keys = ("samples", "loss", "collapsed", "layers", "sign")
+    assert {k: mixed.get(k) for k in keys} == {k: plain.get(k) for k in keys}
+
+
 def test_a_half_precision_layer_wholly_negative_has_no_positive_split() -> None:
     """bfloat16 weights, every z of layer 1 <= 0: G_pos is 0, so the split is all negative (no rounding residue)."""
     torch.manual_seed(0)

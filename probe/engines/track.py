@@ -235,8 +235,8 @@ class Tracker:
 
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             state = self._current
-            if state is None or not output.requires_grad or module is not own:  # closed, no autograd, or a
-                return  # shallow copy of the module, which shares its hook table
+            if state is None or not output.requires_grad or not output.numel() or module is not own:
+                return  # closed, no autograd, an empty batch, or a shallow copy (it shares the hook table)
             if layer:
                 state.layers[layer - 1].watch_relu(inputs[0])
             state.layers[layer].forward(module, inputs[0], output, slope())
@@ -245,7 +245,7 @@ class Tracker:
 
     def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         state = self._current
-        if state is None or not output.requires_grad or module is not self.final:
+        if state is None or not output.requires_grad or not output.numel() or module is not self.final:
             return
         state.sign.forward(module, inputs[0], state.layers[-1].watch_relu(inputs[0]))
 
@@ -314,7 +314,8 @@ class Tracker:
 
     def _no_forward(self, step: int) -> None:
         self._warn_once("forward", f"step {step} was to be recorded, but no forward pass with autograd "
-                        "went through the model since the previous tracker.step(); nothing recorded")
+                        "and at least one sample went through the model since the previous "
+                        "tracker.step(); nothing recorded")
 
     def _no_backward(self, step: int) -> None:
         self._warn_once("backward", f"step {step}: no backward pass that trains the hidden layers (one that "
