@@ -742,6 +742,27 @@ def test_an_empty_batch_adds_nothing_and_alone_makes_no_record(general: bool, ca
     assert {k: mixed.get(k) for k in keys} == {k: plain.get(k) for k in keys}
 
 
+@pytest.mark.parametrize("general", [False, True])
+def test_torch_export_and_batched_gradients_mid_run(general: bool) -> None:
+    """torch.export's pass is not recorded nor changed; a batched backward (Jacobian rows) is no training pass."""
+    model = _fast_or_general(general)
+    X, Y = data(16)
+    want = torch.export.export(model, (X[:4],), strict=False).graph
+    with track(model) as tracker:
+        F.mse_loss(model(X), Y).backward()
+        plain = tracker.step()
+        got = torch.export.export(model, (X[:4],), strict=False).graph
+        F.mse_loss(model(X), Y).backward()
+        rows = torch.eye(2)[:, None, :].expand(2, 16, 2)  # d out_k / d params, k = 0, 1
+        torch.autograd.grad(model(X), list(model.parameters()), rows, is_grads_batched=True)
+        mixed = tracker.step()
+    assert [n.target for n in got.nodes] == [n.target for n in want.nodes]
+    keys = ("grad_neg_mean_abs", "grad_pos_mean_abs", "grad_ratio", "neg_grad_share", "weight_grad_norm_neg",
+            "weight_grad_norm_pos")
+    for a, b in zip(plain["layers"], mixed["layers"]):
+        assert {k: b[k] for k in keys} == {k: a[k] for k in keys}
+
+
 def test_a_half_precision_layer_wholly_negative_has_no_positive_split() -> None:
     """bfloat16 weights, every z of layer 1 <= 0: G_pos is 0, so the split is all negative (no rounding residue)."""
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ from torch.utils.hooks import RemovableHandle
 
 from probe.core.variants import slope_tensor, variant_of_module
 from probe.diagnostics import Collector
-from probe.engines.track_graph import trains, weight_branch
+from probe.engines.track_graph import batched, trains, weight_branch
 from probe.models.mlp import MLP
 
 
@@ -67,13 +67,18 @@ def block_hooks(collector: Collector, layer: int, linear: nn.Linear, act: nn.Mod
         if not z.requires_grad:
             return
         # probe.track: a backward pass that computes no gradient for the weight (a gradient
-        # penalty's torch.autograd.grad) does not train the layer, and is left out
+        # penalty's torch.autograd.grad), or a batch of them (a Jacobian's), does not train the
+        # layer, and is left out
         branch = weight_branch(u) if autograd_only else None
+
+        def training(g: torch.Tensor) -> bool:
+            return trains(branch) and not batched(g)
+
         if u is z:
-            z.register_hook(lambda g: collector.backward(pending, rows(g, width)) if trains(branch) else None)
+            z.register_hook(lambda g: collector.backward(pending, rows(g, width)) if training(g) else None)
         else:  # a norm between: dL/dz for the ratios, dL/du for the weight split
-            z.register_hook(lambda g: collector.backward_z(pending, rows(g, width)) if trains(branch) else None)
-            u.register_hook(lambda g: collector.backward_u(pending, rows(g, width)) if trains(branch) else None)
+            z.register_hook(lambda g: collector.backward_z(pending, rows(g, width)) if training(g) else None)
+            u.register_hook(lambda g: collector.backward_u(pending, rows(g, width)) if training(g) else None)
 
     return linear_hook, act_pre_hook
 

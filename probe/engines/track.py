@@ -315,7 +315,8 @@ class Tracker:
     def _no_forward(self, step: int) -> None:
         self._warn_once("forward", f"step {step} was to be recorded, but no forward pass with autograd "
                         "and at least one sample went through the model since the previous "
-                        "tracker.step(); nothing recorded")
+                        "tracker.step(); nothing recorded (passes traced by torch.jit.trace or "
+                        "torch.export, and those inside a torch.func transform, are not recorded)")
 
     def _no_backward(self, step: int) -> None:
         self._warn_once("backward", f"step {step}: no backward pass that trains the hidden layers (one that "

@@ -51,7 +51,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probe.engines.track_graph import plain, trains, weight_branch, weight_grad_node, work_view
+from probe.engines.track_graph import batched, plain, trains, weight_branch, weight_grad_node, work_view
 from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout
 
 
@@ -192,8 +192,8 @@ class LayerStep:
         # g is what this batch's ReLU backward made, unchanged since (no other term added, no hook
         # changed it, in place or not): exactly 0 wherever z <= 0
         clean = made is not None and g is made[1] and made[0] == batch and g._version == made[2]
-        if self._closed or g is None:  # a graph of this step backpropagated after its record: not this step's
-            return
+        if self._closed or g is None or batched(g):  # a graph of this step backpropagated after its record
+            return  # (not this step's), or a batch of gradients (a Jacobian's): not a training pass
         if total is None and not total_here:  # a pass that computes no weight gradient (a gradient penalty's
             return  # torch.autograd.grad): not one that trains this layer, so not in the record
         with plain(g.device):

@@ -79,6 +79,16 @@ def weight_branch(z: torch.Tensor) -> object | None:
     return branch
 
 
+def batched(g: torch.Tensor) -> bool:
+    """Whether ``g`` is a batch of gradients (``torch.autograd.grad(..., is_grads_batched=True)``,
+    a vectorised ``jacobian``): a pass that computes Jacobians, not one that trains, and whose
+    batched tensors refuse the hooks' ``out=`` operations."""
+    try:
+        return bool(torch._C._functorch.is_legacy_batchedtensor(g))
+    except (AttributeError, TypeError):
+        return False
+
+
 def trains(branch: object | None) -> bool:
     """Called in a backward hook: whether this backward pass computes the weight's gradient.
 

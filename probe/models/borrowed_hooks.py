@@ -36,6 +36,12 @@ def _transforming() -> bool:
         return False
 
 
+def _exporting() -> bool:
+    """Whether ``torch.export`` is tracing (False on a torch without the query)."""
+    query = getattr(getattr(torch, "compiler", None), "is_exporting", None)
+    return bool(query()) if query is not None else False
+
+
 class InertHook:
     """A forward (pre-)hook that does nothing: what a copied or pickled :class:`BorrowedHook` becomes."""
 
@@ -51,12 +57,12 @@ class InertHook:
 class BorrowedHook:
     """``fn`` as a module hook (its return value dropped: the output is never replaced), inert when copied.
 
-    It does nothing while ``torch.jit.trace`` runs the module (a traced pass is
-    not one to measure, and the tracer would record the hook's own operations
-    into the traced graph, and hand it traced sizes as tensors), nor inside a
-    ``torch.func`` transform (``vmap(grad(...))`` for per-sample gradients, say:
-    not the training pass, and its batched tensors refuse the hook's ``out=``
-    operations).
+    It does nothing while ``torch.jit.trace`` or ``torch.export`` runs the module
+    (a traced pass is not one to measure, and the tracer would record the hook's
+    own operations into its graph, and hand it traced sizes and fake tensors),
+    nor inside a ``torch.func`` transform (``vmap(grad(...))`` for per-sample
+    gradients, say: not the training pass, and its batched tensors refuse the
+    hook's ``out=`` operations).
     """
 
     __slots__ = ("fn",)
@@ -65,7 +71,7 @@ class BorrowedHook:
         self.fn = fn
 
     def __call__(self, *args: object) -> None:
-        if not torch.jit.is_tracing() and not _transforming():
+        if not torch.jit.is_tracing() and not _exporting() and not _transforming():
             self.fn(*args)
 
     def __deepcopy__(self, memo: dict) -> InertHook:
