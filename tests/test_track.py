@@ -640,13 +640,15 @@ def _fast_or_general(general: bool) -> nn.Module:
 
 @pytest.mark.parametrize("general", [False, True])
 def test_a_deep_copy_of_the_model_is_not_recorded(general: bool) -> None:
-    """An EMA or teacher copied from the tracked model mid-run gets inert hooks, and is not recorded."""
+    """An EMA or teacher copied from the tracked model mid-run gets inert hooks, and is not recorded;
+    nor is a shallow copy of a layer, which shares the layer's hook table."""
     model = _fast_or_general(general)
     X, Y = data(32)
     before = copy.deepcopy(model)
     with track(model) as tracker:
         twin = copy.deepcopy(model).double()
         assert _inert_hooks(twin) == _hooks(model) > 0
+        copy.copy(model[0])(X[16:]).sum().backward()
         ((twin(X[16:].double()) - Y[16:].double()) ** 2).sum().backward()
         F.mse_loss(model(X[:16]), Y[:16]).backward()
         record = tracker.step()

@@ -47,15 +47,11 @@ def block_hooks(collector: Collector, layer: int, linear: nn.Linear, act: nn.Mod
         return t.detach().reshape(1, -1, w).float()
 
     def linear_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if module is not linear:  # a shallow copy of the module, which shares its hook table
-            return
         if not autograd_only or output.requires_grad and output.numel():  # probe.track: an empty batch
             seen["x"], seen["u"] = inputs[0], output  # adds nothing to a step (and alone makes none)
 
     def act_pre_hook(module: nn.Module, inputs: tuple) -> None:
         z = inputs[0]
-        if module is not act:
-            return
         if "u" not in seen or (autograd_only and not z.requires_grad):
             seen.clear()
             return

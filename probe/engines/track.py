@@ -231,12 +231,12 @@ class Tracker:
         self.close()
 
     def _hidden_hook(self, layer: int):
-        slope, own = self._slopes[layer], self.hidden[layer]
+        slope = self._slopes[layer]
 
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             state = self._current
-            if state is None or not output.requires_grad or not output.numel() or module is not own:
-                return  # closed, no autograd, an empty batch, or a shallow copy (it shares the hook table)
+            if state is None or not output.requires_grad or not output.numel():
+                return  # closed, no autograd, or an empty batch
             if layer:
                 state.layers[layer - 1].watch_relu(inputs[0])
             state.layers[layer].forward(module, inputs[0], output, slope())
@@ -245,7 +245,7 @@ class Tracker:
 
     def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         state = self._current
-        if state is None or not output.requires_grad or not output.numel() or module is not self.final:
+        if state is None or not output.requires_grad or not output.numel():
             return
         state.sign.forward(module, inputs[0], state.layers[-1].watch_relu(inputs[0]))
 

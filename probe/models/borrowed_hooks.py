@@ -55,9 +55,11 @@ class InertHook:
 
 
 class BorrowedHook:
-    """``fn`` as a module hook (its return value dropped: the output is never replaced), inert when copied.
+    """``fn`` as a hook of ``module`` (its return value dropped: the output is never replaced), inert when copied.
 
-    It does nothing while ``torch.jit.trace`` or ``torch.export`` runs the module
+    It runs for ``module`` itself only: a shallow copy of the module
+    (``copy.copy``) shares its hook table, and its passes are not the tracked
+    module's. It does nothing while ``torch.jit.trace`` or ``torch.export`` runs the module
     (a traced pass is not one to measure, and the tracer would record the hook's
     own operations into its graph, and hand it traced sizes and fake tensors),
     nor inside a ``torch.func`` transform (``vmap(grad(...))`` for per-sample
@@ -65,14 +67,14 @@ class BorrowedHook:
     hook's ``out=`` operations).
     """
 
-    __slots__ = ("fn",)
+    __slots__ = ("module", "fn")
 
-    def __init__(self, fn: Callable[..., object]) -> None:
-        self.fn = fn
+    def __init__(self, module: nn.Module, fn: Callable[..., object]) -> None:
+        self.module, self.fn = module, fn
 
-    def __call__(self, *args: object) -> None:
-        if not torch.jit.is_tracing() and not _exporting() and not _transforming():
-            self.fn(*args)
+    def __call__(self, module: nn.Module, *args: object) -> None:
+        if module is self.module and not torch.jit.is_tracing() and not _exporting() and not _transforming():
+            self.fn(module, *args)
 
     def __deepcopy__(self, memo: dict) -> InertHook:
         return InertHook()
@@ -86,9 +88,9 @@ class BorrowedHook:
 
 def attach_forward(module: nn.Module, fn: Callable[[nn.Module, tuple, object], object]):
     """Register ``fn(module, inputs, output)`` as a forward hook of ``module``; returns the handle."""
-    return module.register_forward_hook(BorrowedHook(fn))
+    return module.register_forward_hook(BorrowedHook(module, fn))
 
 
 def attach_pre(module: nn.Module, fn: Callable[[nn.Module, tuple], object]):
     """Register ``fn(module, inputs)`` as a forward pre-hook of ``module``; returns the handle."""
-    return module.register_forward_pre_hook(BorrowedHook(fn))
+    return module.register_forward_pre_hook(BorrowedHook(module, fn))
