@@ -43,9 +43,10 @@ def _loader() -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, X.sum(1, keepdim=True)), batch_size=16)
 
 
-def _fit(model, callback, epochs: int = 2) -> None:
+def _fit(model, callback, epochs: int = 2, accumulate: int = 1) -> None:
     trainer = lightning.Trainer(max_epochs=epochs, callbacks=[callback], logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=2)
+                                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=2,
+                                accumulate_grad_batches=accumulate)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(model, _loader(), _loader())
@@ -75,3 +76,21 @@ def test_callback_unhooks_when_fit_fails(tmp_path) -> None:
         _fit(model, callback)
     assert [r["step"] for r in callback.history] == [0, 1, 2]
     assert _hooks(model) == 0
+
+
+def test_with_accumulated_gradients_a_step_is_an_optimizer_step(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = Regressor()
+    start = [p.detach().clone() for p in model.net.parameters()]
+    callback = ProbeCallback(tmp_path / "fit.jsonl", module="net", every=1)
+    _fit(model, callback, epochs=1, accumulate=4)  # 6 batches: optimizer steps after batches 4 and 6
+    records = read_history(tmp_path / "fit.jsonl").records
+    assert [(r["step"], r["samples"]) for r in records] == [(0, 64), (1, 32)]
+    # step 0's loss: the mean of its 4 batches' losses, all under the initial weights (no
+    # optimizer step in between), recomputed on a plain copy of the network
+    plain = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1))
+    with torch.no_grad():
+        for p, q in zip(plain.parameters(), start):
+            p.copy_(q)
+        losses = [nn.functional.mse_loss(plain(x), y) for x, y in list(_loader())[:4]]
+    assert records[0]["loss"] == pytest.approx(float(torch.stack(losses).mean()), rel=1e-6)

@@ -1128,8 +1128,8 @@ def test_a_diverging_loop_warns_once_and_writes_strict_json(tmp_path, caplog) ->
             loss.backward()
             opt.step()
             tracker.step(loss)
-    warnings = [r.getMessage() for r in caplog.records if "diverged" in r.getMessage()]
-    assert len(warnings) == 1 and warnings[0].startswith("step 3: the loss is nan")
+    warnings = [r.getMessage() for r in caplog.records if "training has diverged" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{path}: step 3: the loss is nan")
 
     def refuse(constant: str) -> None:
         raise ValueError(f"non-strict JSON constant {constant}")

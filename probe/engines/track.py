@@ -61,35 +61,30 @@ from probe.core.checks import check_fraction
 from probe.core.errors import ProbeError
 from probe.core.version import __version__
 from probe.diagnostics.results import collapsed
+from probe.engines import track_notices as notices
 from probe.engines.track_batch import LayerStep
 from probe.engines.track_general import GeneralStep
 from probe.engines.track_io import FORMAT, LineWriter, read_lines
 from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout, sign_layout
 from probe.engines.track_model import slope_reader, user_layers
 from probe.engines.track_record import layer_dict, layer_records, sign_results
-from probe.engines.track_sign import SignStep
+from probe.engines.track_sign import RoutesFeed, SignStep
 from probe.engines.track_window import AlertMonitor, DeadWindow
 from probe.models.borrowed_hooks import attach_forward
 
 log = logging.getLogger("probe.track")
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ProbeError(f"{name} must be a positive integer", expected="an integer >= 1", found=repr(value),
-                         fix=f"pass {name}=10, for instance")
-    return value
-
-
 class _StepState:
     """What the hooks gather during one recorded step, into one ledger kept in ``scratch[-1]``."""
 
     def __init__(self, layers: list[nn.Linear], final: nn.Linear, scratch: list[Scratch], split: bool,
-                 sizes: list[int]) -> None:
+                 sizes: list[int], margin: bool) -> None:
         self.ledger = StepLedger(scratch[-1], sizes)
         self.layers = [LayerStep(lin.out_features, lin.in_features, pool, self.ledger, i, split)
                        for i, (lin, pool) in enumerate(zip(layers, scratch))]
-        self.sign = SignStep(scratch[-1], self.ledger, len(layers), final.out_features, final.in_features)
+        self.sign = RoutesFeed(True) if margin else \
+            SignStep(scratch[-1], self.ledger, len(layers), final.out_features, final.in_features)
 
 
 class Tracker:
@@ -119,14 +114,17 @@ class Tracker:
             (two for a model with norms or smooth activations), the largest
             single cost of a record; False leaves those keys as analyze
             does without the split (None, and 0.0 for the norms).
+        sign_target: ``"logit"``: the sign routes of each output itself; ``"margin"``:
+            of each class's logit margin, as ``probe analyze`` reports a classifier
+            trained with cross-entropy (see :mod:`probe.diagnostics.margin`).
     """
 
     def __init__(self, model: object, path: str | Path | None = None, *, every: int = 1, window: int = 20,
                  alert_dead_share: float | None = 0.25, alert_growth: float | None = 0.10,
                  on_alert: Callable[[dict], object] | None = None, near_dead_threshold: float = 0.01,
-                 dormant_tau: float = 0.025, gradient_split: bool = True) -> None:
-        self.every = _positive_int("every", every)
-        self.window = _positive_int("window", window)
+                 dormant_tau: float = 0.025, gradient_split: bool = True, sign_target: str = "logit") -> None:
+        self.every = notices.positive_int("every", every)
+        self.window = notices.positive_int("window", window)
         for name, value in (("alert_dead_share", alert_dead_share), ("alert_growth", alert_growth)):
             if value is not None:
                 check_fraction(name, value)
@@ -141,15 +139,17 @@ class Tracker:
         self.gradient_split = gradient_split
         self.model, linears, acts, self.architecture, self.general = user_layers(model)
         self.hidden, self.final = linears[:-1], linears[-1]
+        self.margin = notices.check_sign_target(sign_target, self.final.out_features)
         self._acts = acts
         self._slopes = [] if self.general else [slope_reader(act) for act in acts]
-        self.path = None if path is None else Path(path)
+        self.path = None if path is None else Path(path).expanduser()
         self.on_alert = on_alert
         self.header = {"format": FORMAT, "probe": __version__, "torch": torch.__version__,
                        "model": self.architecture, "units": [lin.out_features for lin in self.hidden],
                        "every": self.every, "window": self.window, "alert_dead_share": alert_dead_share,
                        "alert_growth": alert_growth, "near_dead_threshold": self.near_dead_threshold,
-                       "dormant_tau": self.dormant_tau, "gradient_split": gradient_split}
+                       "dormant_tau": self.dormant_tau, "gradient_split": gradient_split,
+                       "sign_target": sign_target}
         self.steps = 0  # calls of step() so far: the number of the step now running
         self.last: dict | None = None
         self.alerts: list[dict] = []
@@ -169,8 +169,9 @@ class Tracker:
     def _new_state(self) -> _StepState | GeneralStep:
         if self.general:
             return GeneralStep(self.hidden, self._acts, self.final, self.near_dead_threshold, self.dormant_tau,
-                               self.gradient_split)
-        return _StepState(self.hidden, self.final, self._scratch, self.gradient_split, self._ledger_sizes)
+                               self.gradient_split, self.margin)
+        return _StepState(self.hidden, self.final, self._scratch, self.gradient_split, self._ledger_sizes,
+                          self.margin)
 
     # -- borrowing the model -------------------------------------------------------------------------
 
@@ -195,6 +196,8 @@ class Tracker:
 
     def close(self) -> None:
         """Remove every hook and close the history file (idempotent)."""
+        if self._open and self.steps == 0 and self._current is not None and notices.saw_forward(self._current):
+            self._warn_once("never", notices.NEVER_STEPPED)
         self._open = False
         if isinstance(self._current, _StepState):  # its hooks may still fire: keep them off the scratch
             for layer in self._current.layers:
@@ -218,6 +221,16 @@ class Tracker:
         else:
             self._current = None
             self._detach()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the hooks are on: between ``open()`` (entering the ``with`` block) and ``close()``."""
+        return self._open
+
+    @property
+    def recording(self) -> bool:
+        """Whether the step now running (``steps``) will be recorded when :meth:`step` closes it."""
+        return self._current is not None
 
     def _detach(self) -> None:
         for handle in self._handles:
@@ -257,10 +270,14 @@ class Tracker:
         Call it once per optimizer step, after ``loss.backward()`` (and
         ``opt.step()``). ``loss`` may be a number or a one-element tensor.
         """
+        if not self._open:
+            raise ProbeError("tracker.step() on a tracker that is not open", expected="a tracker inside its with block",
+                             found="closed" if self._started else "never opened",
+                             fix="with probe.track(model, ...) as tracker: ... tracker.step(loss) inside the block")
         state, step = self._current, self.steps
         record = None
         if state is not None:
-            value = None if loss is None else self._loss_value(loss)
+            value = None if loss is None else notices.loss_value(loss)
             if value is not None and not math.isfinite(value):
                 self._warn_once("diverged", f"step {step}: the loss is {value}: training has diverged; this "
                                 "and later records describe non-finite values (null in the history file)")
@@ -269,33 +286,26 @@ class Tracker:
         self._arm()
         if record is not None:
             for alert in record["alerts"]:
-                log.warning(alert["message"])
+                log.warning(self._tagged(alert["message"]))
                 if self.on_alert is not None:
                     self.on_alert(alert)
         return record
 
-    @staticmethod
-    def _loss_value(loss: object) -> float:
-        try:
-            return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-        except (TypeError, ValueError, RuntimeError):
-            raise ProbeError("tracker.step() got a loss that is not a number",
-                             expected="a float or a one-element tensor",
-                             found=f"{type(loss).__name__}" + (f" of shape {tuple(loss.shape)}"
-                                                                if isinstance(loss, torch.Tensor) else ""),
-                             fix="pass loss (the scalar you called backward on), or nothing") from None
-
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            log.warning(message)
+            log.warning(self._tagged(message))
+
+    def _tagged(self, message: str) -> str:
+        """A log line that names the run (its history file), so that two runs' lines can be told apart."""
+        return message if self.path is None else f"{self.path}: {message}"
 
     def _record(self, state: _StepState | GeneralStep, step: int, loss: float | None) -> dict | None:
         if isinstance(state, GeneralStep):
             if not state.recorded:
                 return self._no_forward(step)
             if not state.has_gradients:
-                self._no_backward(step)
+                self._warn_once("backward", notices.no_backward(step))
             diagnostics = state.result()
             layers = [layer_dict(d) for d in diagnostics.layers]
             sign = [s.to_dict() for s in diagnostics.sign]
@@ -305,23 +315,19 @@ class Tracker:
             if any(ledger is None for ledger in ledgers):
                 return self._no_forward(step)
             if any(not layer.grad_slabs for layer in state.layers):
-                self._no_backward(step)
+                self._warn_once("backward", notices.no_backward(step))
             host = state.ledger.host()
             layers, active = layer_records(state.layers, host[:-1], self.near_dead_threshold, self.dormant_tau)
-            sign = [s.to_dict() for s in sign_results(state.sign, host[-1])]
+            sign = [s.to_dict() for s in (state.sign.results() if self.margin
+                                          else sign_results(state.sign, host[-1]))]
             samples = state.layers[0].samples
+        untrained = notices.untrained_rows(state)
+        if untrained:
+            self._warn_once("untrained", notices.untrained(step, untrained, samples))
         return self._write(step, loss, layers, sign, active, samples)
 
     def _no_forward(self, step: int) -> None:
-        self._warn_once("forward", f"step {step} was to be recorded, but no forward pass with autograd "
-                        "and at least one sample went through the model since the previous "
-                        "tracker.step(); nothing recorded (passes traced by torch.jit.trace or "
-                        "torch.export, and those inside a torch.func transform, are not recorded)")
-
-    def _no_backward(self, step: int) -> None:
-        self._warn_once("backward", f"step {step}: no backward pass that trains the hidden layers (one that "
-                        "computes their weight gradients) came before tracker.step(); its record has no "
-                        "gradient diagnostics (call step() after loss.backward())")
+        self._warn_once("forward", notices.no_forward(step))
 
     def _write(self, step: int, loss: float | None, layers: list[dict], sign: list[dict], active: np.ndarray,
                samples: int) -> dict:

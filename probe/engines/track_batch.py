@@ -79,6 +79,8 @@ class LayerStep:
         self._ledger, self._index = ledger, index
         self.samples = 0
         self.batches = 0
+        self.batch_rows: list[int] = []  # per batch of the step, its samples
+        self.trained: set[int] = set()  # the batches that a training backward pass reached
         self.ledger: torch.Tensor | None = None  # this layer's part, laid out as LEDGER says
         self.parts, _ = ledger_layout(units)
         self.rows = 2  # forward rows in the ledger: n(z<=0), sum relu(z)[, sum z]
@@ -136,6 +138,7 @@ class LayerStep:
             self._view("forward2" if rows == 2 else "forward3").add_(slab.sum(1).to(self.ledger.dtype))
         self.slope = slope
         self.samples += z2.shape[0]
+        self.batch_rows.append(z2.shape[0])
         self.batches += 1
         if not z.requires_grad:
             return
@@ -196,6 +199,7 @@ class LayerStep:
             return  # (not this step's), or a batch of gradients (a Jacobian's): not a training pass
         if total is None and not total_here:  # a pass that computes no weight gradient (a gradient penalty's
             return  # torch.autograd.grad): not one that trains this layer, so not in the record
+        self.trained.add(batch)
         with plain(g.device):
             self._measure(g, planes, x, version, total, bias_grad, total_here, clean)
 

@@ -28,8 +28,8 @@ from torch import nn
 
 from probe.diagnostics.collector import Collector, nominal_slope
 from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
-from probe.diagnostics.sign import SignRoutes
 from probe.engines.hooks import block_hooks
+from probe.engines.track_sign import RoutesFeed
 from probe.models.borrowed_hooks import attach_forward, attach_pre
 
 
@@ -37,12 +37,11 @@ class GeneralStep:
     """One recorded step of a general model: a Collector fed by hooks, and the sign routes."""
 
     def __init__(self, hidden: list[nn.Linear], acts: list[nn.Module], final: nn.Linear,
-                 near_dead_threshold: float, dormant_tau: float, split: bool = True) -> None:
+                 near_dead_threshold: float, dormant_tau: float, split: bool = True, margin: bool = False) -> None:
         self.hidden, self.acts, self.final = hidden, acts, final
         self.collector = Collector(len(hidden), None, weight_grads=split, near_dead_threshold=near_dead_threshold,
                                    dormant_tau=dormant_tau)
-        self.sign: SignRoutes | None = None
-        self.samples = 0
+        self.sign = RoutesFeed(margin)
 
     def attach(self) -> list:
         """Register the hooks on the user's modules (inert in a copy or pickle); returns their handles."""
@@ -57,14 +56,12 @@ class GeneralStep:
     def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         if not output.requires_grad or not output.numel():
             return
-        h = inputs[0].detach().reshape(1, -1, module.in_features).float()
-        if self.sign is None:  # the weights of this step's forward pass, before opt.step()
-            weight = module.weight.detach().float()[None]
-            bias = (torch.zeros(1, weight.shape[1], device=weight.device) if module.bias is None
-                    else module.bias.detach().float()[None])
-            self.sign = SignRoutes(weight, bias)
-        self.sign.update(h)
-        self.samples += h.shape[1]
+        self.sign.forward(module, inputs[0])
+
+    @property
+    def samples(self) -> int:
+        """Rows through the final layer with autograd this step."""
+        return self.sign.samples
 
     @property
     def recorded(self) -> bool:
@@ -85,8 +82,7 @@ class GeneralStep:
                 grads.g_pos = torch.zeros_like(grads.g_neg)
             gradient = grads.result(0, nominal or 0.0) if grads.neg_abs is not None else None
             layers.append(LayerDiagnostics(i, nominal, act.result(0), gradient, spread))
-        sign = tuple(self.sign.result(0)) if self.sign is not None else ()
-        return NetworkDiagnostics(tuple(layers), sign)
+        return NetworkDiagnostics(tuple(layers), self.sign.results())
 
     def active_units(self) -> list[torch.Tensor]:
         """Per hidden layer, which units had ``z > 0`` on some sample of the step (``[units]`` bool numpy)."""

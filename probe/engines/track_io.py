@@ -49,8 +49,9 @@ class LineWriter:
 def read_lines(path: str | Path) -> tuple[dict | None, list[dict], list[str]]:
     """The header, the records and notes about what was skipped, from a history file.
 
-    A last line that is not valid JSON (a run killed mid-write) is skipped with a
-    note; any other line that is not a JSON object is an error.
+    A last line that is not valid JSON and has no newline (a run killed
+    mid-write) is skipped with a note; any other line that is not a JSON object
+    is an error.
 
     Raises:
         ProbeError: Missing, unreadable, not UTF-8 or corrupt before its last line.
@@ -67,7 +68,8 @@ def read_lines(path: str | Path) -> tuple[dict | None, list[dict], list[str]]:
                          found=f"undecodable bytes at offset {exc.start}",
                          fix="pass the .jsonl file probe.track wrote") from None
     lines = text.split("\n")
-    if lines and lines[-1] == "":
+    ended = bool(lines) and lines[-1] == ""  # every line probe writes ends in a newline: one without was cut
+    if ended:
         lines.pop()
     header, records, notes = None, [], []
     for number, line in enumerate(lines, start=1):
@@ -76,11 +78,11 @@ def read_lines(path: str | Path) -> tuple[dict | None, list[dict], list[str]]:
         try:
             doc = json.loads(line)
         except json.JSONDecodeError as exc:
-            if number == len(lines):
+            if number == len(lines) and not ended:
                 notes.append(f"{path}: line {number} is cut short (a run stopped mid-write) and was skipped")
                 break
             raise ProbeError(f"The history {path} is corrupt at line {number}", expected="one JSON object a line",
-                             found=f"{exc.msg} at column {exc.colno}",
+                             found=f"{exc.msg} (column {exc.colno})",
                              fix="pass the file probe.track wrote, unedited") from None
         if not isinstance(doc, dict):
             raise ProbeError(f"The history {path} is corrupt at line {number}", expected="one JSON object a line",

@@ -37,6 +37,11 @@ def user_layers(model: object) -> tuple[nn.Module, list[nn.Linear], list[nn.Modu
         raise ModelLoadError("probe.track hooks the model you train, so it needs the module itself",
                              expected="the torch.nn.Module your loop trains", found=type(model).__name__,
                              fix="pass the model object (to analyze a saved file, use probe.analyze)")
+    inner = _wrapped(model)
+    if inner is not None:
+        raise ModelLoadError(f"probe.track hooks the module that runs the layers, not its {type(model).__name__} "
+                             "wrapper", expected="the nn.Module inside the wrapper", found=type(model).__name__,
+                             fix=f"pass {inner} to probe.track, and keep training through the wrapper")
     if isinstance(model, MLP):
         canonical, seq = model, list(model)
     else:
@@ -54,6 +59,15 @@ def user_layers(model: object) -> tuple[nn.Module, list[nn.Linear], list[nn.Modu
     if general:
         _check_own_modules(model, acts, canonical)
     return model, linears, acts, canonical.describe(), general
+
+
+def _wrapped(model: nn.Module) -> str | None:
+    """For a wrapper that runs another module (torch.compile, DataParallel, DDP), how to reach that module."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return "model.module"
+    if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        return "model._orig_mod (the module you gave torch.compile)"
+    return None
 
 
 def _needs_general(canonical: MLP, seq: list[nn.Module]) -> bool:

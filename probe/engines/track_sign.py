@@ -1,7 +1,10 @@
 """The final Linear's sign routes on a recorded step of ``probe.track`` (the device side).
 
-:mod:`probe.engines.track_record` turns the sums into analyze's sign entries,
-with the definitions of :class:`probe.diagnostics.SignRoutes`.
+:class:`SignStep` gathers the fast path's sums, which
+:mod:`probe.engines.track_record` turns into analyze's sign entries, with the
+definitions of :class:`probe.diagnostics.SignRoutes`. :class:`RoutesFeed` feeds
+analyze's own accumulator instead: the general path's routes, and a
+classifier's logit margins (``sign_target="margin"``) on either path.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from probe.diagnostics.margin import MarginRoutes
+from probe.diagnostics.sign import SignResult, SignRoutes
 from probe.engines.track_graph import plain, work_view
 from probe.engines.track_ledger import Scratch, StepLedger, sign_layout
 
@@ -92,3 +97,31 @@ class SignStep:
             else:
                 self._view("hn").addmm_(at, low)
         self.samples += h2.shape[0]
+
+
+class RoutesFeed:
+    """The final Linear's routes over one recorded step through analyze's accumulator, as ``probe analyze`` takes them.
+
+    Args:
+        margin: Each class's logit margin (:class:`probe.diagnostics.margin.MarginRoutes`)
+            rather than each output itself (:class:`probe.diagnostics.SignRoutes`).
+    """
+
+    def __init__(self, margin: bool = False) -> None:
+        self.margin = margin
+        self.routes: SignRoutes | MarginRoutes | None = None
+        self.samples = 0
+
+    def forward(self, module: nn.Linear, h: torch.Tensor, nonnegative: bool = False) -> None:
+        """Read one batch's input ``h`` of the final layer (``nonnegative``: unused, as SignStep's)."""
+        h = h.detach().reshape(1, -1, module.in_features).float()
+        if self.routes is None:  # the weights of this step's forward pass, before opt.step()
+            weight = module.weight.detach().float()[None]
+            bias = (torch.zeros(1, weight.shape[1], device=weight.device) if module.bias is None
+                    else module.bias.detach().float()[None])
+            self.routes = (MarginRoutes if self.margin else SignRoutes)(weight, bias)
+        self.routes.update(h)
+        self.samples += h.shape[1]
+
+    def results(self) -> tuple[SignResult, ...]:
+        return () if self.routes is None else tuple(self.routes.result(0))

@@ -88,7 +88,7 @@ class History:
     Attributes:
         path: Where it was read from.
         label: A short name for tables and legends (the file name without ``.jsonl``).
-        header: The header line (model, ``every``, ``window``, thresholds), or {}.
+        header: The header line (model, ``every``, ``window``, thresholds).
         records: One dict per recorded step.
         notes: What was skipped while reading (a cut-short last line).
     """
@@ -174,7 +174,12 @@ def read_history(path: str | Path, label: str | None = None) -> History:
     """
     path = Path(path)
     header, records, notes = read_lines(path)
-    if header is not None and header.get("format") != "probe-track/1":
+    if header is None:
+        found = ("an empty file" if not records and not notes else "only a line cut short" if not records
+                 else "records without the header line probe.track writes first")
+        raise ProbeError(f"{path} is not a probe.track history", expected="a first line with format probe-track/1",
+                         found=found, fix="pass the .jsonl file that probe.track(model, path=...) wrote, unedited")
+    if header.get("format") != "probe-track/1":
         raise ProbeError(f"{path} is not a probe.track history", expected="a header with format probe-track/1",
                          found=f"format {header.get('format')!r}",
                          fix="pass the .jsonl file that probe.track(model, path=...) wrote")
@@ -186,12 +191,17 @@ def read_history(path: str | Path, label: str | None = None) -> History:
         notes = [*notes, f"{path}: no recorded step yet"]
     records = sorted(records, key=lambda r: r["step"])
     name = path.name[:-len(".jsonl")] if path.name.endswith(".jsonl") else path.stem
-    return History(str(path), label or name, header or {}, tuple(records), tuple(notes))
+    return History(str(path), label or name, header, tuple(records), tuple(notes))
 
 
 def read_histories(paths: list[str | Path]) -> list[History]:
     """Several histories, labelled by file name (with the folder too where two names clash)."""
     paths = [Path(p) for p in paths]
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if p.exists() and seen.setdefault(p.resolve(), p) is not p:
+            raise ProbeError(f"The history {p} is given twice", expected="each history once",
+                             found=f"{seen[p.resolve()]} and {p}", fix="pass each .jsonl file once")
     names = [p.name for p in paths]
     out = []
     for p in paths:

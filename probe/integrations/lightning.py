@@ -9,16 +9,20 @@
 
 The callback opens a :class:`probe.engines.track.Tracker` on the LightningModule
 (or on the submodule named by ``module``, e.g. ``"net"``) when fitting starts,
-closes the current training step after each training batch (after Lightning's
-backward and optimizer step) with the batch's loss, and removes every hook when
-fitting ends or fails. Steps are the training batches seen by this ``fit``.
-Needs the ``lightning`` extra: ``pip install "probe-mlp[lightning]"``.
+closes the current step after each optimizer step, and removes every hook when
+fitting ends or fails. Steps are the optimizer steps of this ``fit``: with
+``accumulate_grad_batches=N``, one step covers its N training batches, and its
+loss is the mean of their losses (Lightning hands each one over divided by N;
+the callback undoes that). Needs the ``lightning`` extra: from a checkout of
+probe, ``pip install -e ".[lightning]"``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import torch
 
 try:
     from lightning.pytorch import Callback
@@ -27,7 +31,7 @@ except ImportError:  # the older standalone package
         from pytorch_lightning import Callback
     except ImportError:
         raise ImportError("probe.integrations.lightning needs PyTorch Lightning: "
-                          "pip install \"probe-mlp[lightning]\"") from None
+                          "pip install -e \".[lightning]\" in a checkout of probe") from None
 
 from probe.engines.track import Tracker
 
@@ -52,17 +56,27 @@ class ProbeCallback(Callback):
         self.options = dict(every=every, window=window, alert_dead_share=alert_dead_share,
                             alert_growth=alert_growth, on_alert=on_alert, **options)
         self.tracker: Tracker | None = None
+        self._optimizer_steps = 0  # trainer.global_step when the current step began
+        self._losses: list[torch.Tensor | float] = []  # the current step's batch losses, as Lightning gave them
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._close()
         target = pl_module if self.module is None else pl_module.get_submodule(self.module)
         self.tracker = Tracker(target, self.path, **self.options).open()
+        self._optimizer_steps, self._losses = trainer.global_step, []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self.tracker is None:
             return
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        self.tracker.step(loss)
+        if loss is not None and self.tracker.recording:
+            self._losses.append(loss.detach() if isinstance(loss, torch.Tensor) else loss)
+        if trainer.global_step == self._optimizer_steps:
+            return  # a batch whose gradients accumulate: its optimizer step is still to come
+        self._optimizer_steps = trainer.global_step
+        losses, self._losses = self._losses, []
+        self.tracker.step(_mean_loss(losses, trainer.accumulate_grad_batches if pl_module.automatic_optimization
+                                     else 1))
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._close()
@@ -81,3 +95,18 @@ class ProbeCallback(Callback):
     def history(self) -> list[dict]:
         """The records of the last fit (see :attr:`probe.engines.track.Tracker.history`)."""
         return [] if self.tracker is None else self.tracker.history
+
+
+def _mean_loss(losses: list, divided_by: int) -> object:
+    """The mean of the step's batch losses, each given divided by ``divided_by`` (None without any)."""
+    if not losses:
+        return None
+    if len(losses) == 1 and divided_by == 1:
+        return losses[0]  # as given: Tracker.step checks it
+    if all(isinstance(loss, torch.Tensor) and loss.numel() == 1 for loss in losses):
+        return torch.stack([loss.reshape(()).float() for loss in losses]).mean() * divided_by
+    odd = [loss for loss in losses
+           if not isinstance(loss, (int, float)) and not (isinstance(loss, torch.Tensor) and loss.numel() == 1)]
+    if odd:
+        return odd[0]  # not a number: Tracker.step says what it expected
+    return sum(float(loss) for loss in losses) / len(losses) * divided_by

@@ -15,7 +15,7 @@ submitted again up to ``max_retries`` times, then comes back as a failed
 :class:`~probe.sweep.executors.Outcome`; the other cells go on. Ctrl-C cancels
 the tasks in flight. Records travel as the JSON-able dicts of
 :func:`probe.sweep.cell.run_cell`. Needs the ``ray`` extra:
-``pip install "probe-mlp[ray]"``; on a cluster, every node needs probe installed.
+``pip install -e ".[ray]"`` in probe's checkout; on a cluster, every node needs probe installed.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class RayExecutor:
                  num_cpus: int | None = None) -> None:
         if importlib.util.find_spec("ray") is None:
             raise ProbeError("--backend ray needs Ray", expected="the ray package", found="it is not installed",
-                             fix='pip install "probe-mlp[ray]" (or use --backend local)')
+                             fix='pip install -e ".[ray]" in probe\'s checkout (or use --backend local)')
         if cpus_per_cell < 1 or max_retries < 0:
             raise ProbeError("Bad Ray task settings", expected="cpus_per_cell >= 1 and max_retries >= 0",
                              found=f"cpus_per_cell={cpus_per_cell}, max_retries={max_retries}",

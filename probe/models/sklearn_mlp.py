@@ -84,7 +84,7 @@ def load_skops(path: Path) -> object:
     except ImportError:
         raise ModelLoadError(f"{path} is a .skops file, and reading one needs the skops package",
                              expected="skops installed", found="no module named skops",
-                             fix="pip install skops (or pip install 'probe-mlp[sklearn]')") from None
+                             fix="pip install skops (or pip install -e '.[sklearn]' in probe's checkout)") from None
     try:
         untrusted = sio.get_untrusted_types(file=str(path))
     except Exception as exc:

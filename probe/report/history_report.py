@@ -95,7 +95,8 @@ def history_figure(histories: Sequence[History]) -> Figure:
     Rows (shared step axis): the loss passed to ``tracker.step``; each hidden
     layer's window-dead share; each layer's grad_ratio on a log axis with the
     nominal slope dashed (a ReLU's ratio is exactly 0 and is named, not drawn);
-    the share of output 0's downward mass carried by negative activations.
+    the share of output 0's downward mass carried by negative activations (of class
+    0's logit margin, for a history recorded with ``sign_target="margin"``).
     """
     fig, axes = new_figure(9.0, 9.0, nrows=4, sharex=True)
     runs = len(histories)
@@ -155,7 +156,10 @@ def history_figure(histories: Sequence[History]) -> Figure:
     route_ax.set_ylim(bottom=0)
     loss_ax.set_title("Training history: loss, dead units, negative-side gradient, sign routes", loc="left")
     ratio_ax.set_title("grad_ratio = mean|g| (z≤0) / mean|g| (z>0)", loc="left", fontsize=9)
-    route_ax.set_title("share of output 0's downward mass through negative activations", loc="left", fontsize=9)
+    targets = {h.header.get("sign_target", "logit") for h in histories}
+    of = {"logit": "output 0", "margin": "class 0's logit margin"}
+    route_ax.set_title(f"share of {' / '.join(of.get(t, str(t)) for t in sorted(targets))}'s downward mass "
+                       "through negative activations", loc="left", fontsize=9)
     dead_ax.set_title("units inactive on every sample of every batch in the window", loc="left", fontsize=9)
     if runs == 1:
         handles, labels = dead_ax.get_legend_handles_labels()
