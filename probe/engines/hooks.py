@@ -17,6 +17,7 @@ from torch.utils.hooks import RemovableHandle
 from probe.core.variants import slope_tensor, variant_of_module
 from probe.diagnostics import Collector
 from probe.engines.track_graph import batched, trains, weight_branch
+from probe.engines.track_notices import check_slope
 from probe.models.mlp import MLP
 
 
@@ -39,24 +40,26 @@ def block_hooks(collector: Collector, layer: int, linear: nn.Linear, act: nn.Mod
             a tracked training step); analyze records every forward pass.
     """
     width, fan_in, seen = linear.out_features, linear.in_features, {}
-    learned = isinstance(act, nn.PReLU)  # slopes an optimiser moves: read at every forward pass
-    fixed = None if learned else slope_tensor(act)
-    fn = variant_of_module(act).function() if fixed is None and not learned else None
+    # slopes an optimiser or a schedule moves: read at every forward pass
+    sloped = isinstance(act, (nn.PReLU, nn.LeakyReLU)) or slope_tensor(act) is not None
+    fn = None if sloped else variant_of_module(act).function()
 
     def rows(t: torch.Tensor, w: int) -> torch.Tensor:
         return t.detach().reshape(1, -1, w).float()
 
     def linear_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if not autograd_only or output.requires_grad and output.numel():  # probe.track: an empty batch
+        if not autograd_only or torch.is_grad_enabled() and output.numel():  # probe.track: an empty batch
             seen["x"], seen["u"] = inputs[0], output  # adds nothing to a step (and alone makes none)
 
     def act_pre_hook(module: nn.Module, inputs: tuple) -> None:
         z = inputs[0]
-        if "u" not in seen or (autograd_only and not z.requires_grad):
+        if "u" not in seen or (autograd_only and not torch.is_grad_enabled()):
             seen.clear()
             return
         x, u = seen.pop("x"), seen.pop("u")
-        slope = slope_tensor(act) if learned else fixed
+        slope = slope_tensor(act) if sloped else None
+        if slope is not None and autograd_only:  # probe.track: per-channel slopes on 3-D batches refused
+            check_slope(slope, z)
         if slope is not None:
             slope = slope.to(z.device, torch.float32).reshape(1, 1, -1)
         pending = collector.forward(layer, rows(x, fan_in), rows(z, width), slope, fn=fn)
@@ -74,7 +77,8 @@ def block_hooks(collector: Collector, layer: int, linear: nn.Linear, act: nn.Mod
             z.register_hook(lambda g: collector.backward(pending, rows(g, width)) if training(g) else None)
         else:  # a norm between: dL/dz for the ratios, dL/du for the weight split
             z.register_hook(lambda g: collector.backward_z(pending, rows(g, width)) if training(g) else None)
-            u.register_hook(lambda g: collector.backward_u(pending, rows(g, width)) if training(g) else None)
+            if u.requires_grad:  # else the Linear is frozen and first: its weight has no gradient to split
+                u.register_hook(lambda g: collector.backward_u(pending, rows(g, width)) if training(g) else None)
 
     return linear_hook, act_pre_hook
 

@@ -214,13 +214,19 @@ class Tracker:
             if self.general:  # hooks that feed this step's own Collector
                 self._detach()
                 self._handles.extend(self._current.attach())
-            elif not self._handles:
+            elif not self._hooked_last():  # after every hook of the user's: z as the activation gets it
+                self._detach()
                 for i, lin in enumerate(self.hidden):
                     self._handles.append(attach_forward(lin, self._hidden_hook(i)))
                 self._handles.append(attach_forward(self.final, self._final_hook))
         else:
             self._current = None
             self._detach()
+
+    def _hooked_last(self) -> bool:
+        """Whether probe's forward hooks are on, each the last of its module's (run after the user's own)."""
+        return bool(self._handles) and all(next(reversed(module._forward_hooks), None) == handle.id
+                                           for module, handle in zip([*self.hidden, self.final], self._handles))
 
     @property
     def is_open(self) -> bool:
@@ -248,17 +254,17 @@ class Tracker:
 
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             state = self._current
-            if state is None or not output.requires_grad or not output.numel():
-                return  # closed, no autograd, or an empty batch
+            if state is None or not torch.is_grad_enabled() or not output.numel():
+                return  # closed, an evaluation (no_grad, inference_mode), or an empty batch
             if layer:
                 state.layers[layer - 1].watch_relu(inputs[0])
-            state.layers[layer].forward(module, inputs[0], output, slope())
+            state.layers[layer].forward(module, inputs[0], output, notices.check_slope(slope(), output))
 
         return hook
 
     def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         state = self._current
-        if state is None or not output.requires_grad or not output.numel():
+        if state is None or not torch.is_grad_enabled() or not output.numel():
             return
         state.sign.forward(module, inputs[0], state.layers[-1].watch_relu(inputs[0]))
 
@@ -314,7 +320,7 @@ class Tracker:
             ledgers = [layer.finish() for layer in state.layers]
             if any(ledger is None for ledger in ledgers):
                 return self._no_forward(step)
-            if any(not layer.grad_slabs for layer in state.layers):
+            if any(layer.wants_grad and not layer.grad_slabs for layer in state.layers):
                 self._warn_once("backward", notices.no_backward(step))
             host = state.ledger.host()
             layers, active = layer_records(state.layers, host[:-1], self.near_dead_threshold, self.dormant_tau)

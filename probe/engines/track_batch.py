@@ -51,7 +51,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probe.engines.track_graph import batched, plain, trains, weight_branch, weight_grad_node, work_view
+from probe.engines.track_graph import (batched, in_backward, plain, trains, weight_branch, weight_grad_node,
+                                      work_view)
 from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout
 
 
@@ -81,6 +82,8 @@ class LayerStep:
         self.batches = 0
         self.batch_rows: list[int] = []  # per batch of the step, its samples
         self.trained: set[int] = set()  # the batches that a training backward pass reached
+        self.recomputed: set[int] = set()  # batches run inside a backward pass (a checkpoint's recomputation)
+        self.wants_grad = False  # some batch's z required grad (not so for a frozen first layer)
         self.ledger: torch.Tensor | None = None  # this layer's part, laid out as LEDGER says
         self.parts, _ = ledger_layout(units)
         self.rows = 2  # forward rows in the ledger: n(z<=0), sum relu(z)[, sum z]
@@ -139,9 +142,12 @@ class LayerStep:
         self.slope = slope
         self.samples += z2.shape[0]
         self.batch_rows.append(z2.shape[0])
+        if in_backward():
+            self.recomputed.add(self.batches)
         self.batches += 1
         if not z.requires_grad:
             return
+        self.wants_grad = True
         node = weight_grad_node(z, module.weight, module.bias)
         batch = self.batches - 1
         x2, version = None, 0

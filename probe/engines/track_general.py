@@ -29,6 +29,7 @@ from torch import nn
 from probe.diagnostics.collector import Collector, nominal_slope
 from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
 from probe.engines.hooks import block_hooks
+from probe.engines.track_graph import in_backward
 from probe.engines.track_sign import RoutesFeed
 from probe.models.borrowed_hooks import attach_forward, attach_pre
 
@@ -42,6 +43,7 @@ class GeneralStep:
         self.collector = Collector(len(hidden), None, weight_grads=split, near_dead_threshold=near_dead_threshold,
                                    dormant_tau=dormant_tau)
         self.sign = RoutesFeed(margin)
+        self.recomputed_rows = 0  # first-layer samples run inside a backward pass (checkpointing)
 
     def attach(self) -> list:
         """Register the hooks on the user's modules (inert in a copy or pickle); returns their handles."""
@@ -51,10 +53,15 @@ class GeneralStep:
             handles.append(attach_forward(lin, linear_hook))
             handles.append(attach_pre(act, act_hook))
         handles.append(attach_forward(self.final, self._final_hook))
+        handles.append(attach_forward(self.hidden[0], self._count_recomputed))
         return handles
 
+    def _count_recomputed(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if torch.is_grad_enabled() and in_backward():
+            self.recomputed_rows += output.numel() // module.out_features
+
     def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if not output.requires_grad or not output.numel():
+        if not torch.is_grad_enabled() or not output.numel():
             return
         self.sign.forward(module, inputs[0])
 
@@ -70,7 +77,8 @@ class GeneralStep:
 
     @property
     def has_gradients(self) -> bool:
-        return all(g.neg_abs is not None for g in self.collector.gradients)
+        """Whether a backward pass reached some hidden layer (not all need to: a frozen first layer's z has none)."""
+        return any(g.neg_abs is not None for g in self.collector.gradients)
 
     def result(self) -> NetworkDiagnostics:
         """analyze's result objects for this step (gradient keys only where a backward pass arrived)."""

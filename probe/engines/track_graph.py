@@ -79,6 +79,14 @@ def weight_branch(z: torch.Tensor) -> object | None:
     return branch
 
 
+def in_backward() -> bool:
+    """Whether this code runs inside a backward pass (a forward recomputed by activation checkpointing)."""
+    try:
+        return torch._C._current_graph_task_id() != -1
+    except AttributeError:
+        return False
+
+
 def batched(g: torch.Tensor) -> bool:
     """Whether ``g`` is a batch of gradients (``torch.autograd.grad(..., is_grads_batched=True)``,
     a vectorised ``jacobian``): a pass that computes Jacobians, not one that trains, and whose

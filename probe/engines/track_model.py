@@ -42,23 +42,40 @@ def user_layers(model: object) -> tuple[nn.Module, list[nn.Linear], list[nn.Modu
         raise ModelLoadError(f"probe.track hooks the module that runs the layers, not its {type(model).__name__} "
                              "wrapper", expected="the nn.Module inside the wrapper", found=type(model).__name__,
                              fix=f"pass {inner} to probe.track, and keep training through the wrapper")
+    dropout_first = False
     if isinstance(model, MLP):
         canonical, seq = model, list(model)
     else:
         canonical = module_to_mlp(_on_cpu(model))  # refuses what analyze refuses, and checks the function
-        seq = module_sequence(model)
+        seq = module_sequence(model, keep=_DROPOUTS)
+        dropout_first = _dropout_before_activation(seq)
+        seq = [m for m in seq if not isinstance(m, _DROPOUTS)]
     linears = [m for m in seq if isinstance(m, nn.Linear)]
     if len({id(lin) for lin in linears}) != len(linears):
         raise ModelLoadError("This model applies one Linear layer more than once",
                              expected="a chain in which each Linear layer is used once",
                              found="the same nn.Linear at two places in the forward pass",
                              fix="use a separate nn.Linear at each place")
-    general = _needs_general(canonical, seq)
+    general = dropout_first or _needs_general(canonical, seq)
     acts = [m for m in seq if isinstance(m, ACTIVATIONS)] if general else \
         [m for m in seq if not isinstance(m, nn.Linear)]
     if general:
         _check_own_modules(model, acts, canonical)
     return model, linears, acts, canonical.describe(), general
+
+
+_DROPOUTS = (nn.Dropout, nn.AlphaDropout)
+
+
+def _dropout_before_activation(seq: list[nn.Module]) -> bool:
+    """Whether a dropout sits between a hidden Linear and its activation.
+
+    In training it changes what the activation receives, which the fast path
+    (it reads the Linear's output) would miss; the general path reads the
+    activation's own input. A dropout after the activation changes nothing there.
+    """
+    return any(isinstance(m, nn.Linear) and isinstance(n, _DROPOUTS) and n.p > 0 and
+               any(isinstance(a, ACTIVATIONS) for a in seq[i + 2:]) for i, (m, n) in enumerate(zip(seq, seq[1:])))
 
 
 def _wrapped(model: nn.Module) -> str | None:
@@ -104,10 +121,14 @@ def _on_cpu(model: nn.Module) -> nn.Module:
 def slope_reader(act: nn.Module) -> Callable[[], float | torch.Tensor | None]:
     """A function giving the activation's negative slope at the moment of a recorded forward pass.
 
-    A PReLU's learned slopes are read each time (the optimizer moves them); a
-    fixed slope is a number; a ReLU gives None (no negative side to measure).
+    A PReLU's learned slopes are read each time (the optimizer moves them), and
+    so is a LeakyReLU's ``negative_slope`` (a schedule may change it; 0 then
+    stays a number); a ReLU gives None (no negative side to measure). A slope
+    given to a functional ``F.leaky_relu`` is read when the tracker is built.
     """
     if isinstance(act, nn.PReLU):
         return lambda: slope_tensor(act)
+    if isinstance(act, nn.LeakyReLU):
+        return lambda: float(act.negative_slope)
     fixed = float(slope_tensor(act))
     return (lambda: None) if fixed == 0.0 else (lambda: fixed)

@@ -47,19 +47,24 @@ def saw_forward(state: object) -> bool:
 def untrained_rows(state: object) -> int:
     """Samples of the step's forward passes that no training backward pass reached (0 without any backward).
 
-    On the fast path, by batch: those no layer's backward reached. On the general
-    path, by count: the first layer's forward samples less the most samples a
-    layer's gradient sums cover (a batch backpropagated twice can hide another).
+    Forward passes recomputed inside a backward pass (activation checkpointing)
+    are not counted. On the fast path, by batch: per layer that takes gradients,
+    the samples of its batches that no backward pass reached, and the least of
+    those. On the general path, by count: the first layer's forward samples less
+    the most samples a layer's gradient sums cover (a batch backpropagated twice
+    can hide another).
     """
     collector = getattr(state, "collector", None)
     if collector is not None:
         covered = [int(g.neg_count[0] + g.pos_count[0]) // lin.out_features
                    for g, lin in zip(collector.gradients, state.hidden) if g.neg_count is not None]
-        return max(collector.activity[0].samples - max(covered), 0) if covered else 0
-    trained = set().union(*(layer.trained for layer in state.layers))
-    if not trained:
+        seen = collector.activity[0].samples - state.recomputed_rows
+        return max(seen - max(covered), 0) if covered else 0
+    layers = [layer for layer in state.layers if layer.wants_grad]
+    if not any(layer.trained for layer in layers):
         return 0
-    return sum(rows for batch, rows in enumerate(state.layers[0].batch_rows) if batch not in trained)
+    return min(sum(rows for batch, rows in enumerate(layer.batch_rows)
+                   if batch not in layer.trained and batch not in layer.recomputed) for layer in layers)
 
 
 def check_sign_target(target: object, outputs: int) -> bool:
@@ -91,3 +96,18 @@ def loss_value(loss: object) -> float:
                          found=f"{type(loss).__name__}" + (f" of shape {tuple(loss.shape)}"
                                                             if isinstance(loss, torch.Tensor) else ""),
                          fix="pass loss (the scalar you called backward on), or nothing") from None
+
+
+def check_slope(slope: object, output: torch.Tensor) -> object:
+    """``slope``, unless it is a PReLU's per-channel slopes on a batch of more than 2 dimensions.
+
+    torch applies those along dimension 1 (the sequence, in ``[batch, seq, units]``),
+    not per unit of the Linear before it, so no per-unit key could be right.
+    """
+    if isinstance(slope, torch.Tensor) and slope.numel() > 1 and output.dim() > 2:
+        raise ProbeError("probe.track cannot record a per-channel PReLU on inputs of more than 2 dimensions",
+                         expected="a PReLU with one slope, or per-channel slopes on [batch, units] inputs",
+                         found=f"{slope.numel()} slopes on a batch of shape {tuple(output.shape)} (torch "
+                               "applies them along dimension 1, not per unit)",
+                         fix="use nn.PReLU() (one slope), or flatten the batch to [rows, units] before the model")
+    return slope

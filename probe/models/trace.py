@@ -87,13 +87,17 @@ def _is_linear(node: fx.Node, named: dict[str, nn.Module]) -> bool:
     return node.op == "call_module" and isinstance(named.get(node.target), nn.Linear)
 
 
-def module_sequence(module: nn.Module) -> list[nn.Module]:
-    """The modules a plain chain model applies, in order, via ``torch.fx``."""
+def module_sequence(module: nn.Module, keep: tuple[type, ...] = ()) -> list[nn.Module]:
+    """The modules a plain chain model applies, in order, via ``torch.fx``.
+
+    Pass-through modules (dropout, identity, flatten) are left out, but those
+    of the types in ``keep``, which stay in their place.
+    """
     try:
         graph = fx.symbolic_trace(module).graph
     except Exception as exc:  # tracing fails on data-dependent control flow
         if isinstance(module, nn.Sequential):
-            return flatten_sequential(module)
+            return flatten_sequential(module, keep)
         raise not_mlp(f"{article(type(module).__name__)} whose forward could not be traced "
                       f"({type(exc).__name__}: {clip(str(exc), 160)})") from None
     named = dict(module.named_modules())
@@ -120,7 +124,7 @@ def module_sequence(module: nn.Module) -> list[nn.Module]:
                           "(a residual or skip connection)",
                           fix="export the plain MLP part of the model on its own (a residual or multi-input "
                               "model is not an MLP)")
-        seq.extend(_node_module(node, named))
+        seq.extend(_node_module(node, named, keep))
         prev = node
     return seq
 
@@ -153,14 +157,14 @@ def _act_from_function(node: fx.Node) -> nn.Module | None:
     return simple[target]() if target in simple else None
 
 
-def _node_module(node: fx.Node, named: dict[str, nn.Module]) -> list[nn.Module]:
+def _node_module(node: fx.Node, named: dict[str, nn.Module], keep: tuple[type, ...] = ()) -> list[nn.Module]:
     """Translate one traced node into zero or one module."""
     if node.op == "call_module":
         mod = named[node.target]
         if isinstance(mod, KNOWN):
             return [mod]
         if isinstance(mod, PASSTHROUGH):
-            return []
+            return [mod] if keep and isinstance(mod, keep) else []
         raise not_mlp(f"{article(type(mod).__name__)} layer at '{node.target}'")
     if node.op == "call_function":
         act = _act_from_function(node)
@@ -190,16 +194,18 @@ def _node_module(node: fx.Node, named: dict[str, nn.Module]) -> list[nn.Module]:
     raise not_mlp(f"operation '{node.op} {node.target}' at node '{node.name}'")
 
 
-def flatten_sequential(module: nn.Module) -> list[nn.Module]:
-    """The modules of (nested) ``nn.Sequential`` containers, pass-through layers dropped."""
+def flatten_sequential(module: nn.Module, keep: tuple[type, ...] = ()) -> list[nn.Module]:
+    """The modules of (nested) ``nn.Sequential`` containers, pass-through layers dropped (but those in ``keep``)."""
     out: list[nn.Module] = []
     for child in module.children():
         if isinstance(child, nn.Sequential):
-            out.extend(flatten_sequential(child))
+            out.extend(flatten_sequential(child, keep))
         elif isinstance(child, KNOWN):
             out.append(child)
         elif isinstance(child, tuple(_OUTPUT_MODULES)) and child is list(module.children())[-1]:
             raise output_activation_refusal(_OUTPUT_MODULES[type(child)])
         elif not isinstance(child, PASSTHROUGH):
             raise not_mlp(f"{article(type(child).__name__)} layer")
+        elif keep and isinstance(child, keep):
+            out.append(child)
     return out
