@@ -62,29 +62,15 @@ from probe.core.errors import ProbeError
 from probe.core.version import __version__
 from probe.diagnostics.results import collapsed
 from probe.engines import track_notices as notices
-from probe.engines.track_batch import LayerStep
 from probe.engines.track_general import GeneralStep
 from probe.engines.track_io import FORMAT, LineWriter, read_lines
-from probe.engines.track_ledger import Scratch, StepLedger, ledger_layout, sign_layout
+from probe.engines.track_ledger import Scratch, ledger_layout, sign_layout
 from probe.engines.track_model import slope_reader, user_layers
-from probe.engines.track_record import layer_dict, layer_records, sign_results
-from probe.engines.track_sign import RoutesFeed, SignStep
+from probe.engines.track_state import FastStep
 from probe.engines.track_window import AlertMonitor, DeadWindow
 from probe.models.borrowed_hooks import attach_forward
 
 log = logging.getLogger("probe.track")
-
-
-class _StepState:
-    """What the hooks gather during one recorded step, into one ledger kept in ``scratch[-1]``."""
-
-    def __init__(self, layers: list[nn.Linear], final: nn.Linear, scratch: list[Scratch], split: bool,
-                 sizes: list[int], margin: bool) -> None:
-        self.ledger = StepLedger(scratch[-1], sizes)
-        self.layers = [LayerStep(lin.out_features, lin.in_features, pool, self.ledger, i, split)
-                       for i, (lin, pool) in enumerate(zip(layers, scratch))]
-        self.sign = RoutesFeed(True) if margin else \
-            SignStep(scratch[-1], self.ledger, len(layers), final.out_features, final.in_features)
 
 
 class Tracker:
@@ -159,18 +145,18 @@ class Tracker:
         self._scratch = [Scratch() for _ in range(len(self.hidden) + 1)]
         self._ledger_sizes = [ledger_layout(lin.out_features)[1] for lin in self.hidden] + [
             sign_layout(self.final.out_features, self.final.in_features)[1]]  # the step ledger's parts
-        self._current: _StepState | None = None
+        self._current: FastStep | None = None
         self._handles: list = []
         self._open = False
         self._writer: LineWriter | None = None
         self._started = 0.0
         self._warned: set[str] = set()
 
-    def _new_state(self) -> _StepState | GeneralStep:
+    def _new_state(self) -> FastStep | GeneralStep:
         if self.general:
             return GeneralStep(self.hidden, self._acts, self.final, self.near_dead_threshold, self.dormant_tau,
                                self.gradient_split, self.margin)
-        return _StepState(self.hidden, self.final, self._scratch, self.gradient_split, self._ledger_sizes,
+        return FastStep(self.hidden, self.final, self._scratch, self.gradient_split, self._ledger_sizes,
                           self.margin)
 
     # -- borrowing the model -------------------------------------------------------------------------
@@ -199,9 +185,8 @@ class Tracker:
         if self._open and self.steps == 0 and self._current is not None and notices.saw_forward(self._current):
             self._warn_once("never", notices.NEVER_STEPPED)
         self._open = False
-        if isinstance(self._current, _StepState):  # its hooks may still fire: keep them off the scratch
-            for layer in self._current.layers:
-                layer.close()
+        if self._current is not None:  # its hooks may still fire: keep them off the scratch
+            self._current.close()
         self._current = None
         self._detach()
         if self._writer is not None:
@@ -306,27 +291,12 @@ class Tracker:
         """A log line that names the run (its history file), so that two runs' lines can be told apart."""
         return message if self.path is None else f"{self.path}: {message}"
 
-    def _record(self, state: _StepState | GeneralStep, step: int, loss: float | None) -> dict | None:
-        if isinstance(state, GeneralStep):
-            if not state.recorded:
-                return self._no_forward(step)
-            if not state.has_gradients:
-                self._warn_once("backward", notices.no_backward(step))
-            diagnostics = state.result()
-            layers = [layer_dict(d) for d in diagnostics.layers]
-            sign = [s.to_dict() for s in diagnostics.sign]
-            active, samples = np.concatenate(state.active_units()), state.samples
-        else:
-            ledgers = [layer.finish() for layer in state.layers]
-            if any(ledger is None for ledger in ledgers):
-                return self._no_forward(step)
-            if any(layer.wants_grad and not layer.grad_slabs for layer in state.layers):
-                self._warn_once("backward", notices.no_backward(step))
-            host = state.ledger.host()
-            layers, active = layer_records(state.layers, host[:-1], self.near_dead_threshold, self.dormant_tau)
-            sign = [s.to_dict() for s in (state.sign.results() if self.margin
-                                          else sign_results(state.sign, host[-1]))]
-            samples = state.layers[0].samples
+    def _record(self, state: FastStep | GeneralStep, step: int, loss: float | None) -> dict | None:
+        if not state.finish():
+            return self._no_forward(step)
+        if state.missing_gradient:
+            self._warn_once("backward", notices.no_backward(step))
+        layers, sign, active, samples = state.parts(self.near_dead_threshold, self.dormant_tau)
         untrained = notices.untrained_rows(state)
         if untrained:
             self._warn_once("untrained", notices.untrained(step, untrained, samples))

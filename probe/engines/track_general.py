@@ -23,6 +23,7 @@ is what is measured.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +31,7 @@ from probe.diagnostics.collector import Collector, nominal_slope
 from probe.diagnostics.results import LayerDiagnostics, NetworkDiagnostics
 from probe.engines.hooks import block_hooks
 from probe.engines.track_graph import in_backward
+from probe.engines.track_record import layer_dict
 from probe.engines.track_sign import RoutesFeed
 from probe.models.borrowed_hooks import attach_forward, attach_pre
 
@@ -69,6 +71,23 @@ class GeneralStep:
     def samples(self) -> int:
         """Rows through the final layer with autograd this step."""
         return self.sign.samples
+
+    def finish(self) -> bool:
+        """Whether the step can be recorded: a forward pass with autograd reached every hidden layer."""
+        return self.recorded
+
+    @property
+    def missing_gradient(self) -> bool:
+        return not self.has_gradients
+
+    def parts(self, near_dead_threshold: float, dormant_tau: float) -> tuple[list[dict], list[dict], np.ndarray, int]:
+        """As :meth:`probe.engines.track_state.FastStep.parts` (the thresholds are the Collector's already)."""
+        diagnostics = self.result()
+        return ([layer_dict(d) for d in diagnostics.layers], [s.to_dict() for s in diagnostics.sign],
+                np.concatenate(self.active_units()), self.samples)
+
+    def close(self) -> None:
+        """Nothing kept to protect: this step's Collector is its own."""
 
     @property
     def recorded(self) -> bool:
