@@ -73,6 +73,9 @@ def test_a_loop_that_never_calls_step_is_told(caplog) -> None:
         caplog.clear()
         with track(model):  # nothing ran through the model: nothing to say
             pass
+        with pytest.raises(RuntimeError, match="the loop failed"), track(model):
+            _train_step(model)
+            raise RuntimeError("the loop failed")  # before step(): the error says what happened
     assert not caplog.records
 
 

@@ -72,11 +72,23 @@ def test_a_frozen_first_layer_is_recorded_without_its_gradient(norm: bool, caplo
     assert "no backward pass" not in caplog.text and "no forward pass" not in caplog.text
 
 
-def test_a_dropout_before_the_activation_is_measured_where_the_activation_reads() -> None:
+class _FunctionalDropout(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(F.dropout(self.fc1(x), 0.5, self.training)))
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_a_dropout_before_the_activation_is_measured_where_the_activation_reads(functional: bool) -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 32), nn.Dropout(0.5), nn.ReLU(), nn.Linear(32, 1))
+    model = _FunctionalDropout() if functional else \
+        nn.Sequential(nn.Linear(4, 32), nn.Dropout(0.5), nn.ReLU(), nn.Linear(32, 1))
+    act = model.act if functional else model[2]
     seen = {}
-    model[2].register_forward_pre_hook(lambda m, inputs: seen.update(z=inputs[0].detach().clone()))
+    act.register_forward_pre_hook(lambda m, inputs: seen.update(z=inputs[0].detach().clone()))
     with track(model) as tracker:
         model(torch.randn(64, 4)).sum().backward()
         record = tracker.step()
@@ -118,3 +130,17 @@ def test_non_reentrant_checkpointing_is_not_taken_for_an_evaluation(general: boo
         checkpoint(inner, torch.randn(32, 4), use_reentrant=False).sum().backward()
         tracker.step()
     assert "no backward pass" not in caplog.text
+
+
+@pytest.mark.parametrize("general", [False, True])
+def test_linear_probing_with_every_hidden_layer_frozen_says_nothing(general: bool, caplog) -> None:
+    torch.manual_seed(0)
+    act = nn.GELU if general else nn.ReLU
+    model = nn.Sequential(nn.Linear(4, 16), act(), nn.Linear(16, 16), act(), nn.Linear(16, 1))
+    for layer in (model[0], model[2]):
+        layer.requires_grad_(False)
+    with caplog.at_level(logging.WARNING, logger="probe.track"), track(model) as tracker:
+        model(torch.randn(32, 4)).pow(2).mean().backward()
+        record = tracker.step()
+    assert record["samples"] == 32 and all("grad_ratio" not in layer for layer in record["layers"])
+    assert not caplog.records

@@ -180,9 +180,13 @@ class Tracker:
             raise
         return self
 
-    def close(self) -> None:
-        """Remove every hook and close the history file (idempotent)."""
-        if self._open and self.steps == 0 and self._current is not None and notices.saw_forward(self._current):
+    def close(self, *, failed: bool = False) -> None:
+        """Remove every hook and close the history file (idempotent).
+
+        ``failed``: the loop ended with an exception (no word then on a missing ``step()``).
+        """
+        if not failed and self._open and self.steps == 0 and self._current is not None and \
+                notices.saw_forward(self._current):
             self._warn_once("never", notices.NEVER_STEPPED)
         self._open = False
         if self._current is not None:  # its hooks may still fire: keep them off the scratch
@@ -231,8 +235,8 @@ class Tracker:
     def __enter__(self) -> Tracker:
         return self.open()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        self.close(failed=kind is not None)
 
     def _hidden_hook(self, layer: int):
         slope = self._slopes[layer]

@@ -46,6 +46,7 @@ class GeneralStep:
                                    dormant_tau=dormant_tau)
         self.sign = RoutesFeed(margin)
         self.recomputed_rows = 0  # first-layer samples run inside a backward pass (checkpointing)
+        self.wants_grad = [False] * len(hidden)  # per layer: some batch's z took gradients
 
     def attach(self) -> list:
         """Register the hooks on the user's modules (inert in a copy or pickle); returns their handles."""
@@ -56,7 +57,15 @@ class GeneralStep:
             handles.append(attach_pre(act, act_hook))
         handles.append(attach_forward(self.final, self._final_hook))
         handles.append(attach_forward(self.hidden[0], self._count_recomputed))
+        for i, act in enumerate(self.acts):
+            handles.append(attach_pre(act, self._wants_grad_hook(i)))
         return handles
+
+    def _wants_grad_hook(self, layer: int):
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            if torch.is_grad_enabled() and inputs[0].requires_grad:
+                self.wants_grad[layer] = True
+        return hook
 
     def _count_recomputed(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         if torch.is_grad_enabled() and in_backward():
@@ -78,7 +87,8 @@ class GeneralStep:
 
     @property
     def missing_gradient(self) -> bool:
-        return not self.has_gradients
+        """A layer whose ``z`` took gradients got no training backward pass (as the fast path's)."""
+        return any(wants and g.neg_abs is None for wants, g in zip(self.wants_grad, self.collector.gradients))
 
     def parts(self, near_dead_threshold: float, dormant_tau: float) -> tuple[list[dict], list[dict], np.ndarray, int]:
         """As :meth:`probe.engines.track_state.FastStep.parts` (the thresholds are the Collector's already)."""

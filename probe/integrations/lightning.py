@@ -82,14 +82,14 @@ class ProbeCallback(Callback):
         self._close()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self._close()
+        self._close(failed=True)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._close()
 
-    def _close(self) -> None:
+    def _close(self, failed: bool = False) -> None:
         if self.tracker is not None:
-            self.tracker.close()
+            self.tracker.close(failed=failed)
 
     @property
     def history(self) -> list[dict]:

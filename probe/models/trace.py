@@ -170,8 +170,9 @@ def _node_module(node: fx.Node, named: dict[str, nn.Module], keep: tuple[type, .
         act = _act_from_function(node)
         if act is not None:
             return [act]
-        if node.target in _FN_SKIP:
-            return []
+        if node.target in _FN_SKIP:  # F.dropout(input, p=0.5, training=True, inplace=False)
+            p = node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5)
+            return [nn.Dropout(p if isinstance(p, float) else 0.5)] if keep and issubclass(nn.Dropout, keep) else []
         if node.target in _FN_RESHAPE:
             start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
             return [] if node.target is torch.flatten and start == 1 else [OutputReshape()]
