@@ -7,7 +7,7 @@ returns a value (so none can change what the model computes).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -22,7 +22,7 @@ from probe.models.mlp import MLP
 
 
 def block_hooks(collector: Collector, layer: int, linear: nn.Linear, act: nn.Module, *,
-                autograd_only: bool = False):
+                autograd_only: bool = False, on_forward: Callable[[torch.Tensor], object] | None = None):
     """``(linear_hook, act_pre_hook)`` that feed ``collector`` for one hidden block ``Linear -> [norm] -> act``.
 
     The Linear's forward hook keeps its input ``x`` and output ``u``; the
@@ -38,6 +38,8 @@ def block_hooks(collector: Collector, layer: int, linear: nn.Linear, act: nn.Mod
         linear, act: The block's modules (the user's own, or a canonical MLP's).
         autograd_only: Skip forward passes without autograd (evaluation inside
             a tracked training step); analyze records every forward pass.
+        on_forward: Called with each ``z`` recorded (``probe.track``: which layers
+            take gradients, which passes are recomputed by checkpointing).
     """
     width, fan_in, seen = linear.out_features, linear.in_features, {}
     # slopes an optimiser or a schedule moves: read at every forward pass
@@ -58,11 +60,11 @@ def block_hooks(collector: Collector, layer: int, linear: nn.Linear, act: nn.Mod
             return
         x, u = seen.pop("x"), seen.pop("u")
         slope = slope_tensor(act) if sloped else None
-        if slope is not None and autograd_only:  # probe.track: per-channel slopes on 3-D batches refused
-            check_slope(slope, z)
-        if slope is not None:
-            slope = slope.to(z.device, torch.float32).reshape(1, 1, -1)
+        if slope is not None:  # per-channel slopes on a 3-D batch are refused (only probe.track sees one)
+            slope = check_slope(slope, z).to(z.device, torch.float32).reshape(1, 1, -1)
         pending = collector.forward(layer, rows(x, fan_in), rows(z, width), slope, fn=fn)
+        if on_forward is not None:
+            on_forward(z)
         if not z.requires_grad:
             return
         # probe.track: a backward pass that computes no gradient for the weight (a gradient

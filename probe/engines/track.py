@@ -186,7 +186,7 @@ class Tracker:
         ``failed``: the loop ended with an exception (no word then on a missing ``step()``).
         """
         if not failed and self._open and self.steps == 0 and self._current is not None and \
-                notices.saw_forward(self._current):
+                self._current.saw_forward:
             self._warn_once("never", notices.NEVER_STEPPED)
         self._open = False
         if self._current is not None:  # its hooks may still fire: keep them off the scratch
@@ -301,7 +301,7 @@ class Tracker:
         if state.missing_gradient:
             self._warn_once("backward", notices.no_backward(step))
         layers, sign, active, samples = state.parts(self.near_dead_threshold, self.dormant_tau)
-        untrained = notices.untrained_rows(state)
+        untrained = state.untrained_rows()
         if untrained:
             self._warn_once("untrained", notices.untrained(step, untrained, samples))
         return self._write(step, loss, layers, sign, active, samples)

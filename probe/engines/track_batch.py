@@ -78,8 +78,6 @@ class LayerStep:
                  split: bool = True) -> None:
         self.units, self.fan_in, self.scratch = units, fan_in, scratch
         self._ledger, self._index = ledger, index
-        self.samples = 0
-        self.batches = 0
         self.batch_rows: list[int] = []  # per batch of the step, its samples
         self.trained: set[int] = set()  # the batches that a training backward pass reached
         self.recomputed: set[int] = set()  # batches run inside a backward pass (a checkpoint's recomputation)
@@ -100,6 +98,16 @@ class LayerStep:
         self._totals = 0  # x^T g tensors received; the split needs one per such backward pass
         self._relu_grad: tuple | None = None  # (batch, tensor, version): what the batch's ReLU backward made
         self._closed = False  # the record is built: hooks of this step that fire later do nothing
+
+    @property
+    def batches(self) -> int:
+        """Forward passes recorded so far this step."""
+        return len(self.batch_rows)
+
+    @property
+    def samples(self) -> int:
+        """Rows of those forward passes."""
+        return sum(self.batch_rows)
 
     def _view(self, part: str) -> torch.Tensor:
         """A piece of this layer's ledger part (as :data:`LEDGER` names them, or ``forward2``/``forward3``:
@@ -126,9 +134,9 @@ class LayerStep:
         ``g`` and ``x^T g`` is computed here.
         """
         z2 = work_view(z, self.units)
-        rows = 2 if slope is None else 3
-        slab = self.scratch.get(("slab", self.batches), (rows, *z2.shape), z2)
-        planes = self.scratch.views(("planes", self.batches), slab, tuple)
+        rows, batch = 2 if slope is None else 3, self.batches
+        slab = self.scratch.get(("slab", batch), (rows, *z2.shape), z2)
+        planes = self.scratch.views(("planes", batch), slab, tuple)
         torch.le(z2, 0, out=planes[0])
         torch.clamp(z2, min=0, out=planes[1])
         if slope is not None:
@@ -140,16 +148,13 @@ class LayerStep:
         else:
             self._view("forward2" if rows == 2 else "forward3").add_(slab.sum(1).to(self.ledger.dtype))
         self.slope = slope
-        self.samples += z2.shape[0]
         self.batch_rows.append(z2.shape[0])
         if in_backward():
-            self.recomputed.add(self.batches)
-        self.batches += 1
+            self.recomputed.add(batch)
         if not z.requires_grad:
             return
         self.wants_grad = True
         node = weight_grad_node(z, module.weight, module.bias)
-        batch = self.batches - 1
         x2, version = None, 0
         if self.split:
             x2 = x.detach()

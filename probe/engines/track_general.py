@@ -23,6 +23,8 @@ is what is measured.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -52,24 +54,21 @@ class GeneralStep:
         """Register the hooks on the user's modules (inert in a copy or pickle); returns their handles."""
         handles = []
         for i, (lin, act) in enumerate(zip(self.hidden, self.acts)):
-            linear_hook, act_hook = block_hooks(self.collector, i, lin, act, autograd_only=True)
+            linear_hook, act_hook = block_hooks(self.collector, i, lin, act, autograd_only=True,
+                                                on_forward=self._seen(i))
             handles.append(attach_forward(lin, linear_hook))
             handles.append(attach_pre(act, act_hook))
         handles.append(attach_forward(self.final, self._final_hook))
-        handles.append(attach_forward(self.hidden[0], self._count_recomputed))
-        for i, act in enumerate(self.acts):
-            handles.append(attach_pre(act, self._wants_grad_hook(i)))
         return handles
 
-    def _wants_grad_hook(self, layer: int):
-        def hook(module: nn.Module, inputs: tuple) -> None:
-            if torch.is_grad_enabled() and inputs[0].requires_grad:
-                self.wants_grad[layer] = True
-        return hook
-
-    def _count_recomputed(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if torch.is_grad_enabled() and in_backward():
-            self.recomputed_rows += output.numel() // module.out_features
+    def _seen(self, layer: int) -> Callable[[torch.Tensor], None]:
+        """What a recorded ``z`` of ``layer`` tells beyond its sums: whether it takes gradients, and (the first
+        layer's) whether its pass is a recomputation inside the backward."""
+        def seen(z: torch.Tensor) -> None:
+            self.wants_grad[layer] |= z.requires_grad
+            if layer == 0 and in_backward():
+                self.recomputed_rows += z.numel() // z.shape[-1]
+        return seen
 
     def _final_hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         if not torch.is_grad_enabled() or not output.numel():
@@ -84,6 +83,20 @@ class GeneralStep:
     def finish(self) -> bool:
         """Whether the step can be recorded: a forward pass with autograd reached every hidden layer."""
         return self.recorded
+
+    @property
+    def saw_forward(self) -> bool:
+        """Whether a forward pass with autograd reached the model during this (unfinished) step."""
+        return any(a.samples for a in self.collector.activity)
+
+    def untrained_rows(self) -> int:
+        """As :meth:`probe.engines.track_state.FastStep.untrained_rows`, by count: the first layer's forward
+        samples (less those recomputed inside a backward pass) less the most samples a layer's gradient
+        sums cover (a batch backpropagated twice can hide another)."""
+        covered = [int(g.neg_count[0] + g.pos_count[0]) // lin.out_features
+                   for g, lin in zip(self.collector.gradients, self.hidden) if g.neg_count is not None]
+        seen = self.collector.activity[0].samples - self.recomputed_rows
+        return max(seen - max(covered), 0) if covered else 0
 
     @property
     def missing_gradient(self) -> bool:
@@ -103,11 +116,6 @@ class GeneralStep:
     def recorded(self) -> bool:
         """Whether a forward pass with autograd reached every hidden layer."""
         return all(a.active is not None for a in self.collector.activity)
-
-    @property
-    def has_gradients(self) -> bool:
-        """Whether a backward pass reached some hidden layer (not all need to: a frozen first layer's z has none)."""
-        return any(g.neg_abs is not None for g in self.collector.gradients)
 
     def result(self) -> NetworkDiagnostics:
         """analyze's result objects for this step (gradient keys only where a backward pass arrived)."""

@@ -36,37 +36,6 @@ def untrained(step: int, rows: int, samples: int) -> str:
             "evaluation under torch.no_grad() or torch.inference_mode()")
 
 
-def saw_forward(state: object) -> bool:
-    """Whether a forward pass with autograd reached the model during this (unfinished) step."""
-    collector = getattr(state, "collector", None)
-    if collector is not None:  # the general path
-        return any(a.samples for a in collector.activity)
-    return any(layer.batches for layer in state.layers)
-
-
-def untrained_rows(state: object) -> int:
-    """Samples of the step's forward passes that no training backward pass reached (0 without any backward).
-
-    Forward passes recomputed inside a backward pass (activation checkpointing)
-    are not counted. On the fast path, by batch: per layer that takes gradients,
-    the samples of its batches that no backward pass reached, and the least of
-    those. On the general path, by count: the first layer's forward samples less
-    the most samples a layer's gradient sums cover (a batch backpropagated twice
-    can hide another).
-    """
-    collector = getattr(state, "collector", None)
-    if collector is not None:
-        covered = [int(g.neg_count[0] + g.pos_count[0]) // lin.out_features
-                   for g, lin in zip(collector.gradients, state.hidden) if g.neg_count is not None]
-        seen = collector.activity[0].samples - state.recomputed_rows
-        return max(seen - max(covered), 0) if covered else 0
-    layers = [layer for layer in state.layers if layer.wants_grad]
-    if not any(layer.trained for layer in layers):
-        return 0
-    return min(sum(rows for batch, rows in enumerate(layer.batch_rows)
-                   if batch not in layer.trained and batch not in layer.recomputed) for layer in layers)
-
-
 def check_sign_target(target: object, outputs: int) -> bool:
     """Whether the sign routes are of logit margins (``"margin"``) rather than of the outputs (``"logit"``)."""
     if target not in ("logit", "margin"):

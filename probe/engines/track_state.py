@@ -1,8 +1,9 @@
 """One recorded step of ``probe.track``'s fast path: what its hooks fill, and what its record is made of.
 
 :class:`FastStep` and :class:`probe.engines.track_general.GeneralStep` answer the
-tracker alike (``finish``, ``missing_gradient``, ``parts``, ``close``), so
-:class:`probe.engines.track.Tracker` builds a record the same way on either path.
+tracker alike (``finish``, ``saw_forward``, ``untrained_rows``, ``missing_gradient``,
+``parts``, ``close``), so :class:`probe.engines.track.Tracker` builds a record
+the same way on either path.
 """
 
 from __future__ import annotations
@@ -38,6 +39,24 @@ class FastStep:
     def finish(self) -> bool:
         """Close every layer's sums; False when a forward pass with autograd reached no hidden layer."""
         return all([layer.finish() is not None for layer in self.layers])  # a list: every layer finishes
+
+    @property
+    def saw_forward(self) -> bool:
+        """Whether a forward pass with autograd reached the model during this (unfinished) step."""
+        return any(layer.batches for layer in self.layers)
+
+    def untrained_rows(self) -> int:
+        """Samples of the step's forward passes that no training backward pass reached (0 without any backward).
+
+        By batch: per layer that takes gradients, the samples of its batches that
+        no backward pass reached, leaving out those recomputed inside a backward
+        pass (activation checkpointing); the least of those over the layers.
+        """
+        layers = [layer for layer in self.layers if layer.wants_grad]
+        if not any(layer.trained for layer in layers):
+            return 0
+        return min(sum(rows for batch, rows in enumerate(layer.batch_rows)
+                       if batch not in layer.trained and batch not in layer.recomputed) for layer in layers)
 
     @property
     def missing_gradient(self) -> bool:
